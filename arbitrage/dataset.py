@@ -1,0 +1,254 @@
+"""Write selections as a dataset folder that `datasets.load_dataset(out, "sft"|"dpo")` opens and
+TRL's SFTTrainer / DPOTrainer train on as is (conversational `messages`; `prompt`/`chosen`/`rejected`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from arbitrage.select import Selection
+
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+
+PROVENANCE = [
+    ("prompt_id", pa.string()),
+    ("persona_id", pa.string()),
+    ("language", pa.string()),
+    ("domain", pa.string()),
+    ("task", pa.string()),
+    ("teacher_chosen", pa.string()),
+    ("teacher_rejected", pa.string()),
+    ("score_chosen", pa.float64()),
+    ("score_rejected", pa.float64()),
+    ("margin", pa.float64()),
+    ("n_candidates", pa.int32()),
+    ("router_decision", pa.string()),
+    ("constraints", pa.string()),  # JSON: the checks the prompt carries
+    ("score_details", pa.string()),  # JSON: per-check / per-scorer breakdown of the chosen answer
+]
+
+SCHEMAS = {
+    "sft": pa.schema([("messages", MESSAGES), *PROVENANCE]),
+    "dpo": pa.schema([("prompt", MESSAGES), ("chosen", MESSAGES), ("rejected", MESSAGES), *PROVENANCE]),
+    "candidates": pa.schema(
+        [
+            ("prompt_id", pa.string()),
+            ("call_id", pa.string()),
+            ("teacher", pa.string()),
+            ("response", pa.string()),
+            ("finish_reason", pa.string()),
+            ("tokens_in", pa.int64()),
+            ("tokens_out", pa.int64()),
+            ("latency_s", pa.float64()),
+            ("attempts", pa.int32()),
+            ("error", pa.string()),
+            ("last_status", pa.int32()),
+            ("score", pa.float64()),
+            ("score_details", pa.string()),
+            ("chosen", pa.bool_()),
+            ("language", pa.string()),
+            ("task", pa.string()),
+        ]
+    ),
+    "rejected_rows": pa.schema(
+        [
+            ("prompt_id", pa.string()),
+            ("persona_id", pa.string()),
+            ("language", pa.string()),
+            ("task", pa.string()),
+            ("prompt", MESSAGES),
+            ("reason", pa.string()),
+        ]
+    ),
+}
+
+
+def _assistant(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def _provenance(s: Selection) -> dict:
+    p, chosen, rejected = s.prompt, s.chosen, s.rejected
+    return {
+        "prompt_id": p.prompt_id,
+        "persona_id": p.persona_id,
+        "language": p.language,
+        "domain": p.domain,
+        "task": p.task,
+        "teacher_chosen": chosen.candidate.teacher,
+        "teacher_rejected": rejected.candidate.teacher if rejected else None,
+        "score_chosen": chosen.score,
+        "score_rejected": rejected.score if rejected else None,
+        "margin": s.margin,
+        "n_candidates": len(s.candidates),
+        "router_decision": s.route.decision,
+        "constraints": json.dumps(list(p.constraints), ensure_ascii=False),
+        "score_details": json.dumps(chosen.breakdown, ensure_ascii=False),
+    }
+
+
+def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {name: [] for name in SCHEMAS}
+    for s in selections:
+        p = s.prompt
+        for scored in s.candidates:
+            c = scored.candidate
+            rows["candidates"].append(
+                {
+                    "prompt_id": p.prompt_id,
+                    "call_id": c.call_id,
+                    "teacher": c.teacher,
+                    "response": c.text,
+                    "finish_reason": c.finish_reason,
+                    "tokens_in": c.tokens_in,
+                    "tokens_out": c.tokens_out,
+                    "latency_s": c.latency_s,
+                    "attempts": c.attempts,
+                    "error": c.error,
+                    "last_status": c.last_status,
+                    "score": scored.score if c.ok else None,
+                    "score_details": json.dumps(scored.breakdown, ensure_ascii=False),
+                    "chosen": scored is s.chosen,
+                    "language": p.language,
+                    "task": p.task,
+                }
+            )
+        if s.chosen is None:
+            rows["rejected_rows"].append(
+                {
+                    "prompt_id": p.prompt_id,
+                    "persona_id": p.persona_id,
+                    "language": p.language,
+                    "task": p.task,
+                    "prompt": list(p.messages),
+                    "reason": s.reason,
+                }
+            )
+            continue
+        provenance = _provenance(s)
+        rows["sft"].append({"messages": [*p.messages, *_assistant(s.chosen.candidate.text)], **provenance})
+        if s.rejected is not None:
+            rows["dpo"].append(
+                {
+                    "prompt": list(p.messages),
+                    "chosen": _assistant(s.chosen.candidate.text),
+                    "rejected": _assistant(s.rejected.candidate.text),
+                    **provenance,
+                }
+            )
+    return rows
+
+
+def write_parquet(out_dir: Path, rows: dict[str, list[dict]]) -> dict[str, int]:
+    data = out_dir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for old in data.glob("*.parquet"):
+        old.unlink()  # the dataset is derived from the journal: rewrite it whole each run
+    for name, schema in SCHEMAS.items():
+        table = pa.Table.from_pylist(rows[name], schema=schema)
+        tmp = data / f".{name}-00000.parquet.tmp"
+        pq.write_table(table, tmp)
+        tmp.replace(data / f"{name}-00000.parquet")
+    return {name: len(r) for name, r in rows.items()}
+
+
+def _table(header: list[str], body: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def write_card(out_dir: Path, rows: dict[str, list[dict]], summary: dict, config: dict) -> None:
+    """README.md: `configs:` front matter for load_dataset, then what a user needs to trust the data."""
+    languages = sorted({r["language"] for r in rows["sft"]} | {r["language"] for r in rows["rejected_rows"]})
+    front = {
+        "configs": [
+            {
+                "config_name": name,
+                **({"default": True} if name == "sft" else {}),
+                "data_files": [{"split": "train", "path": f"data/{name}-*.parquet"}],
+            }
+            for name in SCHEMAS
+        ],
+        "language": languages,
+        "tags": ["synthetic", "arbitrage", "sft", "dpo", "persona"],
+    }
+    wins = Counter(r["teacher_chosen"] for r in rows["sft"])
+    teachers = summary.get("teachers", {})
+    teacher_rows = [
+        [
+            name,
+            t.get("calls", 0),
+            t.get("failed", 0),
+            wins.get(name, 0),
+            f"{wins.get(name, 0) / max(1, len(rows['sft'])):.0%}",
+            "—" if t.get("mean_score") is None else f"{t['mean_score']:.3f}",
+            t.get("tokens_out", 0),
+        ]
+        for name, t in teachers.items()
+    ]
+    by_lang = Counter(r["language"] for r in rows["sft"])
+    by_task = Counter(r["task"] for r in rows["sft"])
+    rejected_reasons = Counter(r["reason"].split(" (")[0] for r in rows["rejected_rows"])
+    sample = rows["dpo"][0] if rows["dpo"] else (rows["sft"][0] if rows["sft"] else None)
+    out = out_dir.as_posix()
+    body = f"""# Arbitrage dataset: {out_dir.name}
+
+Synthetic SFT and preference data built with arbitrage by *arbitrage between
+teachers* (Multilingual Arbitrage, arXiv 2408.14960): persona-driven prompts (PersonaHub / Tulu 3
+style) were routed to teachers (router `{summary.get('router')}`), every answer was scored
+(reward `{summary.get('reward')}`), and the best answer was kept. Lower-scored answers become the
+`rejected` side of DPO pairs.
+
+## Configs
+| config | rows | what |
+|---|---|---|
+| `sft` | {len(rows['sft'])} | `messages`: the prompt and the best answer |
+| `dpo` | {len(rows['dpo'])} | `prompt` / `chosen` / `rejected` (conversational), `score_chosen`, `score_rejected` |
+| `candidates` | {len(rows['candidates'])} | every teacher answer with score, latency, tokens, error |
+| `rejected_rows` | {len(rows['rejected_rows'])} | prompts with no usable answer, and why |
+
+Provenance columns on `sft` and `dpo`: prompt_id, persona_id, language, domain, task,
+teacher_chosen, teacher_rejected, score_chosen, score_rejected, margin, n_candidates,
+router_decision, constraints (JSON), score_details (JSON).
+
+## Teachers
+{_table(["teacher", "calls", "failed", "wins", "win share", "mean score", "tokens out"], teacher_rows)}
+
+## Coverage
+{_table(["language", "sft rows"], sorted(by_lang.items()))}
+
+{_table(["task", "sft rows"], sorted(by_task.items()))}
+
+Prompts without a chosen answer: {dict(rejected_reasons) or 'none'}. DPO pairs dropped: {summary.get('pairs_dropped', {}) or 'none'}.
+
+## Load and train
+```python
+from datasets import load_dataset
+sft = load_dataset("{out}", "sft", split="train")
+dpo = load_dataset("{out}", "dpo", split="train")
+```
+```bash
+trl sft --model_name_or_path <model> --dataset_name {out} --dataset_config sft --output_dir sft-out
+trl dpo --model_name_or_path <model> --dataset_name {out} --dataset_config dpo --output_dir dpo-out
+```
+
+## Sample row
+```json
+{json.dumps(sample, ensure_ascii=False, indent=2) if sample else "{}"}
+```
+
+## Resolved configuration
+API keys are never recorded: teachers name the environment variable that holds theirs.
+```yaml
+{yaml.safe_dump(config, sort_keys=False, allow_unicode=True).strip()}
+```
+"""
+    card = "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + body
+    (out_dir / "README.md").write_text(card, encoding="utf-8")

@@ -1,0 +1,9 @@
+"""Errors that reach the user as one line naming the fix."""
+
+
+class ArbitrageError(Exception):
+    """Base class: the CLI prints `error: <message>` and exits 2, with no traceback."""
+
+
+class ConfigError(ArbitrageError):
+    """The configuration or an input file is wrong; raised before any model loads."""

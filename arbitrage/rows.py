@@ -1,0 +1,83 @@
+"""The rows that flow through a run (see ../shared/DESIGN.md): Prompt → Call → Candidate → Scored."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def stable_hash(*parts: Any, length: int = 16) -> str:
+    """Deterministic id from JSON-serialisable parts: the key for dedup, caching and resume."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    prompt_id: str
+    persona_id: str
+    language: str
+    domain: str
+    task: str
+    topic: str
+    messages: tuple[dict, ...]  # optional system message, then the user message
+    constraints: tuple[dict, ...] = ()
+    reference: str | None = None  # known answer, for tasks generated with one
+
+    @property
+    def user_text(self) -> str:
+        return self.messages[-1]["content"]
+
+    def to_row(self) -> dict:
+        row = asdict(self)
+        row["messages"] = list(self.messages)
+        row["constraints"] = json.dumps(list(self.constraints), ensure_ascii=False)
+        return row
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a teacher returns for one prompt: text, or an error that is kept as data."""
+
+    text: str | None
+    finish_reason: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    error: str | None = None
+    status: int | None = None  # HTTP status of the last attempt, when there was one
+    retry_after: float | None = None  # seconds the server asked us to wait
+    logprobs: list | None = None  # first-token top logprobs, when asked for (judges)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.text is not None
+
+
+@dataclass
+class Candidate:
+    """A finished call: one teacher's answer to one prompt, or its failure."""
+
+    call_id: str
+    prompt_id: str
+    teacher: str
+    text: str | None
+    finish_reason: str | None
+    tokens_in: int
+    tokens_out: int
+    latency_s: float
+    attempts: int
+    error: str | None = None
+    last_status: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.text and self.text.strip())
+
+
+@dataclass
+class Scored:
+    candidate: Candidate
+    score: float
+    breakdown: dict = field(default_factory=dict)  # per-scorer values / per-check results

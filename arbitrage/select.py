@@ -1,0 +1,66 @@
+"""Best-of-n selection and DPO pairing, per prompt."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from arbitrage.rows import Prompt, Scored, stable_hash
+from arbitrage.routing import Route
+
+
+@dataclass(frozen=True)
+class SelectionSpec:
+    pairs: str = "worst"  # worst | random_lower: which lower-scored answer becomes `rejected`
+    min_margin: float = 0.01  # pairs closer than this are dropped (ties teach nothing)
+    min_score: float | None = None  # a best answer below this goes to rejected_rows
+
+
+@dataclass
+class Selection:
+    prompt: Prompt
+    route: Route
+    candidates: list[Scored]  # every candidate, usable or not
+    chosen: Scored | None = None
+    rejected: Scored | None = None
+    reason: str | None = None  # why there is no chosen answer
+    pair_reason: str | None = None  # why there is no DPO pair
+
+    @property
+    def margin(self) -> float | None:
+        if self.chosen is None or self.rejected is None:
+            return None
+        return round(self.chosen.score - self.rejected.score, 6)
+
+
+def select(prompt: Prompt, route: Route, scored: list[Scored], spec: SelectionSpec) -> Selection:
+    selection = Selection(prompt, route, scored)
+    usable = [s for s in scored if s.candidate.ok]
+    if not usable:
+        errors = sorted({f"{s.candidate.teacher}: {s.candidate.error or 'empty answer'}" for s in scored})
+        selection.reason = "no usable candidate (" + "; ".join(errors)[:300] + ")" if errors else "no candidate"
+        return selection
+    # Ties: an answer cut off at max_tokens loses; then a draw seeded by the prompt id, so no
+    # teacher wins ties just by coming first in the config, and reruns pick the same answer.
+    ranked = sorted(
+        usable,
+        key=lambda s: (-s.score, s.candidate.finish_reason == "length", stable_hash("tie", prompt.prompt_id, s.candidate.teacher)),
+    )
+    best = ranked[0]
+    if spec.min_score is not None and best.score < spec.min_score:
+        selection.reason = f"best score {best.score:.3f} below output.min_score {spec.min_score}"
+        return selection
+    selection.chosen = best
+    lower = [s for s in ranked[1:] if s.score < best.score]
+    if not lower:
+        selection.pair_reason = "single candidate" if len(ranked) == 1 else "all candidates tie"
+        return selection
+    if spec.pairs == "worst":
+        rejected = lower[-1]
+    else:
+        rejected = random.Random(stable_hash("pair", prompt.prompt_id)).choice(lower)
+    if best.score - rejected.score < spec.min_margin:
+        selection.pair_reason = f"margin {best.score - rejected.score:.3f} below output.min_margin {spec.min_margin}"
+        return selection
+    selection.rejected = rejected
+    return selection

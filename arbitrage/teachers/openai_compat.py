@@ -1,0 +1,153 @@
+"""Teachers behind any OpenAI-compatible `/v1/chat/completions` endpoint (vLLM, Ollama, TGI, …).
+
+One shared httpx client per teacher; a request error becomes a Completion with `error` and the
+HTTP status so the engine can decide to retry (and honour Retry-After).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import httpx
+
+from arbitrage.errors import ConfigError
+from arbitrage.rows import Completion, Prompt, stable_hash
+
+
+def api_key_from_env(teacher: str, api_key_env: str | None, required: bool) -> str | None:
+    """Keys live only in the environment; config names the variable, never the key."""
+    if not api_key_env:
+        return None
+    key = os.environ.get(api_key_env)
+    if required and not key:
+        raise ConfigError(
+            f"teacher '{teacher}': environment variable {api_key_env} is not set — "
+            f"export {api_key_env}=... or set teacher.{teacher}.api_key_env"
+        )
+    return key
+
+
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    if "retry-after-ms" in headers:
+        try:
+            return float(headers["retry-after-ms"]) / 1000
+        except ValueError:
+            return None
+    try:
+        return float(headers["retry-after"]) if "retry-after" in headers else None
+    except ValueError:
+        return None  # HTTP-date form: fall back to our own backoff
+
+
+def parse_chat_response(body: dict) -> Completion:
+    choice = body["choices"][0]
+    usage = body.get("usage") or {}
+    content = choice["message"].get("content")
+    top = None
+    logprobs = choice.get("logprobs") or {}
+    if logprobs.get("content"):
+        top = [{"token": t["token"], "logprob": t["logprob"]} for t in logprobs["content"][0].get("top_logprobs", [])]
+    if content is None:
+        return Completion(text=None, error="response had no message content", finish_reason=choice.get("finish_reason"))
+    return Completion(
+        text=content.strip(),
+        finish_reason=choice.get("finish_reason"),
+        tokens_in=int(usage.get("prompt_tokens") or 0),
+        tokens_out=int(usage.get("completion_tokens") or 0),
+        logprobs=top,
+    )
+
+
+class OpenAICompatTeacher:
+    batch_size = 1
+
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        base_url: str,
+        api_key_env: str | None = None,
+        max_tokens: int = 512,
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        seed: int | None = 0,
+        timeout_s: float = 120.0,
+        max_concurrency: int = 16,
+        top_logprobs: int | None = None,
+    ):
+        self.name = name
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.api_key_env = api_key_env
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.seed = seed
+        self.timeout_s = timeout_s
+        self.max_concurrency = max_concurrency
+        self.top_logprobs = top_logprobs
+        self._client: httpx.AsyncClient | None = None
+
+    def check(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"teacher '{self.name}': base_url must start with http:// or https://, got '{self.base_url}'")
+        api_key_from_env(self.name, self.api_key_env, required=True)
+
+    def generation_key(self) -> dict:
+        return {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
+
+    async def start(self) -> None:
+        if self._client is None:
+            headers = {}
+            key = api_key_from_env(self.name, self.api_key_env, required=True)
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+            limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
+            self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=self.timeout_s, limits=limits)
+
+    def _body(self, prompt: Prompt) -> dict:
+        body = {
+            "model": self.model,
+            "messages": list(prompt.messages),
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+        }
+        if self.seed is not None:
+            body["seed"] = int(stable_hash(self.seed, prompt.prompt_id, length=8), 16)
+        if self.top_logprobs:
+            body |= {"logprobs": True, "top_logprobs": self.top_logprobs}
+        return body
+
+    async def _one(self, prompt: Prompt) -> Completion:
+        assert self._client is not None, "start() first"
+        try:
+            response = await self._client.post("/chat/completions", json=self._body(prompt))
+        except httpx.HTTPError as exc:  # timeouts, refused and dropped connections: retryable
+            return Completion(text=None, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
+        if response.status_code != 200:
+            return Completion(
+                text=None,
+                error=f"HTTP {response.status_code}: {response.text[:200]}",
+                status=response.status_code,
+                retry_after=retry_after_seconds(response.headers),
+            )
+        try:
+            return parse_chat_response(response.json())
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            return Completion(text=None, error=f"invalid response body: {exc!r}"[:300], status=200)
+
+    async def complete(self, prompts: Sequence[Prompt]) -> list[Completion]:
+        return [await self._one(p) for p in prompts]
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

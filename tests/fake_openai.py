@@ -1,0 +1,119 @@
+"""A small OpenAI-compatible server for tests (no API is reachable here): deterministic answers,
+scripted faults (status codes, Retry-After, garbage bodies), and a log of what it received."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Script:
+    latency_s: float = 0.0
+    fail_first: int = 0  # per distinct prompt: the first N requests fail with fail_status
+    fail_status: int = 500
+    retry_after: str | None = None  # Retry-After header sent with failures
+    garbage_first: int = 0  # per distinct prompt: the next N answers are truncated JSON
+    always_fail_marker: str | None = None  # prompts containing this always get HTTP 400
+    answers: dict = field(default_factory=dict)  # model name → fixed answer text
+
+
+def answer_for(model: str, text: str, script: Script) -> str:
+    if model in script.answers:
+        return script.answers[model]
+    digest = hashlib.sha256(f"{model}:{text}".encode()).hexdigest()[:8]
+    return f"Answer {digest} from {model}, with a comma and Several Capitals."
+
+
+class FakeOpenAI:
+    def __init__(self, script: Script | None = None):
+        self.script = script or Script()
+        self.requests: list[dict] = []
+        self.seen: Counter = Counter()
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeOpenAI:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def _send(self, status: int, body: bytes, headers: dict | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                self._send(200, b'{"status": "ok"}')
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                text = body["messages"][-1]["content"]
+                script = fake.script
+                with fake._lock:
+                    fake.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+                    fake.seen[text] += 1
+                    nth = fake.seen[text]
+                if script.latency_s:
+                    time.sleep(script.latency_s)
+                if script.always_fail_marker and script.always_fail_marker in text:
+                    return self._send(400, b'{"error": {"message": "bad request"}}')
+                if nth <= script.fail_first:
+                    headers = {"Retry-After": script.retry_after} if script.retry_after else {}
+                    return self._send(script.fail_status, b'{"error": {"message": "scripted failure"}}', headers)
+                if nth <= script.fail_first + script.garbage_first:
+                    return self._send(200, b'{"choices": [{"message": {"content": "trunc')
+                if "[Answer]" in text:  # a judge request: rate by answer length, with log-probs
+                    rating = 3 + len(text) % 5
+                    content = str(rating)
+                    top = [{"token": str(rating), "logprob": -0.1}, {"token": str(rating + 1), "logprob": -2.5}]
+                else:
+                    content, top = answer_for(body["model"], text, script), []
+                response = {
+                    "id": "fake",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": content},
+                            "finish_reason": "stop",
+                            "logprobs": {"content": [{"token": content[:1], "logprob": -0.1, "top_logprobs": top}]} if body.get("logprobs") else None,
+                        }
+                    ],
+                    "usage": {"prompt_tokens": len(text.split()), "completion_tokens": len(content.split()), "total_tokens": 0},
+                }
+                self._send(200, json.dumps(response).encode())
+
+        return Handler
+
+
+if __name__ == "__main__":  # `python tests/fake_openai.py` for trying API teachers by hand
+    with FakeOpenAI() as server:
+        print(server.url, flush=True)
+        threading.Event().wait()

@@ -1,0 +1,104 @@
+import json
+from collections import Counter
+
+import pytest
+import yaml
+
+from arbitrage.errors import ConfigError
+from arbitrage.personas import SynthesisSpec, load_personas, synthesise
+
+LANGS = ["en", "es", "fr", "de", "pt", "it"]
+
+
+@pytest.fixture
+def tasks(root):
+    return {name: spec["templates"] for name, spec in yaml.safe_load((root / "conf/tasks/default.yaml").read_text()).items()}
+
+
+@pytest.fixture
+def all_personas(root):
+    return load_personas([root / f"personas/{lang}.jsonl" for lang in LANGS])
+
+
+def test_persona_files_are_diverse(all_personas, root):
+    assert len(all_personas) >= 200
+    assert len({p.language for p in all_personas}) >= 5
+    assert len({p.domain for p in all_personas}) >= 10
+    assert len({p.persona for p in all_personas}) == len(all_personas)
+    demo = load_personas([root / "personas/demo.jsonl"])
+    by_id = {p.id: p for p in all_personas}
+    assert all(by_id[p.id] == p for p in demo), "demo.jsonl is a subset of the language files"
+
+
+def test_synthesis_is_deterministic_unique_and_balanced(all_personas, tasks):
+    spec = SynthesisSpec(tasks=tasks, n_prompts=300, seed=7)
+    first, second = synthesise(all_personas, spec), synthesise(all_personas, spec)
+    assert [p.prompt_id for p in first] == [p.prompt_id for p in second]
+    assert len({p.prompt_id for p in first}) == 300
+    assert len({p.user_text for p in first}) == 300
+    languages = Counter(p.language for p in first)
+    assert set(languages) == set(LANGS) and min(languages.values()) >= 40
+    assert set(Counter(p.task for p in first)) == set(tasks)
+    other_seed = synthesise(all_personas, SynthesisSpec(tasks=tasks, n_prompts=300, seed=8))
+    assert {p.prompt_id for p in other_seed} != {p.prompt_id for p in first}
+
+
+def test_prompts_carry_checkable_constraints_in_their_language(all_personas, tasks):
+    prompts = synthesise(all_personas, SynthesisSpec(tasks=tasks, n_prompts=120, seed=1))
+    for p in prompts:
+        assert p.messages[-1]["role"] == "user"
+        assert 1 <= len(p.constraints) <= 3
+        persona = next(x for x in all_personas if x.id == p.persona_id)
+        assert persona.persona in p.user_text and p.language == persona.language
+        if p.task == "math":
+            a, b, c = (int(x) for x in __import__("re").search(r"(\d+) × (\d+) \+ (\d+)", p.user_text).groups())
+            assert p.reference == str(a * b + c)
+            assert {"type": "final_number", "answer": p.reference} in p.constraints
+        if p.task == "code":
+            assert {"type": "code_block"} in p.constraints
+        row = p.to_row()
+        assert json.loads(row["constraints"]) == list(p.constraints)
+
+
+def test_system_prompt_and_language_filter(all_personas, tasks):
+    spec = SynthesisSpec(tasks=tasks, n_prompts=10, languages=("es",), system_prompt="Hablas con {persona}.")
+    prompts = synthesise(all_personas, spec)
+    assert {p.language for p in prompts} == {"es"}
+    assert all(p.messages[0]["role"] == "system" and p.messages[0]["content"].startswith("Hablas con un") for p in prompts)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"id": "x", "persona": "a cook"\n', "is not valid JSON"),
+        ('{"id": "x", "persona": "a cook", "language": "en", "domain": "cooking"}\n', "lacks topics"),
+        ('{"id": "x", "persona": "a cook", "language": "en", "domain": "cooking", "topics": []}\n', "'topics' must be a non-empty list"),
+        ("", "no personas in"),
+    ],
+)
+def test_bad_persona_file_is_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_personas([path])
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file_duplicate_ids_and_missing_language_template(tmp_path, tasks):
+    with pytest.raises(ConfigError, match="cannot read persona file"):
+        load_personas([tmp_path / "nope.jsonl"])
+    line = json.dumps({"id": "x", "persona": "a cook", "language": "xx", "domain": "cooking", "topics": ["bread baking"]})
+    (tmp_path / "dup.jsonl").write_text(line + "\n" + line + "\n")
+    with pytest.raises(ConfigError, match="duplicate persona id 'x'"):
+        load_personas([tmp_path / "dup.jsonl"])
+    (tmp_path / "xx.jsonl").write_text(line + "\n")
+    with pytest.raises(ConfigError, match=r"has no template for language\(s\) \['xx'\]"):
+        synthesise(load_personas([tmp_path / "xx.jsonl"]), SynthesisSpec(tasks=tasks, n_prompts=1))
+
+
+def test_too_many_prompts_and_bad_n(all_personas, tasks):
+    with pytest.raises(ConfigError, match="n_prompts must be a positive integer"):
+        synthesise(all_personas, SynthesisSpec(tasks=tasks, n_prompts=0))
+    one = all_personas[:1]
+    with pytest.raises(ConfigError, match="unique prompts can be drawn"):
+        synthesise(one, SynthesisSpec(tasks={"explain": tasks["explain"]}, n_prompts=5000, min_constraints=0, max_constraints=0))
