@@ -26,7 +26,19 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # An editable install reads conf/ beside the package; a wheel carries a copy inside it.
 CONF_DIR = PROJECT_ROOT / "conf" if (PROJECT_ROOT / "conf").is_dir() else Path(__file__).parent / "_conf"
 GROUPS = ("teacher", "router", "reward", "personas", "tasks", "output", "engine", "experiment")
-FLAGS_WITH_VALUE = {"--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd", "--experimental-rerun", "--cfg", "-c", "--package", "-p"}
+FLAGS_WITH_VALUE = {
+    "--config-name",
+    "-cn",
+    "--config-path",
+    "-cp",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+}
 INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}  # `--info` takes one optionally
 
 
@@ -53,7 +65,9 @@ def check_overrides(argv: list[str]) -> None:
         overrides = OverridesParser.create().parse_overrides(args)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"malformed override in {' '.join(args)!r}: {first} — overrides look like key=value or group=[a,b]") from None
+        raise ConfigError(
+            f"malformed override in {' '.join(args)!r}: {first} — overrides look like key=value or group=[a,b]"
+        ) from None
     for override in overrides:
         group = override.key_or_group.lstrip("+~")
         if group not in GROUPS or override.is_delete():
@@ -80,7 +94,9 @@ def _compose(args: list[str]) -> None:
         text = str(exc)
         missing = re.search(r"Key '([^']+)' is not in struct", text) or re.search(r"Could not override '([^']+)'", text)
         if missing:
-            raise ConfigError(f"unknown config key '{missing.group(1)}' — check the spelling (`arbitrage --cfg job` prints every key), or add it with +{missing.group(1)}=...") from None
+            raise ConfigError(
+                f"unknown config key '{missing.group(1)}' — check the spelling (`arbitrage --cfg job` prints every key), or add it with +{missing.group(1)}=..."
+            ) from None
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         raise ConfigError(f"{first} — check the overrides") from None
 
@@ -138,11 +154,15 @@ def build(cfg: DictConfig):
 
 def print_summary(summary: dict) -> None:
     rows = summary["rows"]
-    print(f"\nwrote {summary['out_dir']}: sft={rows['sft']} dpo={rows['dpo']} candidates={rows['candidates']} rejected_rows={rows['rejected_rows']}")
+    print(
+        f"\nwrote {summary['out_dir']}: sft={rows['sft']} dpo={rows['dpo']} candidates={rows['candidates']} rejected_rows={rows['rejected_rows']}"
+    )
     print(f"{'teacher':<14}{'calls':>6}{'failed':>7}{'wins':>6}{'mean score':>11}{'tok out':>9}{'tok/s':>8}")
     for name, t in summary["teachers"].items():
         mean = "—" if t["mean_score"] is None else f"{t['mean_score']:.3f}"
-        print(f"{name:<14}{t['calls']:>6}{t['failed']:>7}{t['wins']:>6}{mean:>11}{t['tokens_out']:>9}{t.get('tok_per_s', '—'):>8}")
+        print(
+            f"{name:<14}{t['calls']:>6}{t['failed']:>7}{t['wins']:>6}{mean:>11}{t['tokens_out']:>9}{t.get('tok_per_s', '—'):>8}"
+        )
     print("time (s): " + ", ".join(f"{k.removesuffix('_s')}={v}" for k, v in summary["timings_s"].items()))
 
 

@@ -212,6 +212,7 @@ REGISTRY: dict[str, ConstraintType] = {
             "language",
             lambda text, a: detect_language(text) == a["language"],
             lambda rng, ctx: {"language": ctx.language},
+            sampled=False,
         ),
         ConstraintType(
             "code_block",
@@ -258,8 +259,7 @@ def check(constraint: dict, text: str) -> bool:
 def sample(rng: random.Random, ctx: Context, count: int) -> list[dict]:
     """Draw `count` mutually compatible sampled constraints for one prompt."""
     excluded = set(TASK_EXCLUDES.get(ctx.task, ()))
-    if ctx.language == "en":
-        excluded.add("language")  # every tiny teacher answers in English anyway; test others
+    excluded.add("language")  # attached to every non-English prompt by the synthesiser instead
     chosen: list[dict] = []
     pool = [c for c in REGISTRY.values() if c.sampled and c.name not in excluded]
     rng.shuffle(pool)
@@ -282,6 +282,5 @@ def validate_texts(languages: set[str]) -> None:
         missing = languages - set(table.get(name, {}))
         if missing:
             raise ConfigError(
-                f"constraint '{name}' has no instruction text for {sorted(missing)} — "
-                f"add it to arbitrage/i18n/constraints.yaml"
+                f"constraint '{name}' has no instruction text for {sorted(missing)} — add it to arbitrage/i18n/constraints.yaml"
             )

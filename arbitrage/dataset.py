@@ -213,8 +213,8 @@ def write_card(out_dir: Path, rows: dict[str, list[dict]], paths: dict[str, str]
 
 Synthetic SFT and preference data built with arbitrage by *arbitrage between
 teachers* (Multilingual Arbitrage, arXiv 2408.14960): persona-driven prompts (PersonaHub / Tulu 3
-style) were routed to teachers (router `{summary.get('router')}`), every answer was scored
-(reward `{summary.get('reward')}`), and the best answer was kept. Lower-scored answers become the
+style) were routed to teachers (router `{summary.get("router")}`), every answer was scored
+(reward `{summary.get("reward")}`), and the best answer was kept. Lower-scored answers become the
 `rejected` side of DPO pairs.
 
 ## Configs
@@ -222,10 +222,10 @@ A config with 0 rows is left out of `configs:` (datasets cannot load an empty sp
 
 | config | rows | what |
 |---|---|---|
-| `sft` | {len(rows['sft'])} | `messages`: the prompt and the best answer |
-| `dpo` | {len(rows['dpo'])} | `prompt` / `chosen` / `rejected` (conversational), `score_chosen`, `score_rejected` |
-| `candidates` | {len(rows['candidates'])} | every teacher answer with score, latency, tokens, error |
-| `rejected_rows` | {len(rows['rejected_rows'])} | prompts with no usable answer, and why |
+| `sft` | {len(rows["sft"])} | `messages`: the prompt and the best answer |
+| `dpo` | {len(rows["dpo"])} | `prompt` / `chosen` / `rejected` (conversational), `score_chosen`, `score_rejected` |
+| `candidates` | {len(rows["candidates"])} | every teacher answer with score, latency, tokens, error |
+| `rejected_rows` | {len(rows["rejected_rows"])} | prompts with no usable answer, and why |
 
 Provenance columns on `sft` and `dpo`: prompt_id, persona_id, language, domain, task,
 teacher_chosen, teacher_rejected, score_chosen, score_rejected, margin, n_candidates,
@@ -239,7 +239,7 @@ router_decision, constraints (JSON), score_details (JSON).
 
 {_table(["task", "sft rows"], sorted(by_task.items()))}
 
-Prompts without a chosen answer: {dict(rejected_reasons) or 'none'}. DPO pairs dropped: {summary.get('pairs_dropped', {}) or 'none'}.
+Prompts without a chosen answer: {dict(rejected_reasons) or "none"}. DPO pairs dropped: {summary.get("pairs_dropped", {}) or "none"}.
 
 ## Load and train
 ```python

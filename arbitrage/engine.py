@@ -146,9 +146,7 @@ async def _run_teacher(teacher: Teacher, calls: list[Call], journal: Journal, po
             for item, completion in zip(batch, completions, strict=True):
                 latency = time.perf_counter() - item.started
                 if not completion.ok and policy.retryable(completion) and item.attempts < policy.max_attempts:
-                    asyncio.get_running_loop().create_task(
-                        retry_later(item, policy.delay(item.attempts, completion.retry_after))
-                    )
+                    asyncio.get_running_loop().create_task(retry_later(item, policy.delay(item.attempts, completion.retry_after)))
                     continue
                 finished.append(
                     Candidate(

@@ -99,7 +99,9 @@ def validate(personas: list[Persona], spec: SynthesisSpec) -> list[Persona]:
     for task, by_language in spec.tasks.items():
         missing = languages - {lang for lang, templates in by_language.items() if templates}
         if missing:
-            raise ConfigError(f"task '{task}' has no template for language(s) {sorted(missing)} — add them under tasks.{task}.templates")
+            raise ConfigError(
+                f"task '{task}' has no template for language(s) {sorted(missing)} — add them under tasks.{task}.templates"
+            )
     C.validate_texts(languages)
     return personas
 
@@ -117,6 +119,9 @@ def _user_text(rng: random.Random, persona: Persona, task: str, templates: list[
         fixed.append({"type": "final_number", "answer": reference})
     elif task == "code":
         fixed.append({"type": "code_block"})
+    if persona.language != "en":
+        # Small teachers drift into English; a multilingual dataset must check the answer's language.
+        fixed.append({"type": "language", "language": persona.language})
     return template.format(**values), topic, fixed, reference
 
 

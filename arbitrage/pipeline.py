@@ -14,8 +14,8 @@ import yaml
 from arbitrage import dataset, personas
 from arbitrage.engine import Journal, RetryPolicy, execute, make_call
 from arbitrage.errors import ConfigError
-from arbitrage.rows import Scored, stable_hash
 from arbitrage.routing import Router
+from arbitrage.rows import Scored, stable_hash
 from arbitrage.scoring import Scorer
 from arbitrage.select import SelectionSpec, select
 from arbitrage.teachers import Teacher

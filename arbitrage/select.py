@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from arbitrage.rows import Prompt, Scored, stable_hash
 from arbitrage.routing import Route
+from arbitrage.rows import Prompt, Scored, stable_hash
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,11 @@ def select(prompt: Prompt, route: Route, scored: list[Scored], spec: SelectionSp
     # teacher wins ties just by coming first in the config, and reruns pick the same answer.
     ranked = sorted(
         usable,
-        key=lambda s: (-s.score, s.candidate.finish_reason == "length", stable_hash("tie", prompt.prompt_id, s.candidate.teacher)),
+        key=lambda s: (
+            -s.score,
+            s.candidate.finish_reason == "length",
+            stable_hash("tie", prompt.prompt_id, s.candidate.teacher),
+        ),
     )
     best = ranked[0]
     if spec.min_score is not None and best.score < spec.min_score:

@@ -13,7 +13,9 @@ import pytest  # noqa: E402
 from arbitrage.rows import Candidate, Prompt  # noqa: E402
 
 
-def make_prompt(constraints=(), task="explain", language="en", reference=None, prompt_id="p1", text="Explain photosynthesis.") -> Prompt:
+def make_prompt(
+    constraints=(), task="explain", language="en", reference=None, prompt_id="p1", text="Explain photosynthesis."
+) -> Prompt:
     return Prompt(
         prompt_id=prompt_id,
         persona_id="en-test-01",

@@ -103,7 +103,9 @@ class FakeOpenAI:
                             "index": 0,
                             "message": {"role": "assistant", "content": content},
                             "finish_reason": "stop",
-                            "logprobs": {"content": [{"token": content[:1], "logprob": -0.1, "top_logprobs": top}]} if body.get("logprobs") else None,
+                            "logprobs": {"content": [{"token": content[:1], "logprob": -0.1, "top_logprobs": top}]}
+                            if body.get("logprobs")
+                            else None,
                         }
                     ],
                     "usage": {"prompt_tokens": len(text.split()), "completion_tokens": len(content.split()), "total_tokens": 0},

@@ -14,7 +14,9 @@ KEY = "sk-never-write-me-123"
 
 def arbitrage(*args, env=None, cwd=None):
     env = {**os.environ, "FAKE_KEY": KEY, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "arbitrage.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "arbitrage.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
 
 
 def api_args(server, out, *extra):
@@ -108,7 +110,11 @@ def test_bad_input_is_one_line_before_any_model_loads(tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     cases = {
         "unknown teacher 'gpt5'": ["teacher=[gpt5]"],
-        "environment variable NO_SUCH_KEY is not set": ["teacher=[api]", "teacher.api.model=openai/x", "teacher.api.api_key_env=NO_SUCH_KEY"],
+        "environment variable NO_SUCH_KEY is not set": [
+            "teacher=[api]",
+            "teacher.api.model=openai/x",
+            "teacher.api.api_key_env=NO_SUCH_KEY",
+        ],
         "teacher.api.model must be set": ["teacher=[api]"],
         "n_prompts must be a positive integer": ["n_prompts=0"],
         "is not valid JSON": [f"personas.files=[{bad}]"],

@@ -47,7 +47,9 @@ def test_every_config_composes_and_instantiates(group, option):
 
 
 def test_teacher_list_composes_a_dict_of_teachers_with_overrides():
-    cfg = compose_cfg(["teacher=[smollm2,gemma3,api]", "teacher.api.model=openai/gpt-4o-mini", "teacher.gemma3.temperature=0.2", "seed=3"])
+    cfg = compose_cfg(
+        ["teacher=[smollm2,gemma3,api]", "teacher.api.model=openai/gpt-4o-mini", "teacher.gemma3.temperature=0.2", "seed=3"]
+    )
     _, teachers, _, _ = build(cfg)
     assert list(teachers) == ["smollm2", "gemma3", "api"]
     assert teachers["gemma3"].mode == "completion" and teachers["gemma3"].temperature == 0.2

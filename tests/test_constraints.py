@@ -17,7 +17,11 @@ LANGS = ["en", "es", "fr", "de", "pt", "it"]
         ({"type": "avoid_keyword", "word": "garden"}, "My gardens are lovely.", "The Garden is lovely."),
         ({"type": "lowercase"}, "tout est en minuscules ici.", "Tout n'est pas en minuscules."),
         ({"type": "no_commas"}, "No commas here.", "Yes, commas here."),
-        ({"type": "end_phrase", "phrase": "Posso ajudar em mais alguma coisa?"}, "Resposta.\nPosso ajudar em mais alguma coisa?", "Posso ajudar em mais alguma coisa? Obrigado."),
+        (
+            {"type": "end_phrase", "phrase": "Posso ajudar em mais alguma coisa?"},
+            "Resposta.\nPosso ajudar em mais alguma coisa?",
+            "Posso ajudar em mais alguma coisa? Obrigado.",
+        ),
         ({"type": "quotation"}, '"wrapped answer"', 'not "wrapped" answer'),
         ({"type": "quotation"}, "«réponse entre guillemets»", "«réponse"),
         ({"type": "json"}, '```json\n{"a": 1}\n```', "{'a': 1}"),
@@ -60,15 +64,16 @@ def test_every_constraint_has_an_instruction_in_every_language(language):
 def test_sampled_constraints_never_conflict():
     rng = random.Random(0)
     for i in range(500):
-        ctx = C.Context(language=LANGS[i % 6], topic="la rotazione delle colture", task=["explain", "code", "math", "email"][i % 4])
+        ctx = C.Context(
+            language=LANGS[i % 6], topic="la rotazione delle colture", task=["explain", "code", "math", "email"][i % 4]
+        )
         chosen = C.sample(rng, ctx, 3)
         names = [c["type"] for c in chosen]
         assert len(names) == len(set(names))
         for c in chosen:
             assert not (C.CONFLICTS[c["type"]] & set(names)), names
             assert c["type"] not in C.TASK_EXCLUDES.get(ctx.task, ())
-        if ctx.language == "en":
-            assert "language" not in names
+        assert "language" not in names  # attached by the synthesiser to non-English prompts
 
 
 def test_keyword_comes_from_the_topic():

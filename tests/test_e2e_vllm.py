@@ -16,7 +16,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "run"
     args = ["teacher=[smollm2,gemma3]", "router=all", "reward=verifiable", "personas=demo", "n_prompts=8", f"out={out}"]
-    result = subprocess.run([sys.executable, "-m", "arbitrage.cli", *args], capture_output=True, text=True, timeout=1200, env=os.environ)
+    result = subprocess.run(
+        [sys.executable, "-m", "arbitrage.cli", *args], capture_output=True, text=True, timeout=1200, env=os.environ
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return out, result
 
@@ -51,7 +53,9 @@ def test_both_local_teachers_answer_and_the_dataset_loads(demo_run):
 def test_rerun_resumes_without_generating(demo_run):
     out, _ = demo_run
     args = ["teacher=[smollm2,gemma3]", "router=all", "reward=verifiable", "personas=demo", "n_prompts=8", f"out={out}"]
-    result = subprocess.run([sys.executable, "-m", "arbitrage.cli", *args], capture_output=True, text=True, timeout=600, env=os.environ)
+    result = subprocess.run(
+        [sys.executable, "-m", "arbitrage.cli", *args], capture_output=True, text=True, timeout=600, env=os.environ
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["timings_s"]["load_s"] < 1.0, "no engine is started when every call is in the journal"
@@ -63,7 +67,15 @@ def test_trl_sft_trains_on_the_output_as_is(demo_run, student_dir, tmp_path):
 
     out, _ = demo_run
     train = datasets.load_dataset(str(out), "sft", split="train")
-    args = SFTConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, bf16=False, report_to="none", save_strategy="no", logging_steps=1)
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+    )
     trainer = SFTTrainer(model=student_dir, args=args, train_dataset=train)
     loss = trainer.train().training_loss
     assert math.isfinite(loss) and loss > 0
@@ -77,7 +89,15 @@ def test_trl_dpo_trains_on_the_output_as_is(demo_run, student_dir, tmp_path):
     train = datasets.load_dataset(str(out), "dpo", split="train")
     assert len(train) > 0, "with 8 prompts and two teachers some answers differ in score"
     model = AutoModelForCausalLM.from_pretrained(student_dir)
-    args = DPOConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, bf16=False, report_to="none", save_strategy="no", logging_steps=1)
+    args = DPOConfig(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+    )
     trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=AutoTokenizer.from_pretrained(student_dir))
     loss = trainer.train().training_loss
     assert math.isfinite(loss)

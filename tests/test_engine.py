@@ -110,7 +110,12 @@ def test_resume_skips_answered_calls_and_retries_failures(tmp_path):
 
 def test_unreachable_server_is_a_failure_not_a_crash(tmp_path):
     journal = Journal(tmp_path)
-    run_calls(OpenAICompatTeacher("t", "m", "http://127.0.0.1:9", timeout_s=2), prompts(2), journal, RetryPolicy(max_attempts=2, base_delay_s=0.01))
+    run_calls(
+        OpenAICompatTeacher("t", "m", "http://127.0.0.1:9", timeout_s=2),
+        prompts(2),
+        journal,
+        RetryPolicy(max_attempts=2, base_delay_s=0.01),
+    )
     assert all(r.error and "Connect" in r.error for r in journal.records.values())
 
 

@@ -56,6 +56,7 @@ def test_prompts_carry_checkable_constraints_in_their_language(all_personas, tas
             assert {"type": "final_number", "answer": p.reference} in p.constraints
         if p.task == "code":
             assert {"type": "code_block"} in p.constraints
+        assert ({"type": "language", "language": p.language} in p.constraints) == (p.language != "en")
         row = p.to_row()
         assert json.loads(row["constraints"]) == list(p.constraints)
 
@@ -72,7 +73,10 @@ def test_system_prompt_and_language_filter(all_personas, tasks):
     [
         ('{"id": "x", "persona": "a cook"\n', "is not valid JSON"),
         ('{"id": "x", "persona": "a cook", "language": "en", "domain": "cooking"}\n', "lacks topics"),
-        ('{"id": "x", "persona": "a cook", "language": "en", "domain": "cooking", "topics": []}\n', "'topics' must be a non-empty list"),
+        (
+            '{"id": "x", "persona": "a cook", "language": "en", "domain": "cooking", "topics": []}\n',
+            "'topics' must be a non-empty list",
+        ),
         ("", "no personas in"),
     ],
 )

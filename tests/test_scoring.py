@@ -28,7 +28,9 @@ def test_verifiable_scores_fraction_of_checks_with_breakdown():
 
 def test_weighted_sum_combines_scorers():
     prompt = make_prompt([{"type": "no_commas"}, {"type": "lowercase"}])
-    weighted = WeightedScorer({"a": {"scorer": VerifiableScorer(), "weight": 3}, "b": {"scorer": VerifiableScorer(truncated_penalty=1.0), "weight": 1}})
+    weighted = WeightedScorer(
+        {"a": {"scorer": VerifiableScorer(), "weight": 3}, "b": {"scorer": VerifiableScorer(truncated_penalty=1.0), "weight": 1}}
+    )
     weighted.check()
     score = run(weighted.score([(prompt, make_candidate("lowercase, commas", finish_reason="length"))]))[0]
     assert score.value == pytest.approx((3 * 0.5 + 1 * 0.0) / 4)
@@ -42,7 +44,10 @@ def test_judge_reads_logprobs_from_an_openai_compatible_endpoint():
         judge = JudgeScorer(OpenAICompatTeacher("judge", "judge-model", server.url, top_logprobs=5, temperature=0.0))
         judge.check()
         prompt = make_prompt()
-        items = [(prompt, make_candidate("short", teacher="a")), (prompt, make_candidate("a much longer answer here", teacher="b"))]
+        items = [
+            (prompt, make_candidate("short", teacher="a")),
+            (prompt, make_candidate("a much longer answer here", teacher="b")),
+        ]
         scores = run(judge.score(items))
         run(judge.close())
         sent = [r["body"] for r in server.requests]
@@ -75,10 +80,14 @@ def tiny_reward_model(tmp_path_factory):
     vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, **{w: i + 4 for i, w in enumerate(words)}}
     raw = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
+    )
     torch.manual_seed(0)
     model = BertForSequenceClassification(
-        BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=1)
+        BertConfig(
+            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, num_labels=1
+        )
     )
     texts = [f"user: explain photosynthesis\n\nassistant: {s}" for s in good + bad]
     labels = torch.tensor([1.0] * len(good) + [-1.0] * len(bad))
@@ -99,7 +108,10 @@ def test_reward_model_ranks_like_its_training(tiny_reward_model):
     scorer = RewardModelScorer(str(tiny_reward_model), batch_size=2)
     scorer.check()
     prompt = make_prompt()
-    items = [(prompt, make_candidate(t)) for t in ["happy to help here is a clear answer", "go away stupid question", "thank you here is the answer"]]
+    items = [
+        (prompt, make_candidate(t))
+        for t in ["happy to help here is a clear answer", "go away stupid question", "thank you here is the answer"]
+    ]
     scores = [s.value for s in run(scorer.score(items))]
     assert scores[0] > scores[1] and scores[2] > scores[1]
 

