@@ -148,6 +148,7 @@ def build(cfg: DictConfig):
         selection=SelectionSpec(pairs=output.pairs, min_margin=float(output.min_margin), min_score=output.min_score),
         retry=RetryPolicy(**OmegaConf.to_container(cfg.engine)),
         config=OmegaConf.to_container(cfg, resolve=True),
+        prompt_writer=personas_cfg.get("prompt_writer"),
     )
     return spec, teachers, router, scorer
 

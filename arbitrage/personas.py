@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from arbitrage import constraints as C
@@ -125,6 +125,12 @@ def _user_text(rng: random.Random, persona: Persona, task: str, templates: list[
     return template.format(**values), topic, fixed, reference
 
 
+def _with_instructions(text: str, constraints: list[dict], language: str) -> str:
+    # The math templates already ask for the final number; every other check adds its sentence.
+    instructions = [C.instruction(c, language) for c in constraints if c["type"] != "final_number"]
+    return " ".join([text, *instructions])
+
+
 def synthesise(personas: list[Persona], spec: SynthesisSpec) -> list[Prompt]:
     """Draw `n_prompts` unique prompts, cycling personas so languages and domains stay balanced."""
     personas = validate(personas, spec)
@@ -142,9 +148,7 @@ def synthesise(personas: list[Persona], spec: SynthesisSpec) -> list[Prompt]:
         wanted = rng.randint(spec.min_constraints, spec.max_constraints)
         ctx = C.Context(language=persona.language, topic=topic, task=task)
         sampled = C.sample(rng, ctx, max(0, wanted - len(fixed)))
-        # The math templates already ask for the final number; code asks for its block here.
-        instructions = [C.instruction(c, persona.language) for c in fixed + sampled if c["type"] != "final_number"]
-        user = " ".join([text, *instructions]) if instructions else text
+        user = _with_instructions(text, fixed + sampled, persona.language)
         messages: list[dict] = []
         if spec.system_prompt:
             messages.append({"role": "system", "content": spec.system_prompt.format(persona=persona.persona)})
@@ -169,3 +173,56 @@ def synthesise(personas: list[Persona], spec: SynthesisSpec) -> list[Prompt]:
             f"asked for {spec.n_prompts} — lower n_prompts or add personas/tasks"
         )
     return list(prompts.values())
+
+
+# PersonaHub-style prompt writing: a teacher writes the request a persona would send, instead of
+# a fixed template. Math keeps its template, whose numbers carry the known answer.
+WRITABLE_TASKS = {
+    "explain": "a request for an explanation",
+    "advise": "a request for practical advice",
+    "write": "a request for a short piece of creative writing",
+    "email": "a request to draft an email",
+    "code": "a request for a small Python function",
+}
+WRITER_TEMPLATE = (
+    "Here is a persona: {persona}.\n"
+    'Write {task} that this person would send to an AI assistant about the topic "{topic}". '
+    "Write it in {language_name}, in the first person, in one to three sentences. "
+    "Output only the request, nothing else."
+)
+
+
+@dataclass(frozen=True)
+class WrittenPrompt:
+    """The prompt a writer teacher receives, and the prompt whose user text it will replace."""
+
+    request: Prompt
+    original: Prompt
+
+
+def writer_requests(prompts: list[Prompt], personas: list[Persona], template: str = WRITER_TEMPLATE) -> list[WrittenPrompt]:
+    by_id = {p.id: p for p in personas}
+    requests = []
+    for prompt in prompts:
+        if prompt.task not in WRITABLE_TASKS:
+            continue
+        text = template.format(
+            persona=by_id[prompt.persona_id].persona,
+            task=WRITABLE_TASKS[prompt.task],
+            topic=prompt.topic,
+            language_name=C.texts()["language_name"]["en"][prompt.language],
+        )
+        messages = ({"role": "user", "content": text},)
+        request = replace(prompt, prompt_id="writer-" + stable_hash(messages), messages=messages, constraints=())
+        requests.append(WrittenPrompt(request, prompt))
+    return requests
+
+
+def with_written_request(prompt: Prompt, request: str) -> Prompt:
+    """Swap the template text for a written request; constraints and their instructions stay."""
+    request = request.strip().strip('"“”«»').strip()
+    messages = [
+        *prompt.messages[:-1],
+        {"role": "user", "content": _with_instructions(request, list(prompt.constraints), prompt.language)},
+    ]
+    return replace(prompt, prompt_id=stable_hash(messages), messages=tuple(messages))

@@ -15,7 +15,7 @@ from arbitrage import dataset, personas
 from arbitrage.engine import Journal, RetryPolicy, execute, make_call
 from arbitrage.errors import ConfigError
 from arbitrage.routing import Router
-from arbitrage.rows import Scored, stable_hash
+from arbitrage.rows import Prompt, Scored, stable_hash
 from arbitrage.scoring import Scorer
 from arbitrage.select import SelectionSpec, select
 from arbitrage.teachers import Teacher
@@ -37,6 +37,7 @@ class RunSpec:
     selection: SelectionSpec = field(default_factory=SelectionSpec)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     config: dict = field(default_factory=dict)  # resolved config, for the card (no secrets in it)
+    prompt_writer: str | None = None  # a teacher that writes the requests (PersonaHub style)
 
 
 def _claim_out_dir(out_dir: Path, identity: dict) -> None:
@@ -56,26 +57,56 @@ def _claim_out_dir(out_dir: Path, identity: dict) -> None:
     run_file.write_text(json.dumps(identity, indent=2))
 
 
+async def _write_prompts(prompts: list[Prompt], persona_list: list, writer: Teacher, spec: RunSpec) -> list[Prompt]:
+    """PersonaHub style: `writer` writes each request; template text stays where it fails."""
+    requests = personas.writer_requests(prompts, persona_list)
+    calls = {w.original.prompt_id: make_call(w.request, writer) for w in requests}
+    journal = Journal(spec.out_dir / "journal")
+    try:
+        if not all(journal.answered(c.call_id) for c in calls.values()):
+            await writer.start()
+        await execute(list(calls.values()), {writer.name: writer}, journal, spec.retry)
+    finally:
+        journal.close()
+    written = []
+    for prompt in prompts:
+        record = journal.records.get(calls[prompt.prompt_id].call_id) if prompt.prompt_id in calls else None
+        written.append(personas.with_written_request(prompt, record.text) if record is not None and record.ok else prompt)
+    kept = sum(1 for a, b in zip(prompts, written, strict=True) if a is not b)
+    log.info("prompt writer %s wrote %d of %d prompts (math and failures keep their template)", writer.name, kept, len(prompts))
+    return written
+
+
 async def run(spec: RunSpec, teachers: dict[str, Teacher], router: Router, scorer: Scorer) -> dict:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
     # 1. Prompts, and every check that can fail before a model loads.
-    prompts = personas.synthesise(personas.load_personas(spec.persona_files), spec.synthesis)
+    persona_list = personas.load_personas(spec.persona_files)
+    prompts = personas.synthesise(persona_list, spec.synthesis)
     names = list(teachers)
     router.check(names)
     for teacher in teachers.values():
         teacher.check()
     scorer.check()
-    routes = {p.prompt_id: router.route(p, names) for p in prompts}
-    calls = [make_call(p, teachers[t]) for p in prompts for t in routes[p.prompt_id].teachers]
+    if spec.prompt_writer is not None and spec.prompt_writer not in teachers:
+        raise ConfigError(
+            f"personas.prompt_writer names teacher '{spec.prompt_writer}', which is not configured — configured: {', '.join(names)}"
+        )
     identity = {
         "prompts": stable_hash(sorted(p.prompt_id for p in prompts)),
         "teachers": {n: stable_hash(t.generation_key()) for n, t in teachers.items()},
-        "routes": stable_hash(sorted(c.call_id for c in calls)),
+        "routes": stable_hash(
+            sorted(make_call(p, teachers[t]).call_id for p in prompts for t in router.route(p, names).teachers)
+        ),
+        "prompt_writer": spec.prompt_writer,
     }
     _claim_out_dir(spec.out_dir, identity)
     (spec.out_dir / "config.yaml").write_text(yaml.safe_dump(spec.config, sort_keys=False, allow_unicode=True))
+    if spec.prompt_writer:
+        prompts = await _write_prompts(prompts, persona_list, teachers[spec.prompt_writer], spec)
+    routes = {p.prompt_id: router.route(p, names) for p in prompts}
+    calls = [make_call(p, teachers[t]) for p in prompts for t in routes[p.prompt_id].teachers]
     timings["synthesise_s"] = time.perf_counter() - t0
     log.info("%d prompts, %d calls to %s", len(prompts), len(calls), ", ".join(names))
 

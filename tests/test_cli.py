@@ -126,3 +126,51 @@ def test_bad_input_is_one_line_before_any_model_loads(tmp_path):
         args = [*args, f"out={tmp_path / 'o'}"] if not any(a.startswith("out=") for a in args) else args
         assert expected in one_error_line(arbitrage(*args)), args
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_a_teacher_can_write_the_prompts_persona_hub_style(tmp_path):
+    script = Script(answers={"writer": "Como enfermera, ¿cómo preparo un botiquín para mis nietos?"})
+    with FakeOpenAI(script) as fake:
+        out = tmp_path / "run"
+        args = [
+            "teacher=[openai_compat]",
+            f"teacher.openai_compat.base_url={fake.url}",
+            "teacher.openai_compat.model=writer",
+            "personas.prompt_writer=openai_compat",
+            "personas.languages=[es]",
+            "personas=all",
+            "n_prompts=12",
+            f"out={out}",
+        ]
+        result = arbitrage(*args)
+        assert result.returncode == 0, result.stderr[-2000:]
+        writer_requests = [r for r in fake.requests if r["body"]["messages"][-1]["content"].startswith("Here is a persona:")]
+        before = len(fake.requests)
+        again = arbitrage(*args)
+        assert again.returncode == 0 and len(fake.requests) == before  # written prompts come from the journal
+    sft = datasets.load_dataset(str(out), "sft", split="train")
+    written = [r for r in sft if r["task"] != "math"]
+    assert written and len(writer_requests) == len(written)
+    for row in written:
+        user = row["messages"][-2]["content"]
+        assert user.startswith("Como enfermera, ¿cómo preparo un botiquín para mis nietos?")
+        assert "español" in user  # the constraint instructions are still appended
+    for row in sft:
+        if row["task"] == "math":
+            assert row["messages"][0]["content"].startswith("Soy ")
+
+
+def test_multirun_sweeps_into_separate_runs(server, tmp_path):
+    args = [
+        "-m",
+        "teacher=[openai_compat]",
+        f"teacher.openai_compat.base_url={server.url}",
+        "teacher.openai_compat.model=good",
+        "n_prompts=2,3",
+        f"out={tmp_path}/sweep_${{n_prompts}}",
+        f"hydra.sweep.dir={tmp_path}/multirun",
+    ]
+    result = arbitrage(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for n in (2, 3):
+        assert len(datasets.load_dataset(str(tmp_path / f"sweep_{n}"), "candidates", split="train")) == n
