@@ -18,7 +18,9 @@ class Teacher(Protocol):
         """Raise ConfigError naming the fix (missing key, missing model) — before any model loads."""
 
     def generation_key(self) -> dict:
-        """What changes the answers (model, sampling, template): part of every call id."""
+        """What changes the answers (model, sampling, template): part of every call id.
+
+        Not the endpoint or the key: a server that moves keeps its journaled answers."""
 
     async def start(self) -> None: ...
 
