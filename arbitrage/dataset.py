@@ -175,6 +175,24 @@ def _table(header: list[str], body: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _check_rates(candidates: list[dict]) -> str:
+    """Pass rate of each verifiable check per teacher, when the reward recorded checks."""
+    passed: dict[tuple[str, str], list[bool]] = {}
+    for c in candidates:
+        details = json.loads(c["score_details"] or "{}")
+        checks = details.get("checks") or details.get("verifiable", {}).get("checks") or {}
+        for check, ok in checks.items():
+            passed.setdefault((check, c["teacher"]), []).append(bool(ok))
+    if not passed:
+        return ""
+    teachers = sorted({t for _, t in passed})
+    body = [
+        [check, *(f"{sum(v) / len(v):.0%} of {len(v)}" if (v := passed.get((check, t))) else "—" for t in teachers)]
+        for check in sorted({c for c, _ in passed})
+    ]
+    return "## Verifiable checks passed\n" + _table(["check", *teachers], body) + "\n"
+
+
 def write_card(out_dir: Path, rows: dict[str, list[dict]], paths: dict[str, str], summary: dict, config: dict) -> None:
     """README.md: `configs:` front matter for load_dataset, then what a user needs to trust the data."""
     languages = sorted({r["language"] for r in rows["sft"]} | {r["language"] for r in rows["rejected_rows"]})
@@ -211,11 +229,10 @@ def write_card(out_dir: Path, rows: dict[str, list[dict]], paths: dict[str, str]
     out = out_dir.as_posix()
     body = f"""# Arbitrage dataset: {out_dir.name}
 
-Synthetic SFT and preference data built with arbitrage by *arbitrage between
-teachers* (Multilingual Arbitrage, arXiv 2408.14960): persona-driven prompts (PersonaHub / Tulu 3
-style) were routed to teachers (router `{summary.get("router")}`), every answer was scored
-(reward `{summary.get("reward")}`), and the best answer was kept. Lower-scored answers become the
-`rejected` side of DPO pairs.
+Synthetic SFT and preference data made by *arbitrage between teachers* (Multilingual Arbitrage,
+arXiv 2408.14960): persona-driven prompts (PersonaHub / Tulu 3 style) were routed to teachers
+(router `{summary.get("router")}`), every answer was scored (reward `{summary.get("reward")}`), and
+the best answer was kept. Lower-scored answers become the `rejected` side of DPO pairs.
 
 ## Configs
 A config with 0 rows is left out of `configs:` (datasets cannot load an empty split).
@@ -234,6 +251,7 @@ router_decision, constraints (JSON), score_details (JSON).
 ## Teachers
 {_table(["teacher", "calls", "failed", "wins", "win share", "mean score", "tokens out"], teacher_rows)}
 
+{_check_rates(rows["candidates"])}
 ## Coverage
 {_table(["language", "sft rows"], sorted(by_lang.items()))}
 
