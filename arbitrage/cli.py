@@ -2,6 +2,7 @@
 
 Overrides are checked first, so a typo is one line naming the fix rather than a Hydra traceback.
 `arbitrage model-dir SOURCE` prints the HF directory a packaged model converts to (for `make sft`).
+`arbitrage train-router|eval-router|report RUN_DIR` work on a finished run folder (see TOOLS).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from arbitrage.select import SelectionSpec
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # An editable install reads conf/ beside the package; a wheel carries a copy inside it.
 CONF_DIR = PROJECT_ROOT / "conf" if (PROJECT_ROOT / "conf").is_dir() else Path(__file__).parent / "_conf"
-GROUPS = ("teacher", "router", "reward", "personas", "tasks", "output", "engine", "experiment")
+GROUPS = ("teacher", "router", "reward", "personas", "tasks", "filters", "output", "engine", "experiment")
 FLAGS_WITH_VALUE = {
     "--config-name",
     "-cn",
@@ -145,7 +146,9 @@ def build(cfg: DictConfig):
         out_dir=Path(cfg.out),
         persona_files=[_path(f) for f in personas_cfg.files],
         synthesis=synthesis,
-        selection=SelectionSpec(pairs=output.pairs, min_margin=float(output.min_margin), min_score=output.min_score),
+        selection=SelectionSpec(pairs=output.pairs, min_margin=float(output.min_margin)),
+        filters=[instantiate(node, name=name) for name, node in (cfg.get("filters") or {}).items()],
+        embedding_spread=bool(cfg.diversity.embedding_spread),
         retry=RetryPolicy(**OmegaConf.to_container(cfg.engine)),
         config=OmegaConf.to_container(cfg, resolve=True),
         prompt_writer=personas_cfg.get("prompt_writer"),
@@ -197,8 +200,79 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+TOOLS = {
+    "train-router": "fit the learned router on a finished run and write RUN_DIR/router.pt",
+    "eval-router": "replay routers offline on a finished router=all run; writes RUN_DIR/router_eval.md",
+    "report": "rebuild RUN_DIR/report.md and its figures from the folder alone",
+}
+
+
+def _bandits() -> dict:
+    """seed → the bandit router as conf/router/bandit.yaml sets it, once per strategy, for eval-router."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from arbitrage.bandit import STRATEGIES
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfgs = {s: compose("config", overrides=["router=bandit", f"router.strategy={s}"]).router for s in STRATEGIES}
+    return {
+        f"bandit ({s}, waves of {cfg.wave_size})": lambda seed, cfg=cfg: instantiate(cfg, seed=seed) for s, cfg in cfgs.items()
+    }
+
+
+def _tool(name: str, args: list[str]) -> None:
+    import argparse
+
+    from arbitrage import report, router_eval, router_model, scoretable
+    from arbitrage.routing import LearnedRouter
+
+    parser = argparse.ArgumentParser(prog=f"arbitrage {name}", description=TOOLS[name])
+    parser.add_argument("run_dir", type=Path, help="a finished run folder (its out=...)")
+    if name == "train-router":
+        parser.add_argument("--out", type=Path, help="where to write the model (default: RUN_DIR/router.pt)")
+    if name == "eval-router":
+        parser.add_argument("--router-model", type=Path, help="also replay this router.pt (from train-router)")
+        parser.add_argument("--folds", type=int, default=5, help="cross-validation folds for the learned router")
+        parser.add_argument("--repeats", type=int, default=5, help="seeds averaged for the routers that draw random numbers")
+    if name == "report":
+        parser.add_argument("--reference", type=Path, help="an `all` run of the same prompts, to measure regret against")
+    opts = parser.parse_args(args)
+    if not opts.run_dir.is_dir():
+        _fail(f"{opts.run_dir} is not a folder — give the out=... folder of a finished run")
+    try:
+        if name == "report":
+            print(f"wrote {report.write(opts.run_dir, opts.reference)} and its figures")
+            return
+        table = scoretable.load(opts.run_dir)
+        if name == "train-router":
+            out = opts.out or opts.run_dir / "router.pt"
+            model = router_model.train(
+                table.prompts, table.reward, table.teachers, router_model.embed(table.prompts), str(opts.run_dir)
+            )
+            model.save(out)
+            print(f"wrote {out}: one ridge per teacher ({', '.join(table.teachers)}) on {len(table.prompts)} prompts")
+            print(f"use it with: arbitrage router=learned router.model={out} ...")
+            return
+        extra = _bandits()
+        if opts.router_model:
+            seen = set(router_model.RouterModel.load(opts.router_model).train_prompts) & {p.prompt_id for p in table.prompts}
+            label = f"learned ({opts.router_model}{', in-sample: trained on these prompts' if seen else ''})"
+            learned = LearnedRouter(str(opts.router_model))
+            extra[label] = lambda seed: learned  # deterministic: its embeddings are computed once
+        results = router_eval.evaluate(table, extra, folds=opts.folds, repeats=opts.repeats)
+        print(router_eval.write(opts.run_dir, results, table))
+        report.write(opts.run_dir)
+        print(f"wrote {opts.run_dir / 'router_eval.md'} and updated {opts.run_dir / 'report.md'}")
+    except ArbitrageError as exc:
+        _fail(str(exc))
+
+
 def main() -> None:
     argv = sys.argv[1:]
+    if argv[:1] and argv[0] in TOOLS:
+        _tool(argv[0], argv[1:])
+        return
     if argv[:1] == ["model-dir"]:
         from arbitrage.teachers import models
 

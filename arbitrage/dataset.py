@@ -53,6 +53,7 @@ SCHEMAS = {
             ("score", pa.float64()),
             ("score_details", pa.string()),
             ("chosen", pa.bool_()),
+            ("filtered", pa.string()),  # why the quality stage kept it from being chosen
             ("language", pa.string()),
             ("task", pa.string()),
         ]
@@ -62,6 +63,7 @@ SCHEMAS = {
             ("prompt_id", pa.string()),
             ("persona_id", pa.string()),
             ("language", pa.string()),
+            ("domain", pa.string()),
             ("task", pa.string()),
             ("prompt", MESSAGES),
             ("reason", pa.string()),
@@ -116,6 +118,7 @@ def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
                     "score": scored.score if c.ok else None,
                     "score_details": json.dumps(scored.breakdown, ensure_ascii=False),
                     "chosen": scored is s.chosen,
+                    "filtered": scored.filtered,
                     "language": p.language,
                     "task": p.task,
                 }
@@ -126,6 +129,7 @@ def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
                     "prompt_id": p.prompt_id,
                     "persona_id": p.persona_id,
                     "language": p.language,
+                    "domain": p.domain,
                     "task": p.task,
                     "prompt": list(p.messages),
                     "reason": s.reason,
@@ -173,6 +177,34 @@ def _table(header: list[str], body: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in body]
     return "\n".join(lines)
+
+
+def _quality_section(quality: dict | None) -> str:
+    if not quality:
+        return ""
+    dropped = ", ".join(f"{name} {n}" for name, n in quality["dropped"].items()) or "no filters"
+    keys = ["n", "distinct_1", "distinct_2", "embedding_spread"]
+    body = [
+        [label, *(quality[key].get(k, "—") for k in keys)]
+        for label, key in [
+            ("prompts, synthesised", "prompts_before"),
+            ("prompts, kept", "prompts_after"),
+            ("answers, best before filters", "answers_before"),
+            ("answers, kept", "answers_after"),
+        ]
+    ]
+    coverage = [
+        [facet, quality["prompts_before"]["coverage"][facet], quality["prompts_after"]["coverage"][facet]]
+        for facet in quality["prompts_before"]["coverage"]
+    ]
+    return (
+        "## Quality stage\n"
+        f"Dropped (count per filter; reasons in `rejected_rows` and the candidates' `filtered` column): {dropped}.\n\n"
+        + _table(["", *keys], body)
+        + "\n\n"
+        + _table(["distinct", "synthesised", "kept"], coverage)
+        + "\n"
+    )
 
 
 def _check_rates(candidates: list[dict]) -> str:
@@ -252,12 +284,20 @@ router_decision, constraints (JSON), score_details (JSON).
 {_table(["teacher", "calls", "failed", "wins", "win share", "mean score", "tokens out"], teacher_rows)}
 
 {_check_rates(rows["candidates"])}
+{_quality_section(summary.get("quality"))}
 ## Coverage
 {_table(["language", "sft rows"], sorted(by_lang.items()))}
 
 {_table(["task", "sft rows"], sorted(by_task.items()))}
 
 Prompts without a chosen answer: {dict(rejected_reasons) or "none"}. DPO pairs dropped: {summary.get("pairs_dropped", {}) or "none"}.
+
+## Report
+Per-language and per-task win rates, reward and margin distributions, latency and tokens per
+teacher: [report.md](report.md) (`arbitrage report {out}` rebuilds it from this folder).
+
+![win rate per teacher](win_rate.png)
+![reward per teacher](rewards.png)
 
 ## Load and train
 ```python

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import yaml
 
-from arbitrage import dataset, personas
-from arbitrage.engine import Journal, RetryPolicy, execute, make_call
+from arbitrage import dataset, diversity, embeddings, filters, personas, report
+from arbitrage.engine import Call, Journal, RetryPolicy, execute, make_call
 from arbitrage.errors import ConfigError
-from arbitrage.routing import Router
-from arbitrage.rows import Prompt, Scored, stable_hash
-from arbitrage.scoring import Scorer
-from arbitrage.select import SelectionSpec, select
+from arbitrage.routing import Route, Router
+from arbitrage.rows import Candidate, Prompt, Scored, stable_hash
+from arbitrage.scoring import Score, Scorer
+from arbitrage.select import Selection, SelectionSpec, select
 from arbitrage.teachers import Teacher
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ class RunSpec:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     config: dict = field(default_factory=dict)  # resolved config, for the card (no secrets in it)
     prompt_writer: str | None = None  # a teacher that writes the requests (PersonaHub style)
+    filters: list = field(default_factory=list)  # the quality stage, in order (arbitrage.filters)
+    embedding_spread: bool = False  # add embedding spread to the diversity metrics (loads MiniLM)
 
 
 def _claim_out_dir(out_dir: Path, identity: dict) -> None:
@@ -78,7 +80,7 @@ async def _write_prompts(prompts: list[Prompt], persona_list: list, writer: Teac
 
 
 async def run(spec: RunSpec, teachers: dict[str, Teacher], router: Router, scorer: Scorer) -> dict:
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = defaultdict(float)
     t0 = time.perf_counter()
 
     # 1. Prompts, and every check that can fail before a model loads.
@@ -93,56 +95,81 @@ async def run(spec: RunSpec, teachers: dict[str, Teacher], router: Router, score
         raise ConfigError(
             f"personas.prompt_writer names teacher '{spec.prompt_writer}', which is not configured — configured: {', '.join(names)}"
         )
+    # A router that learns from scores (bandit) is online: it routes a wave of prompts at a time, and
+    # each wave is scored before the next is routed. Its routes are not known up front, so only its
+    # name is part of the run's identity.
+    online = getattr(router, "wave_size", None) is not None
     identity = {
         "prompts": stable_hash(sorted(p.prompt_id for p in prompts)),
         "teachers": {n: stable_hash(t.generation_key()) for n, t in teachers.items()},
-        "routes": stable_hash(
-            sorted(make_call(p, teachers[t]).call_id for p in prompts for t in router.route(p, names).teachers)
-        ),
+        "routes": stable_hash("online", router.name)
+        if online
+        else stable_hash(sorted(c.call_id for c in _calls(prompts, _route(router, prompts, names), teachers))),
         "prompt_writer": spec.prompt_writer,
     }
     _claim_out_dir(spec.out_dir, identity)
     (spec.out_dir / "config.yaml").write_text(yaml.safe_dump(spec.config, sort_keys=False, allow_unicode=True))
     if spec.prompt_writer:
         prompts = await _write_prompts(prompts, persona_list, teachers[spec.prompt_writer], spec)
-    routes = {p.prompt_id: router.route(p, names) for p in prompts}
-    calls = [make_call(p, teachers[t]) for p in prompts for t in routes[p.prompt_id].teachers]
+    synthesised = prompts
+    # Quality stage, prompts: dedup and decontamination before any teacher is paid to answer.
+    quality: dict[str, int] = {}
+    prompts, dropped = filters.apply(spec.filters, "prompt", prompts, quality)
+    filtered_out = [Selection(synthesised[i], Route((), "filtered"), [], reason=why) for i, why in dropped.items()]
+    routes = {} if online else _route(router, prompts, names)
+    calls = _calls(prompts, routes, teachers)
     timings["synthesise_s"] = time.perf_counter() - t0
-    log.info("%d prompts, %d calls to %s", len(prompts), len(calls), ", ".join(names))
+    if online:
+        log.info("%d prompts to %s, routed online in waves of %d", len(prompts), ", ".join(names), router.wave_size)
+    else:
+        log.info("%d prompts, %d calls to %s", len(prompts), len(calls), ", ".join(names))
 
-    # 2. Generate: every finished call lands in the journal as it finishes.
-    t1 = time.perf_counter()
+    # 2. Generate: every finished call lands in the journal as it finishes. An online router gets
+    #    each wave's scores (observe) before it routes the next wave.
+    prompt_by_id = {p.prompt_id: p for p in prompts}
+    score_of: dict[str, Score] = {}
     journal = Journal(spec.out_dir / "journal")
     try:
-        needed = {c.teacher for c in calls if not journal.answered(c.call_id)}
-        for name in needed:
-            await teachers[name].start()
-        timings["load_s"] = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        await execute(calls, teachers, journal, spec.retry)
-        timings["generate_s"] = time.perf_counter() - t2
+        await _generate(calls, teachers, journal, spec.retry, timings)
+        for wave in _waves(prompts, router.wave_size) if online else []:
+            routes |= _route(router, wave, names)
+            wave_calls = _calls(wave, routes, teachers)
+            calls += wave_calls
+            await _generate(wave_calls, teachers, journal, spec.retry, timings)
+            score_of |= await _feedback(router, wave_calls, journal, prompt_by_id, scorer, spec.filters, timings)
     finally:
         journal.close()
         for teacher in teachers.values():
             await teacher.close()
 
-    # 3. Score every usable answer; failures are kept with no score.
+    # 3. Score every usable answer not scored yet; failures are kept with no score.
     t3 = time.perf_counter()
-    prompt_by_id = {p.prompt_id: p for p in prompts}
     candidates = [journal.records[c.call_id] for c in calls if c.call_id in journal.records]
-    usable = [c for c in candidates if c.ok]
-    scores = await scorer.score([(prompt_by_id[c.prompt_id], c) for c in usable])
+    score_of |= await _score([c for c in candidates if c.call_id not in score_of], prompt_by_id, scorer)
     await scorer.close()
-    score_of = {c.call_id: s for c, s in zip(usable, scores, strict=True)}
-    timings["score_s"] = time.perf_counter() - t3
+    timings["score_s"] += time.perf_counter() - t3
 
-    # 4. Select the best per prompt, pair it with a worse one, write the dataset.
+    # 4. Quality stage, answers: those filtered cannot be chosen but stay eligible as DPO rejected.
     t4 = time.perf_counter()
+    usable = [c for c in candidates if c.ok]
+    _, why_filtered = filters.apply(spec.filters, "completion", [(prompt_by_id[c.prompt_id], c) for c in usable], quality)
+    filtered_calls = {usable[i].call_id: why for i, why in why_filtered.items()}
+
+    # 5. Select the best per prompt, pair it with a worse one, filter the chosen answers, write.
     by_prompt: dict[str, list[Scored]] = defaultdict(list)
     for c in candidates:
         s = score_of.get(c.call_id)
-        by_prompt[c.prompt_id].append(Scored(c, s.value if s else float("nan"), s.details if s else {}))
+        by_prompt[c.prompt_id].append(
+            Scored(c, s.value if s else float("nan"), s.details if s else {}, filtered_calls.get(c.call_id))
+        )
     selections = [select(p, routes[p.prompt_id], by_prompt[p.prompt_id], spec.selection) for p in prompts]
+    answers_before = [s.chosen.candidate.text for s in selections if s.chosen]
+    chosen = [s for s in selections if s.chosen]
+    _, dropped = filters.apply(spec.filters, "output", [(s.prompt, s.chosen) for s in chosen], quality)
+    for i, why in dropped.items():
+        chosen[i].chosen, chosen[i].rejected, chosen[i].reason = None, None, why
+    selections += filtered_out
+    quality_summary = _quality(spec, quality, synthesised, answers_before, selections)
     rows = dataset.build_rows(selections)
     paths = dataset.write_parquet(spec.out_dir, rows)
     counts = {name: len(r) for name, r in rows.items()}
@@ -153,9 +180,80 @@ async def run(spec: RunSpec, teachers: dict[str, Teacher], router: Router, score
     timings["total_s"] = time.perf_counter() - t0
 
     summary = _summary(spec, prompts, candidates, selections, teachers, router, scorer, counts, timings)
+    summary["quality"] = quality_summary
     dataset.write_card(spec.out_dir, rows, paths, summary, spec.config)
     (spec.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    report.write(spec.out_dir)
     return summary
+
+
+def _quality(
+    spec: RunSpec, dropped: dict[str, int], synthesised: list[Prompt], answers_before: list[str], selections: list[Selection]
+) -> dict:
+    """What each filter dropped, and diversity before and after the quality stage."""
+    kept = [s for s in selections if s.chosen]
+    embed = embeddings.embed_texts if spec.embedding_spread else None
+    facets_before = {k: [getattr(p, k) for p in synthesised] for k in ("language", "task", "domain", "persona_id")}
+    facets_after = {k: [getattr(s.prompt, k) for s in kept] for k in ("language", "task", "domain", "persona_id")}
+    return {
+        "dropped": dropped,
+        "prompts_before": diversity.metrics([p.user_text for p in synthesised], facets_before, embed),
+        "prompts_after": diversity.metrics([s.prompt.user_text for s in kept], facets_after, embed),
+        "answers_before": diversity.metrics(answers_before, {}, embed),
+        "answers_after": diversity.metrics([s.chosen.candidate.text for s in kept], {}, embed),
+    }
+
+
+def _route(router: Router, prompts: list[Prompt], names: list[str]) -> dict[str, Route]:
+    prepare = getattr(router, "prepare", None)
+    if prepare is not None:  # e.g. the learned router embeds the whole batch at once
+        prepare(prompts)
+    return {p.prompt_id: router.route(p, names) for p in prompts}
+
+
+def _calls(prompts: list[Prompt], routes: dict[str, Route], teachers: dict[str, Teacher]) -> list[Call]:
+    return [make_call(p, teachers[t]) for p in prompts if p.prompt_id in routes for t in routes[p.prompt_id].teachers]
+
+
+def _waves(prompts: list[Prompt], size: int) -> list[list[Prompt]]:
+    return [prompts[i : i + size] for i in range(0, len(prompts), max(1, int(size)))]
+
+
+async def _generate(calls: list[Call], teachers: dict[str, Teacher], journal: Journal, retry: RetryPolicy, timings) -> None:
+    """Start only the engines with calls left to answer (none on a full resume), then run the calls."""
+    t = time.perf_counter()
+    for name in {c.teacher for c in calls if not journal.answered(c.call_id)}:
+        await teachers[name].start()
+    timings["load_s"] += time.perf_counter() - t
+    t = time.perf_counter()
+    await execute(calls, teachers, journal, retry)
+    timings["generate_s"] += time.perf_counter() - t
+
+
+async def _score(candidates: list[Candidate], prompt_by_id: dict[str, Prompt], scorer: Scorer) -> dict[str, Score]:
+    usable = [c for c in candidates if c.ok]
+    if not usable:
+        return {}
+    scores = await scorer.score([(prompt_by_id[c.prompt_id], c) for c in usable])
+    return {c.call_id: s for c, s in zip(usable, scores, strict=True)}
+
+
+async def _feedback(
+    router, calls: list[Call], journal: Journal, prompt_by_id, scorer: Scorer, quality, timings
+) -> dict[str, Score]:
+    """Score one wave and tell the online router what each call is worth to the dataset: reward None
+    for a failed answer or one the answer filters drop (it can never be chosen)."""
+    t = time.perf_counter()
+    candidates = [journal.records[c.call_id] for c in calls]
+    scores = await _score(candidates, prompt_by_id, scorer)
+    timings["score_s"] += time.perf_counter() - t
+    scored = [c for c in candidates if c.call_id in scores]
+    _, dropped = filters.apply(quality, "completion", [(prompt_by_id[c.prompt_id], c) for c in scored], {})  # counted in step 4
+    worthless = {scored[i].call_id for i in dropped}
+    for c in calls:
+        value = scores[c.call_id].value if c.call_id in scores and c.call_id not in worthless else None
+        router.observe(c.prompt, journal.records[c.call_id], value)
+    return scores
 
 
 def _summary(spec, prompts, candidates, selections, teachers, router, scorer, counts, timings) -> dict:

@@ -1,13 +1,17 @@
 """Routers decide which teachers answer a prompt (Multilingual Arbitrage, arXiv 2408.14960).
 
 `all` sends every prompt to every teacher and lets the reward pick (the arbitrage default);
-`fixed` and `random` call one teacher per prompt — the single-teacher and random baselines.
+`fixed`, `random` and `round_robin` call one teacher per prompt — the single-teacher and random
+baselines; `learned` calls the teacher a model trained on an `all` run predicts will win.
+The online `bandit` router lives in bandit.py.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from arbitrage.errors import ConfigError
@@ -22,6 +26,10 @@ class Route:
 
 @runtime_checkable
 class Router(Protocol):
+    """Optional, looked up by the pipeline: `prepare(prompts)` before a batch of prompts is routed
+    (to embed them at once); `wave_size` and `observe(prompt, candidate, reward)` for a router that
+    learns from scores during the run (the pipeline then routes, generates and scores in waves)."""
+
     name: str
 
     def check(self, teachers: list[str]) -> None:
@@ -85,3 +93,64 @@ class RandomRouter:
     def route(self, prompt: Prompt, teachers: list[str]) -> Route:
         rng = random.Random(stable_hash(self.seed, prompt.prompt_id))
         return Route(tuple(rng.sample(teachers, self.k)), f"random:k={self.k}")
+
+
+class RoundRobinRouter:
+    """One teacher per prompt, taken in turn: an even split with no randomness."""
+
+    name = "round_robin"
+
+    def __init__(self):
+        self._turns: dict[str, int] = {}  # prompt id → its turn: routing a prompt again gives the same teacher
+
+    def check(self, teachers: list[str]) -> None:
+        return None
+
+    def route(self, prompt: Prompt, teachers: list[str]) -> Route:
+        turn = self._turns.setdefault(prompt.prompt_id, len(self._turns))
+        return Route((teachers[turn % len(teachers)],), "round_robin")
+
+
+class LearnedRouter:
+    """Calls the one teacher whose reward a model (`arbitrage train-router RUN_DIR`) predicts highest."""
+
+    name = "learned"
+
+    def __init__(self, model: str):
+        self.path = Path(model)
+        self._model = None  # loaded by check(); the embedding model on the first prompts routed
+        self._embedded: dict = {}
+
+    def _load(self):
+        from arbitrage.router_model import RouterModel
+
+        if self._model is None:
+            self._model = RouterModel.load(self.path)
+        return self._model
+
+    def check(self, teachers: list[str]) -> None:
+        if not self.path.is_file():
+            raise ConfigError(
+                f"router.model {self.path} does not exist — build it with `arbitrage train-router RUN_DIR` (writes RUN_DIR/router.pt)"
+            )
+        model = self._load()
+        if not set(model.teachers) & set(teachers):
+            raise ConfigError(
+                f"router.model {self.path} was trained for {', '.join(model.teachers)}, none of which is configured — "
+                f"configured: {', '.join(teachers)}; train it on a run with these teachers"
+            )
+
+    def prepare(self, prompts: Sequence[Prompt]) -> None:
+        from arbitrage.router_model import embed
+
+        todo = [p for p in prompts if p.prompt_id not in self._embedded]
+        self._embedded.update(zip((p.prompt_id for p in todo), embed(todo), strict=True))
+
+    def route(self, prompt: Prompt, teachers: list[str]) -> Route:
+        model = self._load()
+        if prompt.prompt_id not in self._embedded:
+            self.prepare([prompt])
+        predicted = model.predict([prompt], self._embedded[prompt.prompt_id][None])[0]
+        known = [(float(predicted[j]), t) for j, t in enumerate(model.teachers) if t in teachers]
+        best, teacher = max(known, key=lambda pair: pair[0])  # ties: the first teacher the model knows
+        return Route((teacher,), f"learned:{best:.3f}")

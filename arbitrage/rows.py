@@ -81,3 +81,4 @@ class Scored:
     candidate: Candidate
     score: float
     breakdown: dict = field(default_factory=dict)  # per-scorer values / per-check results
+    filtered: str | None = None  # why the quality stage kept this answer from being chosen

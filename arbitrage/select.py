@@ -13,7 +13,6 @@ from arbitrage.rows import Prompt, Scored, stable_hash
 class SelectionSpec:
     pairs: str = "worst"  # worst | random_lower: which lower-scored answer becomes `rejected`
     min_margin: float = 0.01  # pairs closer than this are dropped (ties teach nothing)
-    min_score: float | None = None  # a best answer below this goes to rejected_rows
 
 
 @dataclass
@@ -33,31 +32,35 @@ class Selection:
         return round(self.chosen.score - self.rejected.score, 6)
 
 
-def select(prompt: Prompt, route: Route, scored: list[Scored], spec: SelectionSpec) -> Selection:
-    selection = Selection(prompt, route, scored)
-    usable = [s for s in scored if s.candidate.ok]
-    if not usable:
-        errors = sorted({f"{s.candidate.teacher}: {s.candidate.error or 'empty answer'}" for s in scored})
-        selection.reason = "no usable candidate (" + "; ".join(errors)[:300] + ")" if errors else "no candidate"
-        return selection
+def _rank(prompt: Prompt, scored: list[Scored]) -> list[Scored]:
     # Ties: an answer cut off at max_tokens loses; then a draw seeded by the prompt id, so no
     # teacher wins ties just by coming first in the config, and reruns pick the same answer.
-    ranked = sorted(
-        usable,
+    return sorted(
+        scored,
         key=lambda s: (
             -s.score,
             s.candidate.finish_reason == "length",
             stable_hash("tie", prompt.prompt_id, s.candidate.teacher),
         ),
     )
-    best = ranked[0]
-    if spec.min_score is not None and best.score < spec.min_score:
-        selection.reason = f"best score {best.score:.3f} below output.min_score {spec.min_score}"
+
+
+def select(prompt: Prompt, route: Route, scored: list[Scored], spec: SelectionSpec) -> Selection:
+    """Best unfiltered answer is chosen; any lower-scored answer, filtered ones included (a
+    refusal or a wrong-language answer is a fine DPO negative), can be rejected."""
+    selection = Selection(prompt, route, scored)
+    usable = [s for s in scored if s.candidate.ok]
+    eligible = [s for s in usable if not s.filtered]
+    if not eligible:
+        problems = [f"{s.candidate.teacher}: {s.filtered or s.candidate.error or 'empty answer'}" for s in scored]
+        label = "every answer filtered" if usable else "no usable candidate"
+        selection.reason = f"{label} (" + "; ".join(sorted(set(problems)))[:300] + ")" if problems else "no candidate"
         return selection
+    best = _rank(prompt, eligible)[0]
     selection.chosen = best
-    lower = [s for s in ranked[1:] if s.score < best.score]
+    lower = [s for s in _rank(prompt, usable) if s.score < best.score]
     if not lower:
-        selection.pair_reason = "single candidate" if len(ranked) == 1 else "all candidates tie"
+        selection.pair_reason = "single candidate" if len(usable) == 1 else "all candidates tie"
         return selection
     if spec.pairs == "worst":
         rejected = lower[-1]

@@ -24,9 +24,9 @@ class Script:
 
 
 def answer_for(model: str, text: str, script: Script) -> str:
-    if model in script.answers:
-        return script.answers[model]
     digest = hashlib.sha256(f"{model}:{text}".encode()).hexdigest()[:8]
+    if model in script.answers:  # "{digest}" in a scripted answer makes it unique per prompt
+        return script.answers[model].replace("{digest}", digest)
     return f"Answer {digest} from {model}, with a comma and Several Capitals."
 
 

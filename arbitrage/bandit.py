@@ -1,0 +1,120 @@
+"""The `bandit` router: learns online, from the scores of earlier prompts, which teacher wins.
+
+It calls one teacher per prompt, so it needs no `all` run to train on. Estimates are kept per
+(language, task) cluster and shrunk toward the teacher's estimate over every prompt, with
+`prior_strength` pseudo-observations: 6 languages × 6 tasks make 36 clusters, more than a small
+run fills, so a cluster starts from what is known overall and specialises as its own scores arrive.
+
+The value of a call is `reward − cost_weight·$ − latency_weight·seconds`, where $ comes from
+`usd_per_mtok` (teacher → price per million tokens, in + out). A failed call is worth reward 0.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+
+from arbitrage.errors import ConfigError
+from arbitrage.routing import Route
+from arbitrage.rows import Candidate, Prompt
+
+STRATEGIES = ("epsilon", "thompson")
+
+
+class _Stats:
+    """Running mean and variance (Welford)."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        delta = x - self.mean
+        self.mean += delta / self.n
+        self.m2 += delta * (x - self.mean)
+
+
+class BanditRouter:
+    name = "bandit"
+
+    def __init__(
+        self,
+        strategy: str = "epsilon",
+        epsilon: float = 0.1,
+        cost_weight: float = 0.0,
+        latency_weight: float = 0.0,
+        usd_per_mtok: dict | None = None,
+        prior_strength: float = 2.0,
+        wave_size: int = 10,
+        seed: int = 0,
+    ):
+        self.strategy = strategy
+        self.epsilon = epsilon
+        self.cost_weight = cost_weight
+        self.latency_weight = latency_weight
+        self.usd_per_mtok = dict(usd_per_mtok or {})
+        self.prior_strength = prior_strength
+        self.wave_size = wave_size  # prompts routed between two rounds of feedback
+        self.rng = random.Random(seed)
+        self.overall: dict[str, _Stats] = defaultdict(_Stats)
+        self.cluster: dict[tuple, _Stats] = defaultdict(_Stats)
+        self.routed: dict[str, int] = defaultdict(int)
+
+    def check(self, teachers: list[str]) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"router.strategy must be one of {', '.join(STRATEGIES)}, got '{self.strategy}'")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ConfigError(f"router.epsilon must be between 0 and 1, got {self.epsilon}")
+        if int(self.wave_size) < 1:
+            raise ConfigError(f"router.wave_size must be ≥ 1, got {self.wave_size}")
+        unknown = sorted(set(self.usd_per_mtok) - set(teachers))
+        if unknown:
+            raise ConfigError(
+                f"router.usd_per_mtok names {', '.join(unknown)}, not configured — configured: {', '.join(teachers)}"
+            )
+
+    def estimate(self, prompt: Prompt, teacher: str) -> tuple[float, float]:
+        """(mean value, pseudo-count) for this teacher on this prompt's cluster."""
+        overall, local = self.overall[teacher], self.cluster[(prompt.language, prompt.task, teacher)]
+        if overall.n == 0:  # routed but not scored yet: assume the average of what has been seen
+            seen = [s for s in self.overall.values() if s.n]
+            return (sum(s.mean * s.n for s in seen) / sum(s.n for s in seen) if seen else 0.0), 0.0
+        k = self.prior_strength
+        return (local.n * local.mean + k * overall.mean) / (local.n + k), local.n + k
+
+    def _spread(self) -> float:
+        """Pooled standard deviation of a call's value, for Thompson sampling's posterior width."""
+        n = sum(s.n for s in self.overall.values())
+        if n < 2:
+            return 0.5
+        return max(0.05, math.sqrt(sum(s.m2 for s in self.overall.values()) / (n - 1)))
+
+    def route(self, prompt: Prompt, teachers: list[str]) -> Route:
+        where = f"{prompt.language}/{prompt.task}"
+        untried = [t for t in teachers if self.routed[t] == 0]
+        if untried:  # every teacher once, before any estimate means anything
+            return self._send(untried[0], f"bandit:first:{where}")
+        estimates = {t: self.estimate(prompt, t) for t in teachers}
+        if self.strategy == "thompson":
+            sigma = self._spread()
+            draws = {t: self.rng.gauss(m, sigma / math.sqrt(max(n, 1.0))) for t, (m, n) in estimates.items()}
+            return self._send(max(draws, key=draws.get), f"bandit:thompson:{where}")
+        if self.rng.random() < self.epsilon:
+            return self._send(self.rng.choice(teachers), f"bandit:explore:{where}")
+        best = max(m for m, _ in estimates.values())
+        return self._send(self.rng.choice([t for t, (m, _) in estimates.items() if m == best]), f"bandit:exploit:{where}")
+
+    def _send(self, teacher: str, decision: str) -> Route:
+        self.routed[teacher] += 1
+        return Route((teacher,), decision)
+
+    def value(self, candidate: Candidate, reward: float | None) -> float:
+        usd = self.usd_per_mtok.get(candidate.teacher, 0.0) * (candidate.tokens_in + candidate.tokens_out) / 1e6
+        return (reward if reward is not None else 0.0) - self.cost_weight * usd - self.latency_weight * candidate.latency_s
+
+    def observe(self, prompt: Prompt, candidate: Candidate, reward: float | None) -> None:
+        """Feedback from the pipeline: one scored (or failed) call."""
+        v = self.value(candidate, reward)
+        self.overall[candidate.teacher].add(v)
+        self.cluster[(prompt.language, prompt.task, candidate.teacher)].add(v)

@@ -1,0 +1,188 @@
+"""`arbitrage eval-router RUN_DIR`: replay a finished `all` run offline, one router at a time.
+
+An `all` run knows every teacher's reward on every prompt, so any router can be scored without
+generating again: the reward of the teacher it would have called, against the oracle (the best
+answer per prompt, which `all` pays for with one call per teacher) and the best single teacher.
+This is the comparison Multilingual Arbitrage (arXiv 2408.14960) makes for its learned router.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from arbitrage import router_model
+from arbitrage.errors import ConfigError
+from arbitrage.routing import FixedRouter, RandomRouter, RoundRobinRouter, Router
+from arbitrage.rows import Candidate
+from arbitrage.scoretable import ScoreTable
+
+
+@dataclass
+class Result:
+    router: str
+    mean_reward: float
+    win_rate: float  # share of prompts where the chosen answer is as good as the best one
+    regret: float  # oracle − mean reward
+    gain_captured: float | None  # (mean − best single) / (oracle − best single)
+    calls_per_prompt: float
+    calls_saved: float  # against `all`, which calls every teacher
+    choices: list[str]  # the teacher called per prompt ("all" for arbitrage); the first seed's
+    spread: float = 0.0  # standard deviation of mean_reward over seeds (0: deterministic)
+
+
+def replay(router: Router, table: ScoreTable) -> list[tuple[str, ...]]:
+    """Route the run's prompts in order; an online router gets each wave's rewards before the next."""
+    col = {t: j for j, t in enumerate(table.teachers)}
+    size = int(getattr(router, "wave_size", None) or len(table.prompts))
+    observe = getattr(router, "observe", None)
+    choices: list[tuple[str, ...]] = []
+    for start in range(0, len(table.prompts), size):
+        wave = table.prompts[start : start + size]
+        if hasattr(router, "prepare"):
+            router.prepare(wave)
+        routes = [router.route(p, table.teachers).teachers for p in wave]
+        choices += routes
+        for i, (prompt, teachers) in enumerate(zip(wave, routes, strict=True), start):
+            for t in teachers if observe else ():
+                j = col[t]
+                worthless = bool(table.failed[i, j] or table.filtered[i, j])
+                observe(prompt, _candidate(table, i, j), None if worthless else float(table.reward[i, j]))
+    return choices
+
+
+def _candidate(table: ScoreTable, i: int, j: int) -> Candidate:
+    return Candidate(
+        call_id="",
+        prompt_id=table.prompts[i].prompt_id,
+        teacher=table.teachers[j],
+        text=None,
+        finish_reason=None,
+        tokens_in=int(table.tokens_in[i, j]),
+        tokens_out=int(table.tokens_out[i, j]),
+        latency_s=float(table.latency_s[i, j]),
+        attempts=1,
+        error="failed" if table.failed[i, j] else None,
+    )
+
+
+def cross_validated(table: ScoreTable, embeddings, folds: int = 5, seed: int = 0) -> list[tuple[str, ...]]:
+    """The learned router, k-fold: every prompt is routed by a model that never saw it."""
+    n = len(table.prompts)
+    if n < folds:
+        raise ConfigError(f"{table.run_dir} has {n} prompts, fewer than --folds {folds} — use a bigger run or fewer folds")
+    order = np.random.default_rng(seed).permutation(n)
+    choices: list[tuple[str, ...]] = [()] * n
+    for k in range(folds):
+        test = order[k::folds]
+        train = np.setdiff1d(order, test)
+        model = router_model.train(
+            [table.prompts[i] for i in train], table.reward[train], table.teachers, embeddings[train], str(table.run_dir)
+        )
+        predicted = model.predict([table.prompts[i] for i in test], embeddings[test])
+        for i, best in zip(test, predicted.argmax(dim=1).tolist(), strict=True):
+            choices[i] = (model.teachers[best],)
+    return choices
+
+
+def measure(name: str, choices: list[tuple[str, ...]], table: ScoreTable) -> Result:
+    col = {t: j for j, t in enumerate(table.teachers)}
+    got = np.array([max(table.reward[i, col[t]] for t in c) for i, c in enumerate(choices)])
+    oracle = table.oracle()
+    best_single = float(np.max(table.reward.mean(axis=0)))
+    mean, top = float(got.mean()), float(oracle.mean())
+    calls = float(np.mean([len(c) for c in choices]))
+    return Result(
+        router=name,
+        mean_reward=mean,
+        win_rate=float(np.mean(got >= oracle - 1e-9)),
+        regret=top - mean,
+        gain_captured=(mean - best_single) / (top - best_single) if top > best_single + 1e-12 else None,
+        calls_per_prompt=calls,
+        calls_saved=1.0 - calls / len(table.teachers),
+        choices=["all" if len(c) > 1 else c[0] for c in choices],
+    )
+
+
+def evaluate(table: ScoreTable, extra: dict[str, Callable[[int], Router]], folds: int = 5, repeats: int = 5) -> list[Result]:
+    """Every baseline, the cross-validated learned router and the `extra` routers (seed → router:
+    bandits, a router.pt). Routers that draw random numbers are replayed with `repeats` seeds and
+    averaged: on a few hundred prompts one seed can be off by more than the gaps between routers."""
+    if not table.complete:
+        raise ConfigError(
+            f"{table.run_dir} is not an `all` run: some teachers did not answer some prompts — "
+            "eval-router replays a run made with router=all"
+        )
+    n = len(table.prompts)
+    fixed: dict[str, list[tuple[str, ...]]] = {
+        "all (arbitrage)": [tuple(table.teachers)] * n,
+        "oracle (hindsight, 1 call)": [(table.teachers[j],) for j in np.argmax(table.reward, axis=1)],
+        **{f"fixed: {t}": replay(FixedRouter(teacher=t), table) for t in table.teachers},
+        "round_robin": replay(RoundRobinRouter(), table),
+    }
+    vectors = router_model.embed(table.prompts)
+    seeded: dict[str, Callable[[int], list[tuple[str, ...]]]] = {
+        "random": lambda seed: replay(RandomRouter(k=1, seed=seed), table),
+        f"learned ({folds}-fold CV)": lambda seed: cross_validated(table, vectors, folds, seed),
+    }
+    for name, make in extra.items():
+        make(0).check(table.teachers)
+        seeded[name] = lambda seed, make=make: replay(make(seed), table)
+    results = [measure(name, choices, table) for name, choices in fixed.items()]
+    for name, run in seeded.items():
+        results.append(_average([measure(name, run(seed), table) for seed in range(max(1, repeats))]))
+    return results
+
+
+def _average(runs: list[Result]) -> Result:
+    gains = [r.gain_captured for r in runs]
+    return replace(
+        runs[0],
+        mean_reward=float(np.mean([r.mean_reward for r in runs])),
+        win_rate=float(np.mean([r.win_rate for r in runs])),
+        regret=float(np.mean([r.regret for r in runs])),
+        gain_captured=None if None in gains else float(np.mean(gains)),
+        calls_per_prompt=float(np.mean([r.calls_per_prompt for r in runs])),
+        calls_saved=float(np.mean([r.calls_saved for r in runs])),
+        spread=float(np.std([r.mean_reward for r in runs])),
+    )
+
+
+def markdown(results: list[Result], table: ScoreTable) -> str:
+    header = "| router | mean reward | ± sd over seeds | win rate vs oracle | regret | gain captured | calls / prompt | calls saved vs all |"
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        gain = "—" if r.gain_captured is None else f"{r.gain_captured:.0%}"
+        spread = f"{r.spread:.3f}" if r.spread > 1e-9 else "—"
+        lines.append(
+            f"| {r.router} | {r.mean_reward:.3f} | {spread} | {r.win_rate:.0%} | {r.regret:.3f} | {gain} | "
+            f"{r.calls_per_prompt:.2f} | {r.calls_saved:.0%} |"
+        )
+    means = table.reward.mean(axis=0)
+    best = int(np.argmax(means))
+    lines += [
+        "",
+        f"{len(table.prompts)} prompts of `{table.run_dir}`, teachers {', '.join(table.teachers)}. Best single teacher: "
+        f"{table.teachers[best]} ({means[best]:.3f}); oracle {table.oracle().mean():.3f}. Win rate: share of prompts where "
+        "the router's teacher scored as high as the best answer (ties count). Gain captured: share of the oracle's gain over "
+        "the best single teacher that the router keeps. Routers with a spread were replayed with several seeds "
+        "(fold shuffles, exploration draws) and averaged.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write(run_dir: Path, results: list[Result], table: ScoreTable) -> str:
+    """router_eval.md (the table) and router_eval.json (what the run report plots)."""
+    text = markdown(results, table)
+    (run_dir / "router_eval.md").write_text(text, encoding="utf-8")
+    payload = {
+        "prompts": [p.prompt_id for p in table.prompts],
+        "teachers": table.teachers,
+        "results": [asdict(r) for r in results],
+    }
+    (run_dir / "router_eval.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    return text

@@ -1,0 +1,129 @@
+"""A finished run folder → a table of every teacher's reward per prompt, read from the parquet alone.
+
+`train-router`, `eval-router` and the run report all start here, so they work on any run folder,
+long after the run (and without its config or models).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from arbitrage.errors import ConfigError
+from arbitrage.rows import Prompt
+
+
+@dataclass
+class ScoreTable:
+    """Rows are prompts in run order, columns are teachers. NaN: the teacher was not called.
+
+    The reward is what the answer is worth to the dataset: its score, or 0 when it failed or the
+    answer filters dropped it (it can never be chosen) — the value a router should maximise.
+    """
+
+    run_dir: Path
+    prompts: list[Prompt]  # rebuilt from the dataset: ids, language, task, domain, messages
+    teachers: list[str]
+    reward: np.ndarray
+    latency_s: np.ndarray
+    tokens_in: np.ndarray
+    tokens_out: np.ndarray
+    failed: np.ndarray  # bool: no usable answer (an error or empty text), so its reward is 0
+    filtered: np.ndarray  # bool: an answer filter dropped it (the candidates' `filtered` column), reward 0
+    decisions: list[str | None]  # the run's router_decision per prompt
+
+    @property
+    def complete(self) -> bool:
+        """Every teacher answered every prompt: an `all` run, which offline replays need."""
+        return bool(self.prompts) and not np.isnan(self.reward).any()
+
+    def oracle(self) -> np.ndarray:
+        """Best reward per prompt among the teachers that were called."""
+        return np.nanmax(self.reward, axis=1)
+
+    def subset(self, prompt_ids: list[str]) -> ScoreTable:
+        index = {p.prompt_id: i for i, p in enumerate(self.prompts)}
+        rows = [index[pid] for pid in prompt_ids if pid in index]
+        return ScoreTable(
+            self.run_dir,
+            [self.prompts[i] for i in rows],
+            self.teachers,
+            self.reward[rows],
+            self.latency_s[rows],
+            self.tokens_in[rows],
+            self.tokens_out[rows],
+            self.failed[rows],
+            self.filtered[rows],
+            [self.decisions[i] for i in rows],
+        )
+
+
+def read_config(run_dir: Path, name: str) -> list[dict]:
+    """Rows of one dataset config (sft, dpo, candidates, rejected_rows); [] when it has none."""
+    files = sorted((Path(run_dir) / "data").glob(f"{name}-*.parquet"))
+    return [row for f in files for row in pq.read_table(f).to_pylist()]
+
+
+def load(run_dir: Path | str) -> ScoreTable:
+    run_dir = Path(run_dir)
+    candidates = read_config(run_dir, "candidates")
+    if not candidates:
+        raise ConfigError(f"{run_dir} has no data/candidates-*.parquet — give the folder of a finished arbitrage run")
+    prompts = _prompts(run_dir)
+    order = list(dict.fromkeys(c["prompt_id"] for c in candidates))  # candidates are written in prompt order
+    teachers = list(dict.fromkeys(c["teacher"] for c in candidates))
+    row = {pid: i for i, pid in enumerate(order)}
+    col = {t: j for j, t in enumerate(teachers)}
+    shape = (len(order), len(teachers))
+    reward, latency, tok_in, tok_out = (np.full(shape, np.nan) for _ in range(4))
+    failed, filtered = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
+    for c in candidates:
+        i, j = row[c["prompt_id"]], col[c["teacher"]]
+        failed[i, j], filtered[i, j] = c["score"] is None, bool(c.get("filtered"))  # runs before the filters lack it
+        reward[i, j] = 0.0 if failed[i, j] or filtered[i, j] else c["score"]
+        latency[i, j], tok_in[i, j], tok_out[i, j] = c["latency_s"], c["tokens_in"], c["tokens_out"]
+    missing = [pid for pid in order if pid not in prompts]
+    if missing:
+        raise ConfigError(
+            f"{run_dir}: {len(missing)} candidate prompts are in neither sft nor rejected_rows — rerun the run to rewrite its data"
+        )
+    return ScoreTable(
+        run_dir,
+        [prompts[pid][0] for pid in order],
+        teachers,
+        reward,
+        latency,
+        tok_in,
+        tok_out,
+        failed,
+        filtered,
+        [prompts[pid][1] for pid in order],
+    )
+
+
+def _prompts(run_dir: Path) -> dict[str, tuple[Prompt, str | None]]:
+    """Every prompt is in sft (it has an answer) or in rejected_rows (it has none)."""
+    out: dict[str, tuple[Prompt, str | None]] = {}
+    for r in read_config(run_dir, "sft"):
+        messages = tuple(m for m in r["messages"] if m["role"] != "assistant")
+        out[r["prompt_id"]] = (_prompt(r, messages, json.loads(r["constraints"] or "[]")), r["router_decision"])
+    for r in read_config(run_dir, "rejected_rows"):
+        out[r["prompt_id"]] = (_prompt(r, tuple(r["prompt"]), []), None)
+    return out
+
+
+def _prompt(r: dict, messages: tuple, constraints: list) -> Prompt:
+    return Prompt(
+        prompt_id=r["prompt_id"],
+        persona_id=r["persona_id"],
+        language=r["language"],
+        domain=r.get("domain") or "",  # rejected_rows gained `domain` with the learned router
+        task=r["task"],
+        topic="",
+        messages=messages,
+        constraints=tuple(constraints),
+    )
