@@ -5,6 +5,10 @@ VENV    ?= .venv
 ENGINE  ?= cpu
 OUT     ?= runs/demo
 STEPS   ?= 5
+# make ablation: CPU-sized by default; raise the steps on a GPU machine.
+ABLATION_RUN     ?= runs/r200
+ABLATION_STEPS   ?= 6
+ABLATION_HELDOUT ?= 48
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(ENGINE)
 # The packaged models need no hub; keep runs and tests offline unless told otherwise.
@@ -12,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint sft dpo train-router eval-router clean
+.PHONY: help install demo test test-fast lint sft dpo train-router eval-router ablation clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -65,6 +69,10 @@ train-router: install ## fit the learned router on the finished run $(OUT); writ
 
 eval-router: install ## replay every router on the finished `all` run $(OUT); writes $(OUT)/router_eval.md
 	$(BIN)/arbitrage eval-router $(OUT)
+
+ablation: install ## SFT the same student on arbitrage / single-teacher / random-teacher data from $(ABLATION_RUN), compare on held-out prompts
+	test -f $(ABLATION_RUN)/summary.json || $(BIN)/arbitrage teacher=[smollm2,gemma3] router=all personas=all n_prompts=200 out=$(ABLATION_RUN)
+	$(BIN)/python bench/ablation.py $(ABLATION_RUN) --steps $(ABLATION_STEPS) --heldout $(ABLATION_HELDOUT) --out runs/ablation
 
 clean: ## remove runs/ and caches (the converted-model cache in ~/.cache/arbitrage stays)
 	rm -rf runs .pytest_cache .ruff_cache

@@ -32,7 +32,9 @@ def embedding_spread(texts: Sequence[str], embed: Callable[[list[str]], np.ndarr
     return round(float(1 - mean_off_diagonal), 4)
 
 
-def metrics(texts: Sequence[str], facets: dict[str, Sequence[str]], embed: Callable[[list[str]], np.ndarray] | None = None) -> dict:
+def metrics(
+    texts: Sequence[str], facets: dict[str, Sequence[str]], embed: Callable[[list[str]], np.ndarray] | None = None
+) -> dict:
     """distinct-1/2, optional embedding spread, and how many distinct values each facet covers."""
     result = {"n": len(texts), "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2)}
     if embed is not None:

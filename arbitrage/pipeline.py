@@ -163,20 +163,22 @@ async def run(spec: RunSpec, teachers: dict[str, Teacher], router: Router, score
             Scored(c, s.value if s else float("nan"), s.details if s else {}, filtered_calls.get(c.call_id))
         )
     selections = [select(p, routes[p.prompt_id], by_prompt[p.prompt_id], spec.selection) for p in prompts]
-    answers_before = [s.chosen.candidate.text for s in selections if s.chosen]
     chosen = [s for s in selections if s.chosen]
+    answers_before = [s.chosen.candidate.text for s in chosen]
     _, dropped = filters.apply(spec.filters, "output", [(s.prompt, s.chosen) for s in chosen], quality)
     for i, why in dropped.items():
         chosen[i].chosen, chosen[i].rejected, chosen[i].reason = None, None, why
     selections += filtered_out
     quality_summary = _quality(spec, quality, synthesised, answers_before, selections)
+    timings["quality_s"] = time.perf_counter() - t4
+    t5 = time.perf_counter()
     rows = dataset.build_rows(selections)
     paths = dataset.write_parquet(spec.out_dir, rows)
     counts = {name: len(r) for name, r in rows.items()}
     for name, hint in EMPTY_HINTS.items():
         if not counts[name]:
             log.warning("no %s rows: %s", name, hint)
-    timings["write_s"] = time.perf_counter() - t4
+    timings["write_s"] = time.perf_counter() - t5
     timings["total_s"] = time.perf_counter() - t0
 
     summary = _summary(spec, prompts, candidates, selections, teachers, router, scorer, counts, timings)

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from arbitrage.rows import Completion, Prompt
+from arbitrage.rows import Completion, Prompt, stable_hash
+
+
+def prompt_seed(seed: int, prompt: Prompt) -> int:
+    """A per-prompt sampling seed: an answer is reproducible whatever batch or retry it lands in."""
+    return int(stable_hash(seed, prompt.prompt_id, length=8), 16)
 
 
 @runtime_checkable

@@ -6,7 +6,8 @@ import os
 from collections.abc import Sequence
 
 from arbitrage.errors import ConfigError
-from arbitrage.rows import Completion, Prompt, stable_hash
+from arbitrage.rows import Completion, Prompt
+from arbitrage.teachers import prompt_seed
 from arbitrage.teachers.openai_compat import api_key_from_env
 
 # litellm fetches its price map from the network at import unless told not to (no network here).
@@ -65,7 +66,7 @@ class LiteLLMTeacher:
 
         kwargs = {}
         if self.seed is not None:
-            kwargs["seed"] = int(stable_hash(self.seed, prompt.prompt_id, length=8), 16)
+            kwargs["seed"] = prompt_seed(self.seed, prompt)
         if self.top_logprobs:
             kwargs |= {"logprobs": True, "top_logprobs": self.top_logprobs}
         try:

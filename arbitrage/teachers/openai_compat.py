@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import httpx
 
 from arbitrage.errors import ConfigError
-from arbitrage.rows import Completion, Prompt, stable_hash
+from arbitrage.rows import Completion, Prompt
+from arbitrage.teachers import prompt_seed
 
 
 def api_key_from_env(teacher: str, api_key_env: str | None, required: bool) -> str | None:
@@ -121,7 +122,7 @@ class OpenAICompatTeacher:
             "top_p": self.top_p,
         }
         if self.seed is not None:
-            body["seed"] = int(stable_hash(self.seed, prompt.prompt_id, length=8), 16)
+            body["seed"] = prompt_seed(self.seed, prompt)
         if self.top_logprobs:
             body |= {"logprobs": True, "top_logprobs": self.top_logprobs}
         return body

@@ -13,8 +13,8 @@ import threading
 import time
 from collections.abc import Sequence
 
-from arbitrage.rows import Completion, Prompt, stable_hash
-from arbitrage.teachers import models
+from arbitrage.rows import Completion, Prompt
+from arbitrage.teachers import models, prompt_seed
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,7 @@ class VLLMTeacher:
     def _sampling(self, prompt: Prompt):
         from vllm import SamplingParams
 
-        # A per-prompt seed makes an answer reproducible whatever batch it lands in (resume).
-        seed = int(stable_hash(self.seed, prompt.prompt_id, length=8), 16)
+        seed = prompt_seed(self.seed, prompt)
         return SamplingParams(
             temperature=self.temperature,
             top_p=self.top_p,
