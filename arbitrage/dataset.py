@@ -179,7 +179,11 @@ def _table(header: list[str], body: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _quality_section(quality: dict | None) -> str:
+def _schemas(paths: dict[str, str]) -> str:
+    return "\n".join(f"- `{name}`: " + ", ".join(f"`{f.name}` {f.type}" for f in SCHEMAS[name]) for name in paths)
+
+
+def quality_section(quality: dict | None) -> str:
     if not quality:
         return ""
     dropped = ", ".join(f"{name} {n}" for name, n in quality["dropped"].items()) or "no filters"
@@ -284,7 +288,7 @@ router_decision, constraints (JSON), score_details (JSON).
 {_table(["teacher", "calls", "failed", "wins", "win share", "mean score", "tokens out"], teacher_rows)}
 
 {_check_rates(rows["candidates"])}
-{_quality_section(summary.get("quality"))}
+{quality_section(summary.get("quality"))}
 ## Coverage
 {_table(["language", "sft rows"], sorted(by_lang.items()))}
 
@@ -299,11 +303,17 @@ teacher: [report.md](report.md) (`arbitrage report {out}` rebuilds it from this 
 ![win rate per teacher](win_rate.png)
 ![reward per teacher](rewards.png)
 
+## Schema
+{_schemas(paths)}
+
 ## Load and train
 ```python
 from datasets import load_dataset
 sft = load_dataset("{out}", "sft", split="train")
 dpo = load_dataset("{out}", "dpo", split="train")
+
+from trl import SFTConfig, SFTTrainer  # on CPU add bf16=False to the config
+SFTTrainer(model="HuggingFaceTB/SmolLM2-135M-Instruct", args=SFTConfig(output_dir="sft-out"), train_dataset=sft).train()
 ```
 ```bash
 trl sft --model_name_or_path <model> --dataset_name {out} --dataset_config sft --output_dir sft-out

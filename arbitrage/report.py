@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from arbitrage import scoretable
+from arbitrage.dataset import quality_section
 from arbitrage.errors import ConfigError
 from arbitrage.scoretable import ScoreTable
 
@@ -419,6 +420,8 @@ def _markdown(run_dir, table, labels, summary, ref, evaluation, min_margin, figu
         "![latency and tokens per teacher](cost.png)",
         "",
     ]
+    if summary.get("quality"):
+        lines += [quality_section(summary["quality"]), ""]
     lines += _routing_section(run_dir, table, ref, evaluation, figures)
     squeezed = [line for i, line in enumerate(lines) if line or (i and lines[i - 1])]  # no runs of blank lines
     return "\n".join(squeezed) + "\n"

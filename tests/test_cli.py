@@ -83,7 +83,9 @@ def test_api_run_writes_a_loadable_dataset_and_resumes_without_new_requests(serv
 
     # Filter and selection settings are not part of the run identity: a rerun re-selects from the journal,
     # and load_dataset must see the new rows (datasets caches a folder by its card, not its files).
-    strict = arbitrage(*api_args(server, out, "+filters.min_reward._target_=arbitrage.filters.MinReward", "+filters.min_reward.threshold=1.01"))
+    strict = arbitrage(
+        *api_args(server, out, "+filters.min_reward._target_=arbitrage.filters.MinReward", "+filters.min_reward.threshold=1.01")
+    )
     assert strict.returncode == 0, strict.stderr[-2000:]
     assert len(datasets.load_dataset(str(out), "rejected_rows", split="train")) == 24
     assert "config_name: sft" not in (out / "README.md").read_text()  # empty: not a loadable config
@@ -182,7 +184,12 @@ def test_multirun_sweeps_into_separate_runs(server, tmp_path):
 
 def test_quality_stage_drops_with_reasons_and_reports_diversity(tmp_path):
     # Every "dup" answer is the same text, "en" answers are English whatever the prompt's language.
-    script = Script(answers={"dup": "the same answer every time", "en": "An English answer {digest} that is long enough for language identification to work."})
+    script = Script(
+        answers={
+            "dup": "the same answer every time",
+            "en": "An English answer {digest} that is long enough for language identification to work.",
+        }
+    )
     with FakeOpenAI(script) as fake:
         out = tmp_path / "run"
         args = [
@@ -204,8 +211,13 @@ def test_quality_stage_drops_with_reasons_and_reports_diversity(tmp_path):
     rejected = datasets.load_dataset(str(out), "rejected_rows", split="train")
     sft = datasets.load_dataset(str(out), "sft", split="train")
     filtered = [c for c in candidates if c["filtered"]]
-    assert all(c["teacher"] == "api" and c["language"] == "fr" and c["filtered"].startswith("wrong_language: answer is 'en'") for c in filtered)
-    assert len(filtered) == sum(1 for c in candidates if c["teacher"] == "api" and c["language"] == "fr" and c["task"] not in ("code", "math"))
+    assert all(
+        c["teacher"] == "api" and c["language"] == "fr" and c["filtered"].startswith("wrong_language: answer is 'en'")
+        for c in filtered
+    )
+    assert len(filtered) == sum(
+        1 for c in candidates if c["teacher"] == "api" and c["language"] == "fr" and c["task"] not in ("code", "math")
+    )
     dup_chosen = [r for r in rejected if r["reason"].startswith("exact_answers: same response text")]
     assert dup_chosen and len(sft) + len(rejected) == 12
     assert len({r["messages"][-1]["content"] for r in sft}) == len(sft)  # no two kept answers alike

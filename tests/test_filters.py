@@ -13,13 +13,20 @@ def pair(text, language="en", task="explain", finish_reason="stop"):
 
 
 def test_exact_dedup_ignores_case_whitespace_and_punctuation():
-    prompts = [make_prompt(prompt_id=str(i), text=t) for i, t in enumerate(["Explain tides.", "  explain   TIDES!", "Explain the tides."])]
+    prompts = [
+        make_prompt(prompt_id=str(i), text=t)
+        for i, t in enumerate(["Explain tides.", "  explain   TIDES!", "Explain the tides."])
+    ]
     assert list(F.ExactDedup().drop(prompts)) == [1]
 
 
 def test_near_dedup_catches_small_edits_and_keeps_distinct_texts():
     base = "Je suis une chercheuse en volcanologie à La Réunion qui surveille le Piton de la Fournaise et je voudrais comprendre les capteurs sismiques utilisés sur le volcan"
-    texts = [base, base.replace("comprendre", "bien comprendre"), "Ich bin ein Imker aus dem Schwarzwald und möchte wissen, wie ich meine Bienen im Winter füttere."]
+    texts = [
+        base,
+        base.replace("comprendre", "bien comprendre"),
+        "Ich bin ein Imker aus dem Schwarzwald und möchte wissen, wie ich meine Bienen im Winter füttere.",
+    ]
     prompts = [make_prompt(prompt_id=str(i), text=t) for i, t in enumerate(texts)]
     dropped = F.NearDedup(threshold=0.8).drop(prompts)
     assert list(dropped) == [1] and "similar to item 0" in dropped[1]
@@ -38,9 +45,15 @@ def test_decontamination_against_jsonl_parquet_and_datasets_dir(tmp_path, root):
     import datasets
 
     sample = root / "tests/data/eval_sample.jsonl"
-    leaked = make_prompt(prompt_id="a", text="Please help: Explain to a ten year old why the sky looks blue during the day and turns orange and red at sunset. Thanks!")
+    leaked = make_prompt(
+        prompt_id="a",
+        text="Please help: Explain to a ten year old why the sky looks blue during the day and turns orange and red at sunset. Thanks!",
+    )
     clean = make_prompt(prompt_id="b", text="Explain to a ten year old why bread rises in a warm kitchen.")
-    german = make_prompt(prompt_id="c", text="Erkläre in einfachen Worten, wie eine Wärmepumpe im Winter ein Einfamilienhaus heizt und warum sie Strom braucht.")
+    german = make_prompt(
+        prompt_id="c",
+        text="Erkläre in einfachen Worten, wie eine Wärmepumpe im Winter ein Einfamilienhaus heizt und warum sie Strom braucht.",
+    )
     for source in ("jsonl", "parquet", "dir"):
         path = sample
         records = [json.loads(line) for line in sample.read_text().splitlines()]
@@ -62,7 +75,11 @@ def test_decontamination_against_jsonl_parquet_and_datasets_dir(tmp_path, root):
 
 def test_completion_filters_on_real_multilingual_text():
     assert F.Truncated().drop([pair("ok"), pair("cut", finish_reason="length")]) == {1: "truncated: cut off at max_tokens"}
-    assert list(F.Length(min_words=3, max_words=6).drop([pair("two words"), pair("three words here"), pair("one two three four five six seven")])) == [0, 2]
+    assert list(
+        F.Length(min_words=3, max_words=6).drop(
+            [pair("two words"), pair("three words here"), pair("one two three four five six seven")]
+        )
+    ) == [0, 2]
     refusals = [
         "As an AI language model, I cannot have opinions.",
         "Lo siento, pero no puedo ayudarte con eso.",
@@ -82,7 +99,13 @@ def test_completion_filters_on_real_multilingual_text():
         pair("def f(x):\n    return x * 2  # doubles the value of x for the caller here", language="it", task="code"),
     ]
     assert list(wrong.drop(items)) == [0] and "answer is 'en'" in wrong.drop(items)[0]
-    loops = F.Repetition().drop([pair(""), pair("the cat sat on the mat " * 10), pair("A short, varied and perfectly normal answer about tides and moons.")])
+    loops = F.Repetition().drop(
+        [
+            pair(""),
+            pair("the cat sat on the mat " * 10),
+            pair("A short, varied and perfectly normal answer about tides and moons."),
+        ]
+    )
     assert loops[0] == "repetition: empty answer" and "repeated" in loops[1] and 2 not in loops
 
 
