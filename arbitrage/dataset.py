@@ -173,7 +173,7 @@ def write_parquet(out_dir: Path, rows: dict[str, list[dict]]) -> dict[str, str]:
     return paths
 
 
-def _table(header: list[str], body: list[list]) -> str:
+def markdown_table(header: list[str], body: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in body]
     return "\n".join(lines)
@@ -204,9 +204,9 @@ def quality_section(quality: dict | None) -> str:
     return (
         "## Quality stage\n"
         f"Dropped (count per filter; reasons in `rejected_rows` and the candidates' `filtered` column): {dropped}.\n\n"
-        + _table(["", *keys], body)
+        + markdown_table(["", *keys], body)
         + "\n\n"
-        + _table(["distinct", "synthesised", "kept"], coverage)
+        + markdown_table(["distinct", "synthesised", "kept"], coverage)
         + "\n"
     )
 
@@ -226,7 +226,7 @@ def _check_rates(candidates: list[dict]) -> str:
         [check, *(f"{sum(v) / len(v):.0%} of {len(v)}" if (v := passed.get((check, t))) else "—" for t in teachers)]
         for check in sorted({c for c, _ in passed})
     ]
-    return "## Verifiable checks passed\n" + _table(["check", *teachers], body) + "\n"
+    return "## Verifiable checks passed\n" + markdown_table(["check", *teachers], body) + "\n"
 
 
 def write_card(out_dir: Path, rows: dict[str, list[dict]], paths: dict[str, str], summary: dict, config: dict) -> None:
@@ -285,14 +285,14 @@ teacher_chosen, teacher_rejected, score_chosen, score_rejected, margin, n_candid
 router_decision, constraints (JSON), score_details (JSON).
 
 ## Teachers
-{_table(["teacher", "calls", "failed", "wins", "win share", "mean score", "tokens out"], teacher_rows)}
+{markdown_table(["teacher", "calls", "failed", "wins", "win share", "mean score", "tokens out"], teacher_rows)}
 
 {_check_rates(rows["candidates"])}
 {quality_section(summary.get("quality"))}
 ## Coverage
-{_table(["language", "sft rows"], sorted(by_lang.items()))}
+{markdown_table(["language", "sft rows"], sorted(by_lang.items()))}
 
-{_table(["task", "sft rows"], sorted(by_task.items()))}
+{markdown_table(["task", "sft rows"], sorted(by_task.items()))}
 
 Prompts without a chosen answer: {dict(rejected_reasons) or "none"}. DPO pairs dropped: {summary.get("pairs_dropped", {}) or "none"}.
 

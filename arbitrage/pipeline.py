@@ -99,12 +99,13 @@ async def run(spec: RunSpec, teachers: dict[str, Teacher], router: Router, score
     # each wave is scored before the next is routed. Its routes are not known up front, so only its
     # name is part of the run's identity.
     online = getattr(router, "wave_size", None) is not None
+    planned = {} if online else _route(router, prompts, names)
     identity = {
         "prompts": stable_hash(sorted(p.prompt_id for p in prompts)),
         "teachers": {n: stable_hash(t.generation_key()) for n, t in teachers.items()},
         "routes": stable_hash("online", router.name)
         if online
-        else stable_hash(sorted(c.call_id for c in _calls(prompts, _route(router, prompts, names), teachers))),
+        else stable_hash(sorted(c.call_id for c in _calls(prompts, planned, teachers))),
         "prompt_writer": spec.prompt_writer,
     }
     _claim_out_dir(spec.out_dir, identity)
@@ -116,7 +117,9 @@ async def run(spec: RunSpec, teachers: dict[str, Teacher], router: Router, score
     quality: dict[str, int] = {}
     prompts, dropped = filters.apply(spec.filters, "prompt", prompts, quality)
     filtered_out = [Selection(synthesised[i], Route((), "filtered"), [], reason=why) for i, why in dropped.items()]
-    routes = {} if online else _route(router, prompts, names)
+    # Route once: only prompts a writer rewrote (new ids) still need a route.
+    unplanned = [p for p in prompts if not online and p.prompt_id not in planned]
+    routes = planned | _route(router, unplanned, names) if unplanned else planned
     calls = _calls(prompts, routes, teachers)
     timings["synthesise_s"] = time.perf_counter() - t0
     if online:

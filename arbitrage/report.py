@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 from arbitrage import scoretable
-from arbitrage.dataset import quality_section
+from arbitrage.dataset import markdown_table, quality_section
 from arbitrage.errors import ConfigError
 from arbitrage.scoretable import ScoreTable
 
@@ -318,16 +318,11 @@ def _plot_evaluation_by_language(ax, table: ScoreTable, evaluation: dict) -> Non
 # ---- report.md ----
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(x) for x in row) + " |" for row in rows])
-
-
 def _share_table(table: ScoreTable, labels: list[str], attr: str, keys: list[str]) -> str:
     rows = [
         [g, len(group), *(f"{_shares(group, keys)[k]:.0%}" for k in keys)] for g, group in _groups(table, labels, attr).items()
     ]
-    return _table([attr, "prompts", *keys], rows)
+    return markdown_table([attr, "prompts", *keys], rows)
 
 
 def _markdown(run_dir, table, labels, summary, ref, evaluation, min_margin, figures) -> str:
@@ -348,7 +343,7 @@ def _markdown(run_dir, table, labels, summary, ref, evaluation, min_margin, figu
             "Every teacher answered every prompt, so picking the best answer per prompt (what `router=all` keeps) "
             "can be set against always calling one teacher.",
             "",
-            _table(
+            markdown_table(
                 ["", "mean reward"],
                 [
                     ["best answer per prompt (arbitrage)", f"{oracle:.3f}"],
@@ -380,7 +375,7 @@ def _markdown(run_dir, table, labels, summary, ref, evaluation, min_margin, figu
     what = "outright wins" if table.complete else "prompts routed"
     lines += [
         "## Teachers",
-        _table(
+        markdown_table(
             ["teacher", "calls", "failed", "filtered", "mean reward", what, "share", "mean latency (s)", "mean tokens out"],
             teacher_rows,
         ),
@@ -439,7 +434,7 @@ def _routing_section(run_dir, table, ref, evaluation, figures) -> list[str]:
             f"Against the `all` run `{ref.run_dir}` on the {len(ref.prompts)} shared prompts (its reward for the teacher "
             "this run called; the same call id gives the same answer):",
             "",
-            _table(
+            markdown_table(
                 ["", "mean reward"],
                 [
                     ["this run's choices", f"{chosen.mean():.3f}"],
