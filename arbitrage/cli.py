@@ -23,6 +23,7 @@ from arbitrage.errors import ArbitrageError, ConfigError
 from arbitrage.personas import SynthesisSpec
 from arbitrage.select import SelectionSpec
 
+log = logging.getLogger("arbitrage")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # An editable install reads conf/ beside the package; a wheel carries a copy inside it.
 CONF_DIR = PROJECT_ROOT / "conf" if (PROJECT_ROOT / "conf").is_dir() else Path(__file__).parent / "_conf"
@@ -124,9 +125,20 @@ def build(cfg: DictConfig):
         n_prompts = int(cfg.n_prompts)
     except (TypeError, ValueError):
         raise ConfigError(f"n_prompts must be a positive integer, got {cfg.n_prompts!r} — e.g. n_prompts=32") from None
-    teachers = {}
+    from arbitrage import cost
+
+    teachers, prices = {}, {}
     for name, node in cfg.teacher.items():
-        teachers[name] = instantiate(node, name=name)
+        settings = OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+        price = settings.pop("price", None)  # the engine's business, not the teacher's
+        teachers[name] = instantiate(settings, name=name)
+        prices[name] = cost.teacher_price(teachers[name], price)
+    budget = cfg.get("budget_usd")
+    if budget is not None and (not isinstance(budget, int | float) or budget <= 0):
+        raise ConfigError(f"budget_usd must be a positive number of dollars, got {budget!r} — e.g. budget_usd=5")
+    unpriced = [n for n, p in prices.items() if p is None]
+    if budget is not None and unpriced:
+        log.warning("budget_usd cannot bound %s: no price known — set teacher.<name>.price", ", ".join(unpriced))
     router = instantiate(cfg.router)
     scorer = instantiate(cfg.reward)
     personas_cfg = cfg.personas
@@ -152,22 +164,57 @@ def build(cfg: DictConfig):
         retry=RetryPolicy(**OmegaConf.to_container(cfg.engine)),
         config=OmegaConf.to_container(cfg, resolve=True),
         prompt_writer=personas_cfg.get("prompt_writer"),
+        prompts_file=_path(cfg.prompts_file) if cfg.get("prompts_file") else None,
+        prices=prices,
+        budget_usd=float(budget) if budget is not None else None,
+        progress=bool(cfg.get("progress", True)),
     )
     return spec, teachers, router, scorer
 
 
+def _usd(value) -> str:
+    return "—" if value is None else f"${value:,.4f}"
+
+
 def print_summary(summary: dict) -> None:
+    from arbitrage.dataset import markdown_table
+
     rows = summary["rows"]
     print(
         f"\nwrote {summary['out_dir']}: sft={rows['sft']} dpo={rows['dpo']} candidates={rows['candidates']} rejected_rows={rows['rejected_rows']}"
     )
-    print(f"{'teacher':<14}{'calls':>6}{'failed':>7}{'wins':>6}{'mean score':>11}{'tok out':>9}{'tok/s':>8}")
-    for name, t in summary["teachers"].items():
-        mean = "—" if t["mean_score"] is None else f"{t['mean_score']:.3f}"
-        print(
-            f"{name:<14}{t['calls']:>6}{t['failed']:>7}{t['wins']:>6}{mean:>11}{t['tokens_out']:>9}{t.get('tok_per_s', '—'):>8}"
-        )
-    print("time (s): " + ", ".join(f"{k.removesuffix('_s')}={v}" for k, v in summary["timings_s"].items()))
+    header = ["teacher", "calls", "failed", "retries", "resumed", "wins", "mean score", "tokens in", "tokens out", "$", "tok/s"]
+    body = [
+        [
+            name,
+            t["calls"],
+            t["failed"],
+            t.get("retries", 0),
+            t.get("resumed", 0),
+            t["wins"],
+            "—" if t["mean_score"] is None else f"{t['mean_score']:.3f}",
+            t["tokens_in"],
+            t["tokens_out"],
+            _usd(t.get("usd")),
+            t.get("tok_per_s", "—"),
+        ]
+        for name, t in summary["teachers"].items()
+    ]
+    print(markdown_table(header, body))
+    failures = {f"{name}: {why}": n for name, t in summary["teachers"].items() for why, n in t.get("failures", {}).items()}
+    if failures:
+        print("failures by reason: " + ", ".join(f"{k} ×{n}" for k, n in sorted(failures.items())))
+    timings = summary["timings_s"]
+    print(
+        f"wall {timings.get('total_s')} s · {summary.get('requests_per_s') or '—'} requests/s · spent {_usd(summary.get('spent_usd'))}"
+        + (f" of budget {_usd(summary['budget_usd'])}" if summary.get("budget_usd") else "")
+    )
+    print("time (s): " + ", ".join(f"{k.removesuffix('_s')}={v}" for k, v in timings.items()))
+    stopped, left = summary.get("stopped"), summary.get("prompts_unfinished", 0)
+    if stopped == "budget":
+        print(f"stopped: budget_usd reached with {left} prompts unfinished — rerun with a higher budget_usd= to continue")
+    elif stopped:
+        print(f"stopped ({stopped}) with {left} prompts unfinished — rerun the same command to finish them")
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
@@ -181,6 +228,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         spec, teachers, router, scorer = build(cfg)
         spec.out_dir.mkdir(parents=True, exist_ok=True)
         summary = asyncio.run(pipeline.run(spec, teachers, router, scorer))
+        print_summary(summary)
     except MissingMandatoryValue as exc:
         _fail(_missing_hint(exc))
     except ArbitrageError as exc:
@@ -192,7 +240,8 @@ def _hydra_main(cfg: DictConfig) -> None:
         if isinstance(cause, ArbitrageError):
             _fail(str(cause))
         raise
-    print_summary(summary)
+    if summary.get("stopped") == "interrupted":
+        sys.exit(130)
 
 
 def _fail(message: str) -> None:
@@ -268,8 +317,50 @@ def _tool(name: str, args: list[str]) -> None:
         _fail(str(exc))
 
 
+def _estimate(args: list[str]) -> None:
+    """`arbitrage estimate <overrides>`: calls, tokens and $ per teacher, before anything is sent."""
+    from hydra import compose, initialize_config_dir
+
+    from arbitrage import cost
+    from arbitrage.engine import Journal
+
+    check_overrides(args)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=args)
+    logging.basicConfig(level=cfg.log_level, format="%(message)s")
+    spec, teachers, router, _ = build(cfg)
+    journal_dir = spec.out_dir / "journal"
+    journal = Journal(journal_dir) if (journal_dir / "calls.jsonl").exists() else None
+    observed = cost.mean_tokens_out(journal.records()) if journal else {}
+    infos = {
+        name: cost.TeacherInfo(t.model, t.max_tokens, spec.prices.get(name), observed.get(name)) for name, t in teachers.items()
+    }
+    skipped = 0
+
+    def pending():
+        nonlocal skipped
+        for call in pipeline.plan(spec, teachers, router):
+            if journal is not None and journal.answered(call.call_id):
+                skipped += 1
+                continue
+            yield call.teacher, list(call.prompt.messages)
+
+    rows = cost.estimate(pending(), infos)
+    print(cost.format_estimate(rows))
+    if skipped:
+        print(f"({skipped} calls already answered in {journal_dir} are not counted)")
+    if spec.budget_usd is not None:
+        print(f"budget_usd={spec.budget_usd}: the run stops sending once spend would pass it")
+
+
 def main() -> None:
     argv = sys.argv[1:]
+    if argv[:1] == ["estimate"]:
+        try:
+            _estimate(argv[1:])
+        except ArbitrageError as exc:
+            _fail(str(exc))
+        return
     if argv[:1] and argv[0] in TOOLS:
         _tool(argv[0], argv[1:])
         return

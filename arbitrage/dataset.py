@@ -150,27 +150,107 @@ def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
     return rows
 
 
-def write_parquet(out_dir: Path, rows: dict[str, list[dict]]) -> dict[str, str]:
-    """Write each config as one parquet file named by its content hash; returns config → path.
+class CardStats:
+    """What the card says about the rows, gathered as they stream past (flat in the row count)."""
+
+    def __init__(self):
+        self.counts: Counter = Counter()
+        self.languages: set[str] = set()
+        self.wins: Counter = Counter()
+        self.by_language: Counter = Counter()
+        self.by_task: Counter = Counter()
+        self.rejected_reasons: Counter = Counter()
+        self.checks: dict[tuple[str, str], list[int]] = {}  # (check, teacher) → [passed, seen]
+        self.sample: dict[str, dict] = {}  # first row of each config
+
+    def add(self, rows: dict[str, list[dict]]) -> None:
+        for name, batch in rows.items():
+            self.counts[name] += len(batch)
+            if batch and name not in self.sample:
+                self.sample[name] = batch[0]
+        for r in rows["sft"]:
+            self.languages.add(r["language"])
+            self.wins[r["teacher_chosen"]] += 1
+            self.by_language[r["language"]] += 1
+            self.by_task[r["task"]] += 1
+        for r in rows["rejected_rows"]:
+            self.languages.add(r["language"])
+            self.rejected_reasons[r["reason"].split(" (")[0]] += 1
+        for c in rows["candidates"]:
+            details = json.loads(c["score_details"] or "{}")
+            checks = details.get("checks") or details.get("verifiable", {}).get("checks") or {}
+            for check, ok in checks.items():
+                tally = self.checks.setdefault((check, c["teacher"]), [0, 0])
+                tally[0] += bool(ok)
+                tally[1] += 1
+
+
+class DatasetWriter:
+    """Appends rows to one parquet file per config as selections arrive, in row groups of
+    `flush_rows`; `close()` names each file by its content hash and replaces the previous data.
 
     `datasets` caches a local folder by its card's config patterns, not by the files, so a
     fixed file name would let `load_dataset` serve stale rows after a rerun. A content-hashed
-    name changes the card, and with it the cache key, whenever the data changes.
+    name changes the card, and with it the cache key, whenever the data changes. Until `close()`
+    the previous run's files stay in place, so a crash never leaves a folder without data.
     """
-    data = out_dir / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    for old in data.glob("*.parquet"):
-        old.unlink()  # the dataset is derived from the journal: rewrite it whole each run
-    paths = {}
-    for name, schema in SCHEMAS.items():
-        if not rows[name]:
-            continue  # datasets cannot load a 0-row split ("corresponds to no data"): leave it out
-        tmp = data / f".{name}.parquet.tmp"
-        pq.write_table(pa.Table.from_pylist(rows[name], schema=schema), tmp)
-        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:12]
-        tmp.replace(data / f"{name}-{digest}.parquet")
-        paths[name] = f"data/{name}-{digest}.parquet"
-    return paths
+
+    def __init__(self, out_dir: Path, flush_rows: int = 4096):
+        self.data = out_dir / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.flush_rows = flush_rows
+        self.stats = CardStats()
+        self._buffers: dict[str, list[dict]] = {name: [] for name in SCHEMAS}
+        self._writers: dict[str, pq.ParquetWriter] = {}
+
+    def _tmp(self, name: str) -> Path:
+        return self.data / f".{name}.parquet.tmp"
+
+    def add(self, selections: list[Selection]) -> None:
+        rows = build_rows(selections)
+        self.stats.add(rows)
+        for name, batch in rows.items():
+            self._buffers[name].extend(batch)
+            if len(self._buffers[name]) >= self.flush_rows:
+                self._flush(name)
+
+    def _flush(self, name: str) -> None:
+        if not self._buffers[name]:
+            return
+        if name not in self._writers:
+            self._writers[name] = pq.ParquetWriter(self._tmp(name), SCHEMAS[name])
+        self._writers[name].write_table(pa.Table.from_pylist(self._buffers[name], schema=SCHEMAS[name]))
+        self._buffers[name] = []
+
+    def close(self) -> dict[str, str]:
+        """Finish the files; returns config → relative path for the configs that have rows."""
+        for name in SCHEMAS:
+            self._flush(name)
+        for writer in self._writers.values():
+            writer.close()
+        for old in self.data.glob("*.parquet"):
+            old.unlink()  # the dataset is derived from the journal: each run rewrites it whole
+        paths = {}
+        for name in SCHEMAS:  # datasets cannot load a 0-row split ("corresponds to no data"): leave it out
+            if name not in self._writers:
+                continue
+            digest = hashlib.sha256()
+            with self._tmp(name).open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+            final = f"{name}-{digest.hexdigest()[:12]}.parquet"
+            self._tmp(name).replace(self.data / final)
+            paths[name] = f"data/{final}"
+        return paths
+
+
+def write_parquet(out_dir: Path, rows: dict[str, list[dict]]) -> dict[str, str]:
+    """Write rows already built (tests, tools) the way a run does; returns config → path."""
+    writer = DatasetWriter(out_dir)
+    writer.stats.add(rows)
+    for name, batch in rows.items():
+        writer._buffers[name].extend(batch)
+    return writer.close()
 
 
 def markdown_table(header: list[str], body: list[list]) -> str:
@@ -211,27 +291,22 @@ def quality_section(quality: dict | None) -> str:
     )
 
 
-def _check_rates(candidates: list[dict]) -> str:
+def _check_rates(stats: CardStats) -> str:
     """Pass rate of each verifiable check per teacher, when the reward recorded checks."""
-    passed: dict[tuple[str, str], list[bool]] = {}
-    for c in candidates:
-        details = json.loads(c["score_details"] or "{}")
-        checks = details.get("checks") or details.get("verifiable", {}).get("checks") or {}
-        for check, ok in checks.items():
-            passed.setdefault((check, c["teacher"]), []).append(bool(ok))
-    if not passed:
+    if not stats.checks:
         return ""
-    teachers = sorted({t for _, t in passed})
+    teachers = sorted({t for _, t in stats.checks})
     body = [
-        [check, *(f"{sum(v) / len(v):.0%} of {len(v)}" if (v := passed.get((check, t))) else "—" for t in teachers)]
-        for check in sorted({c for c, _ in passed})
+        [check, *(f"{v[0] / v[1]:.0%} of {v[1]}" if (v := stats.checks.get((check, t))) else "—" for t in teachers)]
+        for check in sorted({c for c, _ in stats.checks})
     ]
     return "## Verifiable checks passed\n" + markdown_table(["check", *teachers], body) + "\n"
 
 
-def write_card(out_dir: Path, rows: dict[str, list[dict]], paths: dict[str, str], summary: dict, config: dict) -> None:
+def write_card(out_dir: Path, stats: CardStats, paths: dict[str, str], summary: dict, config: dict) -> None:
     """README.md: `configs:` front matter for load_dataset, then what a user needs to trust the data."""
-    languages = sorted({r["language"] for r in rows["sft"]} | {r["language"] for r in rows["rejected_rows"]})
+    languages = sorted(stats.languages)
+    counts = stats.counts
     front = {
         "configs": [
             {
@@ -244,7 +319,7 @@ def write_card(out_dir: Path, rows: dict[str, list[dict]], paths: dict[str, str]
         "language": languages,
         "tags": ["synthetic", "arbitrage", "sft", "dpo", "persona"],
     }
-    wins = Counter(r["teacher_chosen"] for r in rows["sft"])
+    wins = stats.wins
     teachers = summary.get("teachers", {})
     teacher_rows = [
         [
@@ -252,16 +327,14 @@ def write_card(out_dir: Path, rows: dict[str, list[dict]], paths: dict[str, str]
             t.get("calls", 0),
             t.get("failed", 0),
             wins.get(name, 0),
-            f"{wins.get(name, 0) / max(1, len(rows['sft'])):.0%}",
+            f"{wins.get(name, 0) / max(1, counts['sft']):.0%}",
             "—" if t.get("mean_score") is None else f"{t['mean_score']:.3f}",
             t.get("tokens_out", 0),
         ]
         for name, t in teachers.items()
     ]
-    by_lang = Counter(r["language"] for r in rows["sft"])
-    by_task = Counter(r["task"] for r in rows["sft"])
-    rejected_reasons = Counter(r["reason"].split(" (")[0] for r in rows["rejected_rows"])
-    sample = rows["dpo"][0] if rows["dpo"] else (rows["sft"][0] if rows["sft"] else None)
+    by_lang, by_task, rejected_reasons = stats.by_language, stats.by_task, stats.rejected_reasons
+    sample = stats.sample.get("dpo") or stats.sample.get("sft")
     out = out_dir.as_posix()
     body = f"""# Arbitrage dataset: {out_dir.name}
 
@@ -275,10 +348,10 @@ A config with 0 rows is left out of `configs:` (datasets cannot load an empty sp
 
 | config | rows | what |
 |---|---|---|
-| `sft` | {len(rows["sft"])} | `messages`: the prompt and the best answer |
-| `dpo` | {len(rows["dpo"])} | `prompt` / `chosen` / `rejected` (conversational), `score_chosen`, `score_rejected` |
-| `candidates` | {len(rows["candidates"])} | every teacher answer with score, latency, tokens, error |
-| `rejected_rows` | {len(rows["rejected_rows"])} | prompts with no usable answer, and why |
+| `sft` | {counts["sft"]} | `messages`: the prompt and the best answer |
+| `dpo` | {counts["dpo"]} | `prompt` / `chosen` / `rejected` (conversational), `score_chosen`, `score_rejected` |
+| `candidates` | {counts["candidates"]} | every teacher answer with score, latency, tokens, error |
+| `rejected_rows` | {counts["rejected_rows"]} | prompts with no usable answer, and why |
 
 Provenance columns on `sft` and `dpo`: prompt_id, persona_id, language, domain, task,
 teacher_chosen, teacher_rejected, score_chosen, score_rejected, margin, n_candidates,
@@ -287,7 +360,7 @@ router_decision, constraints (JSON), score_details (JSON).
 ## Teachers
 {markdown_table(["teacher", "calls", "failed", "wins", "win share", "mean score", "tokens out"], teacher_rows)}
 
-{_check_rates(rows["candidates"])}
+{_check_rates(stats)}
 {quality_section(summary.get("quality"))}
 ## Coverage
 {markdown_table(["language", "sft rows"], sorted(by_lang.items()))}

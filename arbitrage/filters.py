@@ -82,19 +82,22 @@ class ExactDedup:
     def __init__(self, stage: str = "prompt", field: str = "prompt", name: str | None = None):
         self.stage, self.field = stage, field
         self.name = name or self.name
+        self._seen: dict[int, int] = {}  # text hash → the item number that kept it
+        self._count = 0
 
     def check(self) -> None:
         return None
 
     def drop(self, items: Sequence[Any]) -> dict[int, str]:
-        seen: dict[str, int] = {}
+        """Stateful across calls: a run streams its items through in chunks."""
         dropped = {}
         for i, item in enumerate(items):
-            key = hashlib.sha256(normalise(_text(item, self.field)).encode()).hexdigest()
-            if key in seen:
-                dropped[i] = f"{self.name}: same {self.field} text as item {seen[key]}"
+            key = int(hashlib.sha256(normalise(_text(item, self.field)).encode()).hexdigest()[:16], 16)
+            if key in self._seen:
+                dropped[i] = f"{self.name}: same {self.field} text as item {self._seen[key]}"
             else:
-                seen[key] = i
+                self._seen[key] = self._count + i
+        self._count += len(items)
         return dropped
 
 
@@ -142,6 +145,10 @@ class NearDedup:
         self.stage, self.field = stage, field
         self.name = name or self.name
         self.threshold, self.shingle, self.num_perm, self.bands = threshold, shingle, num_perm, bands
+        # Stateful across calls (a run streams items through in chunks): ~1 KB per kept item.
+        self._buckets: dict[tuple, list[int]] = defaultdict(list)
+        self._kept: dict[int, np.ndarray] = {}
+        self._count = 0
 
     def check(self) -> None:
         if not 0 < self.threshold <= 1 or self.num_perm % self.bands:
@@ -152,20 +159,21 @@ class NearDedup:
     def drop(self, items: Sequence[Any]) -> dict[int, str]:
         hasher = MinHash(self.num_perm)
         rows = self.num_perm // self.bands
-        buckets: dict[tuple, list[int]] = defaultdict(list)
-        kept: dict[int, np.ndarray] = {}
+        buckets, kept = self._buckets, self._kept
         dropped = {}
-        for i, item in enumerate(items):
+        for index, item in enumerate(items):
+            i = self._count + index
             sig = hasher.signature(shingles(_text(item, self.field), self.shingle))
             keys = [(band, sig[band * rows : (band + 1) * rows].tobytes()) for band in range(self.bands)]
             candidates = {j for key in keys for j in buckets.get(key, ())}
             match = next((j for j in sorted(candidates) if float(np.mean(kept[j] == sig)) >= self.threshold), None)
             if match is not None:
-                dropped[i] = f"{self.name}: ~{float(np.mean(kept[match] == sig)):.2f} similar to item {match}"
+                dropped[index] = f"{self.name}: ~{float(np.mean(kept[match] == sig)):.2f} similar to item {match}"
                 continue
             kept[i] = sig
             for key in keys:
                 buckets[key].append(i)
+        self._count += len(items)
         return dropped
 
 

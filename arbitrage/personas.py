@@ -7,8 +7,10 @@ deterministic in `seed`: the same config always yields the same prompts and prom
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -133,14 +135,22 @@ def _with_instructions(text: str, constraints: list[dict], language: str) -> str
 
 def synthesise(personas: list[Persona], spec: SynthesisSpec) -> list[Prompt]:
     """Draw `n_prompts` unique prompts, cycling personas so languages and domains stay balanced."""
+    return list(iter_prompts(personas, spec))
+
+
+def iter_prompts(personas: list[Persona], spec: SynthesisSpec) -> Iterator[Prompt]:
+    """`synthesise` as a stream: memory holds the ids drawn so far, not the prompts.
+
+    The draw sequence does not depend on `n_prompts`, so a larger n_prompts extends a run: its
+    first prompts are the smaller run's prompts. Raises ConfigError once no new prompt can be drawn."""
     personas = validate(personas, spec)
     rng = random.Random(spec.seed)
     order = personas[:]
     rng.shuffle(order)
     task_names = sorted(spec.tasks)
-    prompts: dict[str, Prompt] = {}
+    seen: set[int] = set()
     attempts = 0
-    while len(prompts) < spec.n_prompts and attempts < spec.n_prompts * 20:
+    while len(seen) < spec.n_prompts and attempts < spec.n_prompts * 20:
         persona = order[attempts % len(order)]
         attempts += 1
         task = rng.choice(task_names)
@@ -154,9 +164,10 @@ def synthesise(personas: list[Persona], spec: SynthesisSpec) -> list[Prompt]:
             messages.append({"role": "system", "content": spec.system_prompt.format(persona=persona.persona)})
         messages.append({"role": "user", "content": user})
         prompt_id = stable_hash(messages)
-        if prompt_id in prompts:
+        if int(prompt_id, 16) in seen:
             continue
-        prompts[prompt_id] = Prompt(
+        seen.add(int(prompt_id, 16))
+        yield Prompt(
             prompt_id=prompt_id,
             persona_id=persona.id,
             language=persona.language,
@@ -167,12 +178,11 @@ def synthesise(personas: list[Persona], spec: SynthesisSpec) -> list[Prompt]:
             constraints=tuple(fixed + sampled),
             reference=reference,
         )
-    if len(prompts) < spec.n_prompts:
+    if len(seen) < spec.n_prompts:
         raise ConfigError(
-            f"only {len(prompts)} unique prompts can be drawn from {len(personas)} personas, "
+            f"only {len(seen)} unique prompts can be drawn from {len(personas)} personas, "
             f"asked for {spec.n_prompts} — lower n_prompts or add personas/tasks"
         )
-    return list(prompts.values())
 
 
 # PersonaHub-style prompt writing: a teacher writes the request a persona would send, instead of
@@ -226,3 +236,57 @@ def with_written_request(prompt: Prompt, request: str) -> Prompt:
         {"role": "user", "content": _with_instructions(request, list(prompt.constraints), prompt.language)},
     ]
     return replace(prompt, prompt_id=stable_hash(messages), messages=tuple(messages))
+
+
+# Bring-your-own prompts: one JSON object per line, `prompt` (a string) or `messages` (chat list),
+# optional id, language, task, domain, persona_id, reference. Streamed, never held in memory.
+def _file_prompt(path: Path, number: int, line: str) -> Prompt:
+    where = f"{path} line {number}"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where} is not JSON ({exc.msg}) — one JSON object per line") from None
+    if not isinstance(record, dict):
+        raise ConfigError(f"{where}: expected a JSON object with 'prompt' or 'messages'")
+    messages = record.get("messages")
+    if messages is None and isinstance(record.get("prompt"), str):
+        messages = [{"role": "user", "content": record["prompt"]}]
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages)
+        or messages[-1]["role"] != "user"
+    ):
+        raise ConfigError(f"{where}: needs 'prompt' (a string) or 'messages' (role/content objects ending with a user turn)")
+    messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    return Prompt(
+        prompt_id=str(record.get("id") or stable_hash(messages)),
+        persona_id=str(record.get("persona_id") or ""),
+        language=str(record.get("language") or "en"),
+        domain=str(record.get("domain") or ""),
+        task=str(record.get("task") or "file"),
+        topic="",
+        messages=tuple(messages),
+        reference=record.get("reference"),
+    )
+
+
+def check_prompt_file(path: Path) -> str:
+    """Validate every line before a run starts (one bad line is one error naming it); returns the
+    file's content digest, which identifies the run's prompts."""
+    if not path.is_file():
+        raise ConfigError(f"prompts file {path} does not exist — give prompts_file=PATH.jsonl")
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            digest.update(raw)
+            if raw.strip():
+                _file_prompt(path, number, raw.decode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def iter_prompt_file(path: Path) -> Iterator[Prompt]:
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                yield _file_prompt(path, number, line)

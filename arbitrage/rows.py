@@ -49,6 +49,7 @@ class Completion:
     status: int | None = None  # HTTP status of the last attempt, when there was one
     retry_after: float | None = None  # seconds the server asked us to wait
     logprobs: list | None = None  # first-token top logprobs, when asked for (judges)
+    ratelimit: dict | None = None  # the server's x-ratelimit-* headers, parsed (see RateLimit.observe)
 
     @property
     def ok(self) -> bool:

@@ -103,7 +103,7 @@ def test_a_different_run_in_the_same_folder_is_refused(server, tmp_path):
     out = tmp_path / "run"
     assert arbitrage(*api_args(server, out, "n_prompts=4")).returncode == 0
     line = one_error_line(arbitrage(*api_args(server, out, "n_prompts=4", "teacher.api.temperature=0.1")))
-    assert "already holds a different run (differs in: routes, teachers)" in line
+    assert "already holds a different run (differs in: teachers)" in line
     assert datasets.load_dataset(str(out), "sft", split="train").num_rows > 0  # nothing lost
 
 

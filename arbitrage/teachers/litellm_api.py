@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from arbitrage.errors import ConfigError
 from arbitrage.rows import Completion, Prompt
 from arbitrage.teachers import prompt_seed
-from arbitrage.teachers.openai_compat import api_key_from_env
+from arbitrage.teachers.openai_compat import api_key_from_env, ratelimit_headers
 
 # litellm fetches its price map from the network at import unless told not to (no network here).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -30,6 +30,8 @@ class LiteLLMTeacher:
         timeout_s: float = 120.0,
         max_concurrency: int = 16,
         top_logprobs: int | None = None,
+        rpm: float | None = None,  # requests per minute (None: learnt from x-ratelimit-* headers)
+        tpm: float | None = None,  # tokens per minute
     ):
         self.name = name
         self.model = model
@@ -42,6 +44,7 @@ class LiteLLMTeacher:
         self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
         self.top_logprobs = top_logprobs
+        self.rpm, self.tpm = rpm, tpm
         self._key: str | None = None
 
     def check(self) -> None:
@@ -91,6 +94,7 @@ class LiteLLMTeacher:
                 error=f"{type(exc).__name__}: {str(exc)[:200]}",
                 status=status if isinstance(status, int) else None,
                 retry_after=float(retry_after) if retry_after and str(retry_after).replace(".", "", 1).isdigit() else None,
+                ratelimit=ratelimit_headers(headers) if hasattr(headers, "get") else None,
             )
         choice = response.choices[0]
         content = choice.message.content
@@ -101,12 +105,16 @@ class LiteLLMTeacher:
         if logprobs is not None and getattr(logprobs, "content", None):
             top = [{"token": t.token, "logprob": t.logprob} for t in logprobs.content[0].top_logprobs]
         usage = getattr(response, "usage", None)
+        # litellm passes the provider's headers on with an "llm_provider-" prefix.
+        provider = (getattr(response, "_hidden_params", None) or {}).get("additional_headers") or {}
+        headers = {k.removeprefix("llm_provider-"): v for k, v in provider.items()}
         return Completion(
             text=content.strip(),
             finish_reason=choice.finish_reason,
             tokens_in=getattr(usage, "prompt_tokens", 0) or 0,
             tokens_out=getattr(usage, "completion_tokens", 0) or 0,
             logprobs=top,
+            ratelimit=ratelimit_headers(headers),
         )
 
     async def complete(self, prompts: Sequence[Prompt]) -> list[Completion]:

@@ -1,15 +1,21 @@
 """Teachers behind any OpenAI-compatible `/v1/chat/completions` endpoint (vLLM, Ollama, TGI, …).
 
-One shared httpx client per teacher; a request error becomes a Completion with `error` and the
-HTTP status so the engine can decide to retry (and honour Retry-After).
+One shared aiohttp session per teacher: measured here, its per-request CPU is a fraction of
+httpx's or the openai SDK's (BENCHMARKS.md, client overhead), and at concurrency 100 the client's
+CPU is what bounds throughput. A request error becomes a Completion with `error` and the HTTP status
+so the engine can decide to retry (and honour Retry-After).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import re
 from collections.abc import Sequence
+from dataclasses import replace
 
-import httpx
+import aiohttp
 
 from arbitrage.errors import ConfigError
 from arbitrage.rows import Completion, Prompt
@@ -29,7 +35,7 @@ def api_key_from_env(teacher: str, api_key_env: str | None, required: bool) -> s
     return key
 
 
-def retry_after_seconds(headers: httpx.Headers) -> float | None:
+def retry_after_seconds(headers) -> float | None:
     if "retry-after-ms" in headers:
         try:
             return float(headers["retry-after-ms"]) / 1000
@@ -39,6 +45,41 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
         return float(headers["retry-after"]) if "retry-after" in headers else None
     except ValueError:
         return None  # HTTP-date form: fall back to our own backoff
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_reset(value: str | None) -> float | None:
+    """OpenAI's reset durations ("1s", "6m0s", "20ms", "1h2m3.5s") or plain seconds → seconds."""
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if not parts:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * scale[unit] for n, unit in parts)
+
+
+def ratelimit_headers(headers) -> dict | None:
+    """`x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (OpenAI, Azure, Groq, vLLM proxies)."""
+    found = {}
+    for kind in ("requests", "tokens"):
+        for what in ("limit", "remaining"):
+            value = headers.get(f"x-ratelimit-{what}-{kind}")
+            if value is not None:
+                try:
+                    found[f"{what}_{kind}"] = float(value)
+                except ValueError:
+                    pass
+        reset = parse_reset(headers.get(f"x-ratelimit-reset-{kind}"))
+        if reset is not None:
+            found[f"reset_{kind}_s"] = reset
+    return found or None
 
 
 def parse_chat_response(body: dict) -> Completion:
@@ -76,6 +117,8 @@ class OpenAICompatTeacher:
         timeout_s: float = 120.0,
         max_concurrency: int = 16,
         top_logprobs: int | None = None,
+        rpm: float | None = None,  # requests per minute (None: learnt from x-ratelimit-* headers)
+        tpm: float | None = None,  # tokens per minute
     ):
         self.name = name
         self.model = model
@@ -88,7 +131,8 @@ class OpenAICompatTeacher:
         self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
         self.top_logprobs = top_logprobs
-        self._client: httpx.AsyncClient | None = None
+        self.rpm, self.tpm = rpm, tpm
+        self._session: aiohttp.ClientSession | None = None
 
     def check(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -105,13 +149,17 @@ class OpenAICompatTeacher:
         }
 
     async def start(self) -> None:
-        if self._client is None:
-            headers = {}
+        if self._session is None:
+            headers = {"Content-Type": "application/json"}
             key = api_key_from_env(self.name, self.api_key_env, required=True)
             if key:
                 headers["Authorization"] = f"Bearer {key}"
-            limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
-            self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=self.timeout_s, limits=limits)
+            self._session = aiohttp.ClientSession(
+                headers=headers,
+                connector=aiohttp.TCPConnector(limit=self.max_concurrency),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),  # a hung request becomes a retryable timeout
+            )
+            self._url = f"{self.base_url}/chat/completions"
 
     def _body(self, prompt: Prompt) -> dict:
         body = {
@@ -128,27 +176,31 @@ class OpenAICompatTeacher:
         return body
 
     async def _one(self, prompt: Prompt) -> Completion:
-        assert self._client is not None, "start() first"
+        assert self._session is not None, "start() first"
         try:
-            response = await self._client.post("/chat/completions", json=self._body(prompt))
-        except httpx.HTTPError as exc:  # timeouts, refused and dropped connections: retryable
+            async with self._session.post(self._url, data=json.dumps(self._body(prompt))) as response:
+                raw = await response.read()
+                status, headers = response.status, response.headers
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # timeouts, refused and dropped connections: retryable
             return Completion(text=None, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
-        if response.status_code != 200:
+        if status != 200:
             return Completion(
                 text=None,
-                error=f"HTTP {response.status_code}: {response.text[:200]}",
-                status=response.status_code,
-                retry_after=retry_after_seconds(response.headers),
+                error=f"HTTP {status}: {raw[:200].decode('utf-8', 'replace')}",
+                status=status,
+                retry_after=retry_after_seconds(headers),
+                ratelimit=ratelimit_headers(headers),
             )
         try:
-            return parse_chat_response(response.json())
+            completion = parse_chat_response(json.loads(raw))
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             return Completion(text=None, error=f"invalid response body: {exc!r}"[:300], status=200)
+        return replace(completion, ratelimit=ratelimit_headers(headers))
 
     async def complete(self, prompts: Sequence[Prompt]) -> list[Completion]:
         return [await self._one(p) for p in prompts]
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -68,6 +68,7 @@ class VLLMTeacher:
         self.gpu_memory_utilization = gpu_memory_utilization
         self.top_logprobs = top_logprobs
         self._llm = None
+        self._busy = asyncio.Lock()  # one LLM.generate at a time: the prompt writer may share this engine
         self._bos = ""
         self.stats = {"load_s": 0.0, "generate_s": 0.0}  # engine time, for tok/s in the summary
 
@@ -175,7 +176,8 @@ class VLLMTeacher:
 
     async def complete(self, prompts: Sequence[Prompt]) -> list[Completion]:
         try:
-            return await asyncio.to_thread(self._generate, prompts)
+            async with self._busy:
+                return await asyncio.to_thread(self._generate, prompts)
         except Exception as exc:  # an engine error fails this batch, not the run
             log.warning("teacher %s: batch of %d failed: %s", self.name, len(prompts), exc)
             return [Completion(text=None, error=f"{type(exc).__name__}: {exc}") for _ in prompts]

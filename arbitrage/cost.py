@@ -1,0 +1,352 @@
+"""What a run costs: prices per teacher, a streaming estimate before the run, spend during it.
+
+Prices come from the teacher config (`price: {input_per_mtok, output_per_mtok}`) or from the
+price map bundled inside litellm; local vLLM teachers cost nothing; a model nobody prices stays
+`None` (unknown) instead of a guessed number. litellm is imported only when an API model needs a
+price or a tokenizer: the import takes seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from urllib.parse import urlparse
+
+from arbitrage.errors import ConfigError
+
+# Without this litellm fetches its price map from GitHub at import (retrying for seconds when
+# offline); with it, litellm loads the copy bundled in the package. Set before any import.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+# OpenAI's rule of thumb: one token is about 4 characters of English text. Scripts such as CJK
+# pack fewer characters per token, so the heuristic undercounts them; it is for estimates only.
+CHARS_PER_TOKEN = 4
+# OpenAI's chat accounting (as in litellm.token_counter): each message carries ~3 tokens of
+# framing, and 3 more prime the reply.
+TOKENS_PER_MESSAGE = 3
+TOKENS_REPLY_PRIMING = 3
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "0.0.0.0", "::1"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Prices
+
+
+@dataclass(frozen=True)
+class Price:
+    input_per_token: float  # dollars
+    output_per_token: float
+    source: str  # where the numbers come from: "config", "local", "litellm <version> price map (<key>)"
+
+    def cost(self, tokens_in: int, tokens_out: float) -> float:
+        return tokens_in * self.input_per_token + tokens_out * self.output_per_token
+
+
+LOCAL_PRICE = Price(0.0, 0.0, "local")
+
+
+def price_from_config(override: Mapping) -> Price:
+    """`{input_per_mtok: 0.15, output_per_mtok: 0.6}` (dollars per million tokens) → Price."""
+    missing = [key for key in ("input_per_mtok", "output_per_mtok") if key not in override]
+    if missing:
+        raise ConfigError(
+            f"price needs input_per_mtok and output_per_mtok (dollars per million tokens), missing {missing} — "
+            "e.g. price: {input_per_mtok: 0.15, output_per_mtok: 0.6}"
+        )
+    return Price(float(override["input_per_mtok"]) / 1e6, float(override["output_per_mtok"]) / 1e6, "config")
+
+
+def price_for(model: str, override: Mapping | None = None) -> Price | None:
+    """The config override if given, else litellm's bundled price map; None when nobody prices it."""
+    if override:
+        return price_from_config(override)
+    return litellm_price(model)
+
+
+@lru_cache(maxsize=256)
+def litellm_price(model: str) -> Price | None:
+    """Look `model` up as given, then without its provider prefix (`openai/gpt-4o-mini` → `gpt-4o-mini`)."""
+    import litellm
+
+    for key in _names_to_try(model):
+        entry = litellm.model_cost.get(key) or {}
+        if entry.get("input_cost_per_token") is not None and entry.get("output_cost_per_token") is not None:
+            source = f"litellm {_litellm_version()} price map ({key})"
+            return Price(float(entry["input_cost_per_token"]), float(entry["output_cost_per_token"]), source)
+    return None
+
+
+def _names_to_try(model: str) -> list[str]:
+    _, _, bare = model.partition("/")
+    return [model, bare] if bare else [model]
+
+
+def _litellm_version() -> str:
+    from importlib.metadata import version
+
+    return version("litellm")
+
+
+def is_local_endpoint(url: str | None) -> bool:
+    """A server on this machine: its model name says nothing about what a call costs."""
+    return bool(url) and (urlparse(url).hostname or "") in LOCAL_HOSTS
+
+
+def teacher_price(teacher, override: Mapping | None = None) -> Price | None:
+    """Price a built teacher: override, else local vLLM → 0, local endpoint → unknown, else the map."""
+    from arbitrage.teachers.vllm_local import VLLMTeacher
+
+    if override:
+        return price_from_config(override)
+    if isinstance(teacher, VLLMTeacher):
+        return LOCAL_PRICE
+    if is_local_endpoint(getattr(teacher, "base_url", None) or getattr(teacher, "api_base", None)):
+        return None
+    return litellm_price(teacher.model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Token counting
+
+
+Tokenizer = Callable[[str], object]  # HF tokenizer (returns {"input_ids": ...}) or text → ids
+
+
+def count_prompt_tokens(model_or_tokenizer: str | Tokenizer | None, messages: Sequence[dict]) -> int:
+    """Prompt tokens of one chat call, offline.
+
+    A model name that litellm tokenizes exactly and offline (OpenAI and Azure chat models, with the
+    tiktoken files bundled in litellm) is counted by `litellm.token_counter`; a callable tokenizer
+    counts each message; anything else (None, other models) gets the chars/4 heuristic. Other
+    model names never reach litellm, because it fetches Llama and Cohere tokenizers from the HF hub.
+    """
+    if callable(model_or_tokenizer):
+        return _count_with_tokenizer(model_or_tokenizer, messages)
+    openai_model = litellm_tokenizer_model(model_or_tokenizer) if model_or_tokenizer else None
+    if openai_model is None:
+        return heuristic_tokens(messages)
+    import litellm
+
+    try:
+        return int(litellm.token_counter(model=openai_model, messages=list(messages)))
+    except Exception:  # an estimate must not fail a run over one odd message
+        return heuristic_tokens(messages)
+
+
+@lru_cache(maxsize=256)
+def litellm_tokenizer_model(model: str) -> str | None:
+    """The name under which litellm counts `model` with a bundled tiktoken encoding, or None."""
+    import litellm
+
+    for name in _names_to_try(model):
+        if name in litellm.open_ai_chat_completion_models or name in litellm.azure_llms:
+            return name
+    return None
+
+
+def heuristic_tokens(messages: Sequence[dict]) -> int:
+    chars = sum(len(message_text(m)) for m in messages)
+    return math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(messages) + TOKENS_REPLY_PRIMING
+
+
+def message_text(message: Mapping) -> str:
+    content = message.get("content") or ""
+    if isinstance(content, str):
+        return content
+    return " ".join(part.get("text", "") for part in content if isinstance(part, Mapping))  # multimodal parts
+
+
+def _count_with_tokenizer(tokenizer: Tokenizer, messages: Sequence[dict]) -> int:
+    tokens = 0
+    for message in messages:
+        encoded = tokenizer(message_text(message))
+        ids = encoded["input_ids"] if isinstance(encoded, Mapping) else encoded
+        tokens += len(ids) + TOKENS_PER_MESSAGE
+    return tokens + TOKENS_REPLY_PRIMING
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimate before a run
+
+
+@dataclass(frozen=True)
+class TeacherInfo:
+    """What an estimate needs to know about one teacher."""
+
+    model: str
+    max_tokens: int
+    price: Price | None
+    mean_tokens_out: float | None = None  # observed in an earlier run; None → max_tokens bound
+    tokenizer: Tokenizer | None = None  # for local teachers, when one is at hand
+
+    @property
+    def is_local(self) -> bool:
+        return self.price is not None and self.price.source == "local"
+
+
+def info_from_teacher(
+    teacher, price_override: Mapping | None = None, mean_tokens_out: float | None = None, tokenizer: Tokenizer | None = None
+) -> TeacherInfo:
+    """TeacherInfo from a built teacher (any of arbitrage.teachers)."""
+    return TeacherInfo(
+        model=teacher.model,
+        max_tokens=teacher.max_tokens,
+        price=teacher_price(teacher, price_override),
+        mean_tokens_out=mean_tokens_out,
+        tokenizer=tokenizer,
+    )
+
+
+def mean_tokens_out(candidates: Iterable) -> dict[str, float]:
+    """Mean completion length per teacher over answered calls (e.g. an earlier run's journal)."""
+    totals: dict[str, list[int]] = {}
+    for candidate in candidates:
+        if candidate.error is None and candidate.tokens_out:
+            count_and_sum = totals.setdefault(candidate.teacher, [0, 0])
+            count_and_sum[0] += 1
+            count_and_sum[1] += candidate.tokens_out
+    return {teacher: total / count for teacher, (count, total) in totals.items()}
+
+
+@dataclass
+class TeacherEstimate:
+    teacher: str
+    calls: int
+    tokens_in: int
+    tokens_out_expected: int
+    tokens_out_max: int
+    usd: float | None  # None: no price for this model
+    price_source: str | None
+    out_is_upper_bound: bool  # no observed mean: completion tokens are max_tokens per call
+
+
+def estimate(calls: Iterable[tuple[str, Sequence[dict]]], teacher_info: Mapping[str, TeacherInfo]) -> list[TeacherEstimate]:
+    """Cost of the calls a run would make, one row per teacher, in `teacher_info` order.
+
+    Streams: `calls` is consumed once, so a generator of millions of calls needs flat memory."""
+    calls_per_teacher = dict.fromkeys(teacher_info, 0)
+    tokens_in = dict.fromkeys(teacher_info, 0)
+    for teacher, messages in calls:
+        info = teacher_info.get(teacher)
+        if info is None:
+            raise ConfigError(f"estimate: unknown teacher '{teacher}' — known: {', '.join(teacher_info)}")
+        calls_per_teacher[teacher] += 1
+        tokens_in[teacher] += count_prompt_tokens(_counter_for(info), messages)
+    return [_teacher_estimate(name, info, calls_per_teacher[name], tokens_in[name]) for name, info in teacher_info.items()]
+
+
+def _counter_for(info: TeacherInfo) -> str | Tokenizer | None:
+    if info.tokenizer is not None:
+        return info.tokenizer
+    return None if info.is_local else info.model  # a local model name never needs litellm
+
+
+def _teacher_estimate(name: str, info: TeacherInfo, calls: int, tokens_in: int) -> TeacherEstimate:
+    tokens_out_max = calls * info.max_tokens
+    bound = info.mean_tokens_out is None
+    tokens_out = tokens_out_max if bound else round(calls * info.mean_tokens_out)
+    return TeacherEstimate(
+        teacher=name,
+        calls=calls,
+        tokens_in=tokens_in,
+        tokens_out_expected=tokens_out,
+        tokens_out_max=tokens_out_max,
+        usd=info.price.cost(tokens_in, tokens_out) if info.price else None,
+        price_source=info.price.source if info.price else None,
+        out_is_upper_bound=bound,
+    )
+
+
+def format_estimate(rows: Sequence[TeacherEstimate]) -> str:
+    """A markdown table, one line per teacher and a total; `≤` marks max_tokens bounds."""
+    lines = [
+        "| teacher | calls | prompt tokens | completion tokens | $ | price |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.teacher} | {row.calls:,} | {row.tokens_in:,} | {_completion_cell(row)} | {_usd_cell(row.usd, row.out_is_upper_bound)} "
+            f"| {row.price_source or 'none'} |"
+        )
+    lines.append(_total_line(rows))
+    return "\n".join(lines)
+
+
+def _completion_cell(row: TeacherEstimate) -> str:
+    if row.out_is_upper_bound:
+        return f"≤ {row.tokens_out_max:,} (max_tokens)"
+    return f"~{row.tokens_out_expected:,} (observed mean)"
+
+
+def _usd_cell(usd: float | None, upper_bound: bool) -> str:
+    if usd is None:
+        return "unknown (no price)"
+    return f"{'≤ ' if upper_bound and usd > 0 else ''}{format_usd(usd)}"
+
+
+def _total_line(rows: Sequence[TeacherEstimate]) -> str:
+    priced = [row for row in rows if row.usd is not None]
+    usd = _usd_cell(sum(row.usd for row in priced), any(row.out_is_upper_bound for row in priced))
+    unpriced = [row.teacher for row in rows if row.usd is None and row.calls]
+    if unpriced:
+        usd += f" + unknown ({', '.join(unpriced)})"
+    calls = sum(row.calls for row in rows)
+    tokens_in = sum(row.tokens_in for row in rows)
+    tokens_out = sum(row.tokens_out_expected for row in rows)
+    marker = "≤ " if any(row.out_is_upper_bound for row in rows if row.calls) else "~"
+    return f"| **total** | {calls:,} | {tokens_in:,} | {marker}{tokens_out:,} | {usd} | |"
+
+
+def format_usd(usd: float) -> str:
+    return f"${usd:,.2f}" if usd >= 1 or usd == 0 else f"${usd:.4f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Spend during a run
+
+
+@dataclass
+class TeacherSpend:
+    calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    usd: float = 0.0
+
+
+@dataclass
+class Spend:
+    """Tokens and dollars of finished calls, per teacher; the engine stops sending at the budget.
+
+    Teachers without a price count tokens but no dollars (listed in `unpriced`): a budget cannot
+    bound them. Calls in flight when the budget is reached still finish and are added, so a run can
+    overshoot by up to the calls in flight."""
+
+    prices: Mapping[str, Price | None]
+    by_teacher: dict[str, TeacherSpend] = field(default_factory=dict)
+
+    def add(self, teacher: str, tokens_in: int, tokens_out: int) -> float | None:
+        """Record one finished call; returns its dollars (None when the teacher has no price)."""
+        price = self.prices.get(teacher)
+        usd = price.cost(tokens_in, tokens_out) if price else None
+        spent = self.by_teacher.setdefault(teacher, TeacherSpend())
+        spent.calls += 1
+        spent.tokens_in += tokens_in
+        spent.tokens_out += tokens_out
+        spent.usd += usd or 0.0
+        return usd
+
+    @property
+    def total_usd(self) -> float:
+        return sum(spent.usd for spent in self.by_teacher.values())
+
+    @property
+    def unpriced(self) -> list[str]:
+        return [teacher for teacher in self.by_teacher if self.prices.get(teacher) is None]
+
+    def exceeds(self, budget_usd: float | None) -> bool:
+        """True once priced spend has reached the budget; no budget never exceeds."""
+        return budget_usd is not None and self.total_usd >= budget_usd

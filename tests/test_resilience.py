@@ -1,0 +1,171 @@
+"""The engine's promises, tested as a user meets them: the CLI in a subprocess against our fake
+server — killed with SIGKILL mid-run, stopped with SIGTERM, capped by a budget, hit by faults —
+and every row of the final dataset checked against the answer the server gives for its prompt."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import datasets
+import pytest
+from fake_openai import FakeOpenAI, Script, answer_for
+
+N = 120
+
+
+def prompts_file(tmp_path, n=N):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Explain topic number {i}.", "language": "en"}) + "\n" for i in range(n)))
+    return path
+
+
+def args(server, out, prompts, *extra):
+    return [
+        "teacher=[openai_compat]",
+        f"teacher.openai_compat.base_url={server.url}",
+        "teacher.openai_compat.model=good",
+        "teacher.openai_compat.max_concurrency=4",
+        f"prompts_file={prompts}",
+        f"n_prompts={N}",
+        "filters=none",
+        "diversity.embedding_spread=false",
+        "progress=false",
+        f"out={out}",
+        *extra,
+    ]
+
+
+def command(*a):
+    return [sys.executable, "-m", "arbitrage.cli", *a]
+
+
+def run(*a):
+    return subprocess.run(command(*a), capture_output=True, text=True, timeout=300)
+
+
+def journal_lines(out):
+    path = out / "journal" / "calls.jsonl"
+    return len(path.read_bytes().splitlines()) if path.exists() else 0
+
+
+def start_and_wait_for(out, a, lines):
+    """Start a run and return it once the journal holds `lines` finished calls."""
+    process = subprocess.Popen(command(*a), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while journal_lines(out) < lines:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.time() < deadline, "the run never got going"
+        time.sleep(0.05)
+    return process
+
+
+def assert_every_prompt_once_and_correct(out, server, script, n=N):
+    sft = datasets.load_dataset(str(out), "sft", split="train")
+    texts = [row["messages"][-2]["content"] for row in sft]
+    assert sorted(texts) == sorted(f"Explain topic number {i}." for i in range(n))  # lost = duplicated = 0
+    wrong = [row for row in sft if row["messages"][-1]["content"] != answer_for("good", row["messages"][-2]["content"], script)]
+    assert not wrong  # wrong = 0
+
+
+@pytest.fixture
+def slow():
+    script = Script(latency_s=0.05)
+    with FakeOpenAI(script) as server:
+        yield server, script
+
+
+def test_kill_9_mid_run_then_resume_keeps_every_prompt_exactly_once(slow, tmp_path):
+    server, script = slow
+    out, prompts = tmp_path / "run", prompts_file(tmp_path)
+    process = start_and_wait_for(out, args(server, out, prompts), N // 2)
+    process.kill()  # SIGKILL: no handler runs, nothing is flushed but what already was
+    process.wait()
+    answered_before = journal_lines(out)
+    assert answered_before < N, "the run finished before it could be killed"
+
+    result = run(*args(server, out, prompts))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_every_prompt_once_and_correct(out, server, script)
+    repeated = sum(count - 1 for count in server.seen.values())
+    assert repeated <= 4  # at most the requests in flight at the kill (max_concurrency) are sent twice
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["teachers"]["openai_compat"]["resumed"] >= answered_before - 1
+
+
+def test_sigterm_stops_gracefully_writes_finished_rows_and_a_rerun_finishes(slow, tmp_path):
+    server, script = slow
+    out, prompts = tmp_path / "run", prompts_file(tmp_path)
+    process = start_and_wait_for(out, args(server, out, prompts), 20)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "stopped (interrupted)" in stdout and "rerun the same command" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "interrupted" and 0 < summary["prompts_finished"] < N
+    sft = datasets.load_dataset(str(out), "sft", split="train")
+    assert len(sft) == summary["prompts_finished"] == journal_lines(out)  # every finished call is a row
+
+    result = run(*args(server, out, prompts))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_every_prompt_once_and_correct(out, server, script)
+    assert sum(server.seen.values()) == N  # the graceful stop wasted no request
+
+
+def test_retries_through_429_5xx_and_garbage_lose_nothing(tmp_path):
+    script = Script(fail_first=1, fail_status=429, retry_after="0.01", garbage_first=1)
+    with FakeOpenAI(script) as server:
+        out = tmp_path / "run"
+        result = run(*args(server, out, prompts_file(tmp_path), "engine.base_delay_s=0.01"))
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert_every_prompt_once_and_correct(out, server, script)
+    teacher = json.loads((out / "summary.json").read_text())["teachers"]["openai_compat"]
+    assert teacher["retries"] == 2 * N and teacher["requests_sent"] == 3 * N and teacher["failed"] == 0
+
+
+def test_budget_stops_the_run_and_a_higher_budget_continues(tmp_path):
+    script = Script()
+    price = "teacher.openai_compat.price={input_per_mtok:0,output_per_mtok:1000}"  # $0.001 per output token
+    with FakeOpenAI(script) as server:
+        out, prompts = tmp_path / "run", prompts_file(tmp_path)
+        first = run(*args(server, out, prompts, price, "budget_usd=0.5", "teacher.openai_compat.max_tokens=20"))
+        assert first.returncode == 0, first.stderr[-2000:]
+        assert "budget_usd reached" in first.stdout
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["stopped"] == "budget" and summary["spent_usd"] <= 0.5 and 0 < summary["prompts_finished"] < N
+        sent = len(server.requests)
+        more = run(*args(server, out, prompts, price, "budget_usd=100", "teacher.openai_compat.max_tokens=20"))
+        assert more.returncode == 0, more.stderr[-2000:]
+        assert_every_prompt_once_and_correct(out, server, script)
+        assert len(server.requests) == N and sent < N  # the second run sent only what the first did not
+
+
+def test_estimate_counts_calls_tokens_and_dollars_without_sending(tmp_path):
+    result = run(
+        "estimate",
+        "teacher=[smollm2,api]",
+        "teacher.api.model=openai/gpt-4o-mini",
+        "n_prompts=40",
+        "personas=all",
+        f"out={tmp_path / 'never'}",
+    )  # no key set and no network: an estimate sends nothing
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout
+    assert "smollm2" in text and "api" in text and "40" in text and "$" in text
+    assert not (tmp_path / "never").exists()  # an estimate writes nothing
+
+
+def test_a_bad_prompts_file_line_is_one_clear_error(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "fine"}\n{"text": "no prompt key"}\n')
+    result = run(
+        "teacher=[openai_compat]",
+        "teacher.openai_compat.base_url=http://127.0.0.1:9/v1",
+        "teacher.openai_compat.model=m",
+        f"prompts_file={path}",
+        f"out={tmp_path / 'o'}",
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "line 2" in lines[0] and "needs 'prompt'" in lines[0]
