@@ -329,7 +329,9 @@ def write_card(out_dir: Path, stats: CardStats, paths: dict[str, str], summary: 
             wins.get(name, 0),
             f"{wins.get(name, 0) / max(1, counts['sft']):.0%}",
             "—" if t.get("mean_score") is None else f"{t['mean_score']:.3f}",
+            t.get("tokens_in", 0),
             t.get("tokens_out", 0),
+            "—" if t.get("usd") is None else f"${t['usd']:,.4f}",
         ]
         for name, t in teachers.items()
     ]
@@ -358,7 +360,7 @@ teacher_chosen, teacher_rejected, score_chosen, score_rejected, margin, n_candid
 router_decision, constraints (JSON), score_details (JSON).
 
 ## Teachers
-{markdown_table(["teacher", "calls", "failed", "wins", "win share", "mean score", "tokens out"], teacher_rows)}
+{markdown_table(["teacher", "calls", "failed", "wins", "win share", "mean score", "tokens in", "tokens out", "$"], teacher_rows)}
 
 {_check_rates(stats)}
 {quality_section(summary.get("quality"))}

@@ -538,8 +538,6 @@ class Engine:
             await self._done.wait()
             if self._error is not None:
                 raise self._error
-            if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
-                raise feeder.exception()
         finally:
             feeder.cancel()
             for task in [*workers, *self._retrying]:
@@ -573,10 +571,11 @@ class Engine:
                 self._outstanding += 1
                 self._reserved += most
                 await self._queues[call.teacher].put(_Pending(call, reserved_usd=most))
-        except BaseException:
-            self._fed_all = True
-            self._done.set()
+        except asyncio.CancelledError:
             raise
+        except Exception as exc:  # the source failed (a bad prompt line): finish what is in flight, then raise
+            self._error = self._error or exc
+            self.stop(f"error: {exc}")
         self._fed_all = True
         self._check_done()
 

@@ -65,12 +65,18 @@ def prompts_file(work: Path, n: int) -> Path:
     return path
 
 
-def cli_args(url: str, out: Path, prompts: Path, n: int, concurrency: int, *extra: str) -> list[str]:
+def cli_args(
+    url: str, out: Path, prompts: Path, n: int, concurrency: int, *extra: str, client: str = "openai_compat"
+) -> list[str]:
+    teacher = (
+        [f"teacher.openai_compat.base_url={url}", f"teacher.openai_compat.model={MODEL}"]
+        if client == "openai_compat"
+        else [f"teacher.api.api_base={url}", f"teacher.api.model=openai/{MODEL}", "teacher.api.api_key_env=BENCH_KEY"]
+    )
     return [
-        "teacher=[openai_compat]",
-        f"teacher.openai_compat.base_url={url}",
-        f"teacher.openai_compat.model={MODEL}",
-        f"teacher.openai_compat.max_concurrency={concurrency}",
+        f"teacher=[{client}]",
+        *teacher,
+        f"teacher.{client}.max_concurrency={concurrency}",
         f"prompts_file={prompts}",
         f"n_prompts={n}",
         "filters=none",
@@ -134,15 +140,17 @@ class Server:
         self.proc.wait(timeout=10)
 
 
-def ours(work: Path, name: str, n: int, concurrency: int, latency_ms: float, *flags: str, extra=()) -> dict:
+def ours(
+    work: Path, name: str, n: int, concurrency: int, latency_ms: float, *flags: str, extra=(), client="openai_compat"
+) -> dict:
     prompts = prompts_file(work, n)
     out = work / name
     with Server("--latency-ms", str(latency_ms), *flags) as url:
-        measured = run_measured(cli_args(url, out, prompts, n, concurrency, *extra), work)
+        measured = run_measured(cli_args(url, out, prompts, n, concurrency, *extra, client=client), work)
         stats = fake_server.fetch_stats(url)
     summary = summary_of(out)
     gen = summary["timings_s"]["generate_s"]
-    teacher = summary["teachers"]["openai_compat"]
+    teacher = summary["teachers"][client]
     return {
         "scenario": name,
         "n": n,
@@ -286,6 +294,8 @@ def main() -> None:
 
     if "efficiency" in wanted:
         done(ours(work, "efficiency", 2000, 100, 200))
+        os.environ["BENCH_KEY"] = "sk-bench"  # the litellm teacher wants a key; the fake server ignores it
+        done(ours(work, "efficiency-litellm-teacher", 2000, 100, 200, client="api"))
     if "throughput" in wanted:
         done(ours(work, "throughput", 5000, 100, 0))
     if "faults" in wanted:
@@ -297,10 +307,10 @@ def main() -> None:
         done(scenario_kill(work))
     if "rss" in wanted:
         for n in (int(x) for x in opts.rss_n.split(",")):
-            done(ours(work, f"rss {n:,}", n, 100, 0))
+            done(ours(work, f"rss-{n}", n, 100, 0))
     if "peers" in wanted:
         if PEERS_PYTHON.exists():
-            done(ours(work, "ours (peer workload)", 2000, 100, 200))
+            done(ours(work, "arbitrage-peer-workload", 2000, 100, 200))
             for r in scenario_peers(work, 2000, 100, 200):
                 done(r)
         else:

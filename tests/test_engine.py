@@ -240,3 +240,27 @@ def test_missing_api_key_is_one_clear_error(monkeypatch):
         LiteLLMTeacher("api", "openai/gpt-4o-mini", api_key_env="NOPE_KEY").check()
     with pytest.raises(ConfigError, match="needs a provider prefix"):
         LiteLLMTeacher("api", "gpt-4o-mini", api_key_env=None).check()
+
+
+def test_a_failing_call_source_lets_calls_in_flight_finish_then_raises(tmp_path):
+    def calls(teacher):
+        for i in range(6):
+            yield make_call(make_prompt(prompt_id=f"p{i}", text=f"Q {i}"), teacher)
+        raise ConfigError("prompts.jsonl line 7: needs 'prompt'")
+
+    async def go(server):
+        teacher = OpenAICompatTeacher("t", "m", server.url, max_concurrency=2)
+        engine = Engine({"t": teacher}, Journal(tmp_path), FAST, progress=False)
+        done = []
+        await teacher.start()
+        try:
+            await engine.run(calls(teacher), done.append)
+        finally:
+            await teacher.close()
+
+    with FakeOpenAI(Script(latency_s=0.05)) as server:
+        with pytest.raises(ConfigError, match="line 7"):
+            asyncio.run(go(server))
+        sent = len(server.requests)
+    journaled = list(Journal(tmp_path).records())
+    assert sent > 0 and len(journaled) == sent and all(r.ok for r in journaled)  # nothing sent was lost
