@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
@@ -301,6 +302,11 @@ class _Pending:
     last: Completion | None = None
 
 
+def bar_interval() -> float:
+    """Live on a terminal; a line every 30 s in a log (CI), not one per redraw."""
+    return 0.5 if sys.stderr.isatty() else 30.0
+
+
 def _estimate_tokens(prompt: Prompt, max_tokens: int) -> float:
     # ~4 characters per token is close enough to reserve rate limit and budget before a request.
     return sum(len(m["content"]) for m in prompt.messages) / 4 + max_tokens
@@ -527,7 +533,7 @@ class Engine:
             rpm, tpm = getattr(teacher, "rpm", None), getattr(teacher, "tpm", None)
             if rpm or tpm or getattr(teacher, "batch_size", 1) == 1:  # API teachers also learn limits from headers
                 self._limits[name] = RateLimit(rpm, tpm)
-        self._bar = tqdm(total=self._total, desc=self._label, unit="call", disable=not self._progress, mininterval=0.5)
+        self._bar = tqdm(total=self._total, desc=self._label, unit="call", disable=not self._progress, mininterval=bar_interval())
         workers = [
             asyncio.ensure_future(self._guarded(self._worker(name)))
             for name, teacher in self.teachers.items()

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from arbitrage import dataset, diversity, embeddings, filters, personas, report
-from arbitrage.engine import Call, Engine, Journal, RetryPolicy, make_call
+from arbitrage.engine import Call, Engine, Journal, RetryPolicy, bar_interval, make_call
 from arbitrage.errors import ConfigError
 from arbitrage.routing import Route, Router
 from arbitrage.rows import Candidate, Prompt, Scored, stable_hash
@@ -404,7 +404,9 @@ async def run(spec: RunSpec, teachers: dict[str, Teacher], router: Router, score
             pass
     from tqdm import tqdm
 
-    state.bar = tqdm(total=n, desc="prompts done", unit="prompt", disable=not spec.progress, mininterval=0.5, position=1)
+    state.bar = tqdm(
+        total=n, desc="prompts done", unit="prompt", disable=not spec.progress, mininterval=bar_interval(), position=1
+    )
     scoring = asyncio.ensure_future(state.score_loop(engine))
     t_gen = time.perf_counter()
     try:
