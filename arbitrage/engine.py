@@ -65,6 +65,8 @@ class RetryPolicy:
 
 def failure_reason(error: str | None, status: int | None) -> str:
     """A short bucket for a failure, for the summary table: 'HTTP 503', 'timeout', 'invalid body'…"""
+    if error is None:
+        return "empty answer"
     if status and status != 200:
         return f"HTTP {status}"
     text = (error or "").lower()
@@ -338,6 +340,7 @@ class Engine:
         self.stats = {name: TeacherStats() for name in teachers}
         self.stop_reason: str | None = None
         self.load_s = 0.0
+        self._load_span = [float("inf"), float("-inf")]
         self.spent_before = sum(self._cost(t, *used) for t, used in journal.tokens.items())
         self._reserved = 0.0
         self._label, self._total, self._progress = label, total, progress
@@ -395,9 +398,11 @@ class Engine:
         if name not in self._started:
 
             async def start(teacher=self.teachers[name]):
-                t = time.perf_counter()
+                # Wall time from the first engine load to the last (loads overlap generation).
+                self._load_span[0] = min(self._load_span[0], time.perf_counter())
                 await teacher.start()
-                self.load_s += time.perf_counter() - t
+                self._load_span[1] = max(self._load_span[1], time.perf_counter())
+                self.load_s = self._load_span[1] - self._load_span[0]
 
             self._started[name] = asyncio.ensure_future(start())
         await self._started[name]

@@ -71,7 +71,11 @@ def cli_args(
     teacher = (
         [f"teacher.openai_compat.base_url={url}", f"teacher.openai_compat.model={MODEL}"]
         if client == "openai_compat"
-        else [f"teacher.api.api_base={url}", f"teacher.api.model=openai/{MODEL}", "teacher.api.api_key_env=BENCH_KEY"]
+        else [
+            f"teacher.api.api_base={url}",
+            f"teacher.api.model=openai/{MODEL}",
+            "teacher.api.api_key_env=BENCH_KEY",
+        ]
     )
     return [
         f"teacher=[{client}]",
@@ -295,7 +299,8 @@ def main() -> None:
     if "efficiency" in wanted:
         done(ours(work, "efficiency", 2000, 100, 200))
         os.environ["BENCH_KEY"] = "sk-bench"  # the litellm teacher wants a key; the fake server ignores it
-        done(ours(work, "efficiency-litellm-teacher", 2000, 100, 200, client="api"))
+        done(ours(work, "efficiency-api-teacher-litellm", 2000, 100, 200, client="api", extra=("teacher.api.fast_path=false",)))
+        done(ours(work, "efficiency-api-teacher-fast-path", 2000, 100, 200, client="api"))
     if "throughput" in wanted:
         done(ours(work, "throughput", 5000, 100, 0))
     if "faults" in wanted:

@@ -114,7 +114,7 @@ def test_a_corrupt_line_inside_the_journal_is_one_clear_error(tmp_path):
         Journal(tmp_path)
 
 
-@pytest.mark.parametrize("kind", ["openai_compat", "litellm"])
+@pytest.mark.parametrize("kind", ["openai_compat", "litellm", "litellm_fast_path"])
 def test_api_teachers_retry_429_5xx_and_garbage_then_succeed(tmp_path, monkeypatch, kind):
     monkeypatch.setenv("FAKE_KEY", "sk-secret-value")
     script = Script(fail_first=1, fail_status=429, retry_after="0.01", garbage_first=1)
@@ -122,7 +122,11 @@ def test_api_teachers_retry_429_5xx_and_garbage_then_succeed(tmp_path, monkeypat
         if kind == "openai_compat":
             teacher = OpenAICompatTeacher("t", "m", server.url, api_key_env="FAKE_KEY", max_concurrency=4)
         else:
-            teacher = LiteLLMTeacher("t", "openai/m", api_key_env="FAKE_KEY", api_base=server.url, max_concurrency=4)
+            fast = kind == "litellm_fast_path"
+            teacher = LiteLLMTeacher(
+                "t", "openai/m", api_key_env="FAKE_KEY", api_base=server.url, max_concurrency=4, fast_path=fast
+            )
+            assert teacher.direct == fast
         teacher.check()
         journal = Journal(tmp_path)
         engine = run_calls(teacher, prompts(5), journal)

@@ -1,4 +1,10 @@
-"""API teachers through litellm: any provider string (`openai/gpt-4o-mini`, `anthropic/...`)."""
+"""API teachers through litellm: any provider string (`openai/gpt-4o-mini`, `anthropic/...`).
+
+litellm costs ~4.5 ms of CPU per request here, ~18× a bare aiohttp client (BENCHMARKS.md), so at
+high concurrency it caps throughput. `openai/...` models are plain OpenAI-compatible calls: with
+`fast_path` (the default) they go through the aiohttp client of `OpenAICompatTeacher` instead, to
+`api_base` or OpenAI's endpoint. Every other provider goes through litellm.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,11 @@ from collections.abc import Sequence
 from arbitrage.errors import ConfigError
 from arbitrage.rows import Completion, Prompt
 from arbitrage.teachers import prompt_seed
-from arbitrage.teachers.openai_compat import api_key_from_env, ratelimit_headers
+from arbitrage.teachers.openai_compat import OpenAICompatTeacher, api_key_from_env, ratelimit_headers
 
 # litellm fetches its price map from the network at import unless told not to (no network here).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
 class LiteLLMTeacher:
@@ -32,6 +39,7 @@ class LiteLLMTeacher:
         top_logprobs: int | None = None,
         rpm: float | None = None,  # requests per minute (None: learnt from x-ratelimit-* headers)
         tpm: float | None = None,  # tokens per minute
+        fast_path: bool = True,  # openai/... models over our aiohttp client rather than litellm
     ):
         self.name = name
         self.model = model
@@ -45,7 +53,9 @@ class LiteLLMTeacher:
         self.max_concurrency = max_concurrency
         self.top_logprobs = top_logprobs
         self.rpm, self.tpm = rpm, tpm
+        self.fast_path = fast_path
         self._key: str | None = None
+        self._direct: OpenAICompatTeacher | None = None
 
     def check(self) -> None:
         if "/" not in self.model:
@@ -61,8 +71,28 @@ class LiteLLMTeacher:
             "seed": self.seed,
         }
 
+    @property
+    def direct(self) -> bool:
+        """Whether calls skip litellm (same requests, same answers: the generation key is unchanged)."""
+        return self.fast_path and self.model.startswith("openai/")
+
     async def start(self) -> None:
         self._key = api_key_from_env(self.name, self.api_key_env, required=True)
+        if self.direct and self._direct is None:
+            self._direct = OpenAICompatTeacher(
+                self.name,
+                self.model.removeprefix("openai/"),
+                self.api_base or OPENAI_BASE_URL,
+                api_key_env=self.api_key_env,
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                seed=self.seed,
+                timeout_s=self.timeout_s,
+                max_concurrency=self.max_concurrency,
+                top_logprobs=self.top_logprobs,
+            )
+            await self._direct.start()
 
     async def _one(self, prompt: Prompt) -> Completion:
         import litellm
@@ -118,7 +148,11 @@ class LiteLLMTeacher:
         )
 
     async def complete(self, prompts: Sequence[Prompt]) -> list[Completion]:
+        if self._direct is not None:
+            return await self._direct.complete(prompts)
         return [await self._one(p) for p in prompts]
 
     async def close(self) -> None:
-        return None
+        if self._direct is not None:
+            await self._direct.close()
+            self._direct = None
