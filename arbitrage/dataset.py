@@ -303,6 +303,15 @@ def _check_rates(stats: CardStats) -> str:
     return "## Verifiable checks passed\n" + markdown_table(["check", *teachers], body) + "\n"
 
 
+def _stopped_note(summary: dict) -> str:
+    if not summary.get("stopped"):
+        return ""
+    return (
+        f" — **partial**: the run stopped ({summary['stopped']}) with {summary.get('prompts_unfinished', 0)} prompts "
+        "unfinished; rerunning the same command finishes them"
+    )
+
+
 def write_card(out_dir: Path, stats: CardStats, paths: dict[str, str], summary: dict, config: dict) -> None:
     """README.md: `configs:` front matter for load_dataset, then what a user needs to trust the data."""
     languages = sorted(stats.languages)
@@ -344,6 +353,7 @@ Synthetic SFT and preference data made by *arbitrage between teachers* (Multilin
 arXiv 2408.14960): persona-driven prompts (PersonaHub / Tulu 3 style) were routed to teachers
 (router `{summary.get("router")}`), every answer was scored (reward `{summary.get("reward")}`), and
 the best answer was kept. Lower-scored answers become the `rejected` side of DPO pairs.
+Run id `{summary.get("run_id", "?")}`{_stopped_note(summary)}.
 
 ## Configs
 A config with 0 rows is left out of `configs:` (datasets cannot load an empty split).

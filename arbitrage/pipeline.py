@@ -68,7 +68,7 @@ def _claim_out_dir(out_dir: Path, identity: dict) -> None:
     run_file = out_dir / "run.json"
     if run_file.exists():
         previous = json.loads(run_file.read_text())
-        differs = sorted(k for k in identity if previous.get(k) != identity[k])
+        differs = sorted(k for k in identity if previous.get(k) != identity[k])  # run_id follows from these
         if differs:
             raise ConfigError(
                 f"{out_dir} already holds a different run (differs in: {', '.join(differs)}) — "
@@ -77,7 +77,12 @@ def _claim_out_dir(out_dir: Path, identity: dict) -> None:
     elif out_dir.exists() and any(p.name not in HYDRA_FILES for p in out_dir.iterdir()):
         raise ConfigError(f"{out_dir} exists and is not an arbitrage run — choose another out=... or empty it")
     out_dir.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps(identity, indent=2))
+    run_file.write_text(json.dumps({**identity, "run_id": run_id(identity)}, indent=2))
+
+
+def run_id(identity: dict) -> str:
+    """A short id for what decides the calls: a run with other prompts, teachers or router gets another."""
+    return stable_hash(identity, length=12)
 
 
 def _file_digest(path: Path) -> str:
@@ -357,7 +362,8 @@ async def run(spec: RunSpec, teachers: dict[str, Teacher], router: Router, score
     if spec.prompt_writer is not None and spec.prompts_file is not None:
         raise ConfigError("personas.prompt_writer rewrites synthesised prompts — drop it, or prompts_file, from the command")
     prompts_digest, source = _prompt_source(spec, persona_list)
-    _claim_out_dir(spec.out_dir, _identity(spec, teachers, prompts_digest))
+    identity = _identity(spec, teachers, prompts_digest)
+    _claim_out_dir(spec.out_dir, identity)
     (spec.out_dir / "config.yaml").write_text(yaml.safe_dump(spec.config, sort_keys=False, allow_unicode=True))
 
     state = Run(spec, teachers, router, scorer)
@@ -436,7 +442,7 @@ async def run(spec: RunSpec, teachers: dict[str, Teacher], router: Router, score
             log.warning("no %s rows: %s", name, hint)
     state.timings["write_s"] += time.perf_counter() - t
     state.timings["total_s"] = time.perf_counter() - t0
-    summary = _summary(spec, state, engine, writer, counts)
+    summary = {"run_id": run_id(identity), **_summary(spec, state, engine, writer, counts)}
     dataset.write_card(spec.out_dir, state.out.stats, paths, summary, spec.config)
     (spec.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     if state.tally.finished <= spec.report_max_prompts:
