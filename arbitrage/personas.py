@@ -30,14 +30,20 @@ class Persona:
     topics: tuple[str, ...]
 
 
-def _parse_persona(path: Path, lineno: int, line: str) -> Persona:
-    where = f"persona file {path}:{lineno}"
+def _json_object(where: str, line: str, keys: str) -> dict:
+    """One line of a JSONL input file, or one error line naming the file, the line and the fix."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{where} is not valid JSON ({exc.msg}) — one JSON object per line") from None
     if not isinstance(record, dict):
-        raise ConfigError(f"{where} must be a JSON object with keys {', '.join(PERSONA_KEYS)}")
+        raise ConfigError(f"{where} must be a JSON object with {keys}")
+    return record
+
+
+def _parse_persona(path: Path, lineno: int, line: str) -> Persona:
+    where = f"persona file {path}:{lineno}"
+    record = _json_object(where, line, f"keys {', '.join(PERSONA_KEYS)}")
     missing = [k for k in PERSONA_KEYS if k not in record]
     if missing:
         raise ConfigError(f"{where} lacks {', '.join(missing)} — each line needs {', '.join(PERSONA_KEYS)}")
@@ -242,12 +248,7 @@ def with_written_request(prompt: Prompt, request: str) -> Prompt:
 # optional id, language, task, domain, persona_id, reference. Streamed, never held in memory.
 def _file_prompt(path: Path, number: int, line: str) -> Prompt:
     where = f"{path} line {number}"
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{where} is not JSON ({exc.msg}) — one JSON object per line") from None
-    if not isinstance(record, dict):
-        raise ConfigError(f"{where}: expected a JSON object with 'prompt' or 'messages'")
+    record = _json_object(where, line, "'prompt' or 'messages'")
     messages = record.get("messages")
     if messages is None and isinstance(record.get("prompt"), str):
         messages = [{"role": "user", "content": record["prompt"]}]

@@ -4,6 +4,7 @@ from collections import Counter
 import pytest
 import yaml
 
+from arbitrage import personas
 from arbitrage.errors import ConfigError
 from arbitrage.personas import SynthesisSpec, load_personas, synthesise
 
@@ -106,3 +107,27 @@ def test_too_many_prompts_and_bad_n(all_personas, tasks):
     one = all_personas[:1]
     with pytest.raises(ConfigError, match="unique prompts can be drawn"):
         synthesise(one, SynthesisSpec(tasks={"explain": tasks["explain"]}, n_prompts=5000, min_constraints=0, max_constraints=0))
+
+
+def test_a_prompts_file_streams_prompts_and_names_a_bad_line(tmp_path):
+    path = tmp_path / "p.jsonl"
+    rows = [
+        {"prompt": "Erkläre Photosynthese.", "language": "de", "task": "explain"},
+        {"id": "mine-2", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]},
+    ]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n\n")
+    digest = personas.check_prompt_file(path)
+    prompts = list(personas.iter_prompt_file(path))
+    assert [p.language for p in prompts] == ["de", "en"] and prompts[1].prompt_id == "mine-2"
+    assert prompts[1].messages[0]["role"] == "system" and prompts[0].user_text == "Erkläre Photosynthese."
+    path.write_text(path.read_text() + '{"messages": [{"role": "assistant", "content": "no user turn"}]}\n')
+    with pytest.raises(ConfigError, match=r"line 4: needs 'prompt'"):
+        personas.check_prompt_file(path)
+    assert len(digest) == 16
+
+
+def test_a_larger_n_prompts_extends_the_same_prompt_stream(all_personas, tasks):
+    """Why n_prompts is not part of a run's identity: a bigger run starts with the smaller one."""
+    small = synthesise(all_personas, SynthesisSpec(tasks=tasks, n_prompts=50, seed=3))
+    large = synthesise(all_personas, SynthesisSpec(tasks=tasks, n_prompts=200, seed=3))
+    assert [p.prompt_id for p in large[:50]] == [p.prompt_id for p in small]
