@@ -121,7 +121,8 @@ class TokenBucket:
         if remaining is not None and remaining < self.level:
             self.level = float(remaining)
         if remaining is not None and remaining <= 0 and reset_s:
-            self.blocked_until = max(self.blocked_until, time.monotonic() + reset_s)
+            # OpenAI's reset is when the bucket is *full* again; one request fits after 1/rate.
+            self.blocked_until = max(self.blocked_until, time.monotonic() + min(reset_s, 1 / self.rate))
 
 
 class RateLimit:

@@ -1,6 +1,8 @@
 import asyncio
 import json
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import make_candidate, make_prompt
@@ -48,9 +50,9 @@ def test_token_bucket_waits_for_what_it_lacks_and_obeys_the_server():
     bucket.level = 0
     assert 0.9 < bucket.wait_time(1) <= 1.01
     assert 59 < bucket.wait_time(500) <= 60.01  # more than the capacity waits for a full bucket, not forever
-    bucket = TokenBucket(per_minute=6000)
-    bucket.sync(remaining=0, reset_s=2.0)  # the server says: empty for 2 s
-    assert 1.9 < bucket.wait_time(1) <= 2.0
+    bucket = TokenBucket(per_minute=60)
+    bucket.sync(remaining=0, reset_s=30.0)  # full in 30 s, but one request fits after 1 s
+    assert 0.9 < bucket.wait_time(1) <= 1.0
     bucket.sync(remaining=None, reset_s=None, limit=120)
     assert bucket.capacity == 120 and bucket.rate == 2
 
@@ -268,3 +270,25 @@ def test_a_failing_call_source_lets_calls_in_flight_finish_then_raises(tmp_path)
         sent = len(server.requests)
     journaled = list(Journal(tmp_path).records())
     assert sent > 0 and len(journaled) == sent and all(r.ok for r in journaled)  # nothing sent was lost
+
+
+def test_the_engine_learns_a_servers_rate_limit_from_its_headers(tmp_path):
+    """The server allows 120 requests/minute and says so in x-ratelimit-* headers, which nobody
+    configured here: the engine adopts the limit and paces itself instead of hammering into 429s."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import fake_server
+
+    url, stop = fake_server.start_in_thread(rpm=120, latency_ms=5)
+    try:
+        teacher = OpenAICompatTeacher("t", "fake", url, max_concurrency=8)
+        started = time.perf_counter()
+        engine = run_calls(teacher, prompts(126), Journal(tmp_path), RetryPolicy(max_attempts=6, base_delay_s=0.05))
+        elapsed = time.perf_counter() - started
+        stats = stop.server.stats()
+    finally:
+        stop()
+    records = list(Journal(tmp_path).records())
+    assert len(records) == 126 and all(r.ok for r in records)
+    assert 1.5 < elapsed < 10  # the 6 requests past the burst of 120 wait ~0.5 s each (2 per second)
+    assert stats["rate_limited_429"] <= 8  # at most what was in flight before the first headers came back
+    assert engine.stats["t"].retries == stats["rate_limited_429"]
