@@ -11,62 +11,60 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from arbitrage import personas
 
+ROOT = Path(__file__).resolve().parent.parent
+IN_FLIGHT = 64
 
-def main():
-    which = sys.argv[1]
-    n = int(sys.argv[2])
-    mode = sys.argv[3]
+
+def teacher_and_prompts(name: str, n: int):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"teacher=[{which}]"])
-    node = OmegaConf.to_container(cfg.teacher[which], resolve=True)
-    node.pop("price", None)
-    t = instantiate(node, name=which)
+        cfg = compose("config", overrides=[f"teacher=[{name}]"])
+    settings = OmegaConf.to_container(cfg.teacher[name], resolve=True)
+    settings.pop("price", None)
+    teacher = instantiate(settings, name=name)
     tasks = {k: dict(v["templates"]) for k, v in OmegaConf.to_container(cfg.tasks).items()}
-    pl = personas.load_personas(sorted(ROOT / "personas".glob("[a-z][a-z].jsonl")))
-    ps = personas.synthesise(pl, personas.SynthesisSpec(tasks=tasks, n_prompts=n, seed=5))
-    asyncio.run(t.start())
-    llm = t._llm
+    persona_list = personas.load_personas(sorted((ROOT / "personas").glob("[a-z][a-z].jsonl")))
+    return teacher, personas.synthesise(persona_list, personas.SynthesisSpec(tasks=tasks, n_prompts=n, seed=5))
+
+
+def static(teacher, prompts) -> int:
+    return sum(c.tokens_out for i in range(0, len(prompts), IN_FLIGHT) for c in teacher._generate(prompts[i : i + IN_FLIGHT]))
+
+
+def continuous(teacher, prompts) -> int:
+    llm = teacher._llm
+    engine, tokenizer = llm.llm_engine, llm.get_tokenizer()
+    pending, active, done, tokens = list(prompts), 0, 0, 0
+    while done < len(prompts):
+        while active < IN_FLIGHT and pending:
+            prompt = pending.pop(0)
+            if teacher.mode == "completion":
+                text = teacher.render(prompt)
+            else:
+                text = tokenizer.apply_chat_template(list(prompt.messages), tokenize=False, add_generation_prompt=True)
+            engine.add_request(prompt.prompt_id, text, teacher._sampling(prompt))
+            active += 1
+        for out in engine.step():
+            if out.finished:
+                done, active = done + 1, active - 1
+                tokens += len(out.outputs[0].token_ids)
+    return tokens
+
+
+def main() -> None:
+    name, n, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    teacher, prompts = teacher_and_prompts(name, n)
+    asyncio.run(teacher.start())
     started = time.perf_counter()
-    if mode == "static":
-        outs = []
-        for i in range(0, n, 64):
-            outs += t._generate(ps[i : i + 64])
-        toks = sum(c.tokens_out for c in outs)
-    else:
-        eng = llm.llm_engine
-        pending = list(ps)
-        active = 0
-        toks = 0
-        done = 0
-        i = 0
-        render = (lambda p: t.render(p)) if t.mode == "completion" else None
-        while done < n:
-            while active < 64 and pending:
-                p = pending.pop(0)
-                if render:
-                    eng.add_request(str(i), render(p), t._sampling(p))
-                else:
-                    tok = llm.get_tokenizer()
-                    text = tok.apply_chat_template(list(p.messages), tokenize=False, add_generation_prompt=True)
-                    eng.add_request(str(i), text, t._sampling(p))
-                i += 1
-                active += 1
-            for out in eng.step():
-                if out.finished:
-                    done += 1
-                    active -= 1
-                    toks += len(out.outputs[0].token_ids)
-    el = time.perf_counter() - started
-    print(f"{which} {mode} n={n}: {el:.1f}s tokens={toks} tok/s={toks / el:.1f}", flush=True)
+    tokens = (static if mode == "static" else continuous)(teacher, prompts)
+    elapsed = time.perf_counter() - started
+    print(f"{name} {mode} n={n}: {elapsed:.1f}s tokens={tokens} tok/s={tokens / elapsed:.1f}", flush=True)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # vLLM spawns: the guard is required
     main()
