@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from tqdm import tqdm
 
 from arbitrage import dataset, diversity, embeddings, filters, personas, report
 from arbitrage.engine import Call, Engine, Journal, RetryPolicy, bar_interval, make_call
@@ -185,8 +186,11 @@ class _Tally:
 class Run:
     """The state of one run; `run()` below drives it."""
 
-    def __init__(self, spec: RunSpec, teachers: dict[str, Teacher], router: Router, scorer: Scorer):
+    def __init__(
+        self, spec: RunSpec, teachers: dict[str, Teacher], router: Router, scorer: Scorer, out: dataset.DatasetWriter, bar
+    ):
         self.spec, self.teachers, self.router, self.scorer = spec, teachers, router, scorer
+        self.out, self.bar = out, bar  # the dataset being written; the "prompts done" progress bar
         self.names = list(teachers)
         self.online = getattr(router, "wave_size", None) is not None
         self.tally = _Tally()
@@ -200,6 +204,7 @@ class Run:
         self.wave_done = asyncio.Event()
         self.timings: dict[str, float] = defaultdict(float)
         self.failure: BaseException | None = None
+        self.scoring = False  # a batch is being scored right now (an online wave is not done yet)
 
     # -- feeding the engine ---------------------------------------------------------------------------
     async def calls(self, chunks: Iterator[list[Prompt]], writer: Engine | None, persona_list: list) -> AsyncIterator[Call]:
@@ -238,7 +243,7 @@ class Run:
                     await self.wave_done.wait()
 
     def _wave_open(self, wave: list[Prompt]) -> bool:
-        return any(p.prompt_id in self.open for p in wave) or self.ready.qsize() > 0 or self._scoring
+        return any(p.prompt_id in self.open for p in wave) or self.ready.qsize() > 0 or self.scoring
 
     def on_done(self, candidate: Candidate) -> None:
         """Engine callback: a call finished (or was read back from the journal)."""
@@ -252,8 +257,6 @@ class Run:
             self.ready.put_nowait(entry)
 
     # -- finishing prompts ------------------------------------------------------------------------------
-    _scoring = False
-
     async def score_loop(self, engine: Engine) -> None:
         """Score, filter, select and write prompts as they finish, a batch of what is ready at a time."""
         while True:
@@ -267,7 +270,7 @@ class Run:
                     self.ready.put_nowait(None)
                     break
                 batch.append(more)
-            self._scoring = True
+            self.scoring = True
             try:
                 await self.finish(batch)
             except Exception as exc:  # keep what is done; stop sending; the run reports the error
@@ -275,7 +278,7 @@ class Run:
                 engine.stop(f"error while scoring: {exc}")
                 return
             finally:
-                self._scoring = False
+                self.scoring = False
                 self.room.set()
                 self.wave_done.set()
 
@@ -339,11 +342,7 @@ class Run:
                 tally.facets_after[k].add(getattr(s.prompt, k))
         self.out.add(selections)
         self.timings["write_s"] += time.perf_counter() - t
-        if self.bar is not None:
-            self.bar.update(len(selections))
-
-    out: dataset.DatasetWriter
-    bar = None
+        self.bar.update(len(selections))
 
 
 async def run(spec: RunSpec, teachers: dict[str, Teacher], router: Router, scorer: Scorer) -> dict:
@@ -366,12 +365,12 @@ async def run(spec: RunSpec, teachers: dict[str, Teacher], router: Router, score
     _claim_out_dir(spec.out_dir, identity)
     (spec.out_dir / "config.yaml").write_text(yaml.safe_dump(spec.config, sort_keys=False, allow_unicode=True))
 
-    state = Run(spec, teachers, router, scorer)
-    state.out = dataset.DatasetWriter(spec.out_dir)
+    n = spec.synthesis.n_prompts
+    bar = tqdm(total=n, desc="prompts done", unit="prompt", disable=not spec.progress, mininterval=bar_interval(), position=1)
+    state = Run(spec, teachers, router, scorer, dataset.DatasetWriter(spec.out_dir), bar)
     journal = Journal(spec.out_dir / "journal")
     if len(journal):
         log.info("resume: %d answered calls in the journal (%d failures to retry)", len(journal), journal.failed_before)
-    n = spec.synthesis.n_prompts
     calls_per_prompt = len(teachers) if router.name == "all" else 1
     engine = Engine(
         teachers,
@@ -408,11 +407,6 @@ async def run(spec: RunSpec, teachers: dict[str, Teacher], router: Router, score
             handled.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), or Windows
             pass
-    from tqdm import tqdm
-
-    state.bar = tqdm(
-        total=n, desc="prompts done", unit="prompt", disable=not spec.progress, mininterval=bar_interval(), position=1
-    )
     scoring = asyncio.ensure_future(state.score_loop(engine))
     t_gen = time.perf_counter()
     try:
