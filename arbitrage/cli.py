@@ -330,7 +330,7 @@ def _estimate(args: list[str]) -> None:
     logging.basicConfig(level=cfg.log_level, format="%(message)s")
     spec, teachers, router, _ = build(cfg)
     journal_dir = spec.out_dir / "journal"
-    journal = Journal(journal_dir) if (journal_dir / "calls.jsonl").exists() else None
+    journal = Journal(journal_dir, read_only=True) if (journal_dir / "calls.jsonl").exists() else None
     observed = cost.mean_tokens_out(journal.records()) if journal else {}
     infos = {
         name: cost.TeacherInfo(t.model, t.max_tokens, spec.prices.get(name), observed.get(name)) for name, t in teachers.items()

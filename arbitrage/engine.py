@@ -171,16 +171,20 @@ class Journal:
     Calls finished in this run are handed to the pipeline directly and never looked up.
     """
 
-    def __init__(self, directory: Path):
-        directory.mkdir(parents=True, exist_ok=True)
+    def __init__(self, directory: Path, read_only: bool = False):
+        """`read_only` (for `arbitrage estimate`): never cut a torn line or open for appending, so
+        reading beside a live run cannot damage its journal."""
+        if not read_only:
+            directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "calls.jsonl"
+        self.read_only = read_only
         self.tokens: dict[str, list[int]] = {}  # teacher → [tokens in, tokens out] over every record, for spend
         self.failed_before = 0
         self._keys = np.empty(0, dtype=np.uint64)
         self._offsets = np.empty(0, dtype=np.int64)
         if self.path.exists():
             self._load()
-        self._file = self.path.open("ab")
+        self._file = self.path.open("rb" if read_only else "ab")
         self._reader = self.path.open("rb")
         self._last_sync = time.monotonic()
         self.appended = 0
@@ -205,8 +209,9 @@ class Journal:
                     record = None
                 if record is None or not line.endswith(b"\n"):
                     # A crash mid-write leaves a torn last line: cut it off, and that call reruns.
-                    log.warning("journal: cutting a torn last line from %s", self.path)
-                    os.truncate(self.path, offset)
+                    if not self.read_only:
+                        log.warning("journal: cutting a torn last line from %s", self.path)
+                        os.truncate(self.path, offset)
                     break
                 if record.get("error") is None and record.get("text"):
                     answered[key] = offset
@@ -248,16 +253,19 @@ class Journal:
 
     def records(self) -> Iterator[Candidate]:
         """Every record on disk, last one per call id winning (reads the whole file: tests, tools)."""
-        if not self._file.closed:
+        if not self._file.closed and not self.read_only:
             self._file.flush()
         latest: dict[str, Candidate] = {}
         with self.path.open("rb") as f:
             for line in f:
+                if not line.endswith(b"\n"):  # torn (read-only beside a crash or a live run)
+                    break
                 record = Candidate(**json.loads(line))
                 latest[record.call_id] = record
         return iter(latest.values())
 
     def append(self, candidates: Iterable[Candidate]) -> None:
+        assert not self.read_only, "a read-only journal takes no records"
         for candidate in candidates:
             self._file.write((json.dumps(asdict(candidate), ensure_ascii=False) + "\n").encode())
             self.appended += 1
@@ -267,7 +275,7 @@ class Journal:
             self._last_sync = time.monotonic()
 
     def sync(self) -> None:
-        if not self._file.closed:
+        if not self._file.closed and not self.read_only:
             self._file.flush()
             os.fsync(self._file.fileno())
 

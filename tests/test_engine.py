@@ -292,3 +292,18 @@ def test_the_engine_learns_a_servers_rate_limit_from_its_headers(tmp_path):
     assert 1.5 < elapsed < 10  # the 6 requests past the burst of 120 wait ~0.5 s each (2 per second)
     assert stats["rate_limited_429"] <= 8  # at most what was in flight before the first headers came back
     assert engine.stats["t"].retries == stats["rate_limited_429"]
+
+
+def test_a_read_only_journal_leaves_a_torn_tail_for_its_writer(tmp_path):
+    """`arbitrage estimate` reads a journal a live run may be writing: it must never cut it."""
+    journal = Journal(tmp_path)
+    journal.append([make_candidate("ok"), make_candidate("also", teacher="t2")])
+    journal.close()
+    with (tmp_path / "calls.jsonl").open("a") as f:
+        f.write('{"call_id": "p1-t3", "prompt_id"')  # a record being written right now
+    before = (tmp_path / "calls.jsonl").read_bytes()
+    reader = Journal(tmp_path, read_only=True)
+    assert reader.answered("p1-t1") and reader.get("p1-t2").text == "also" and len(reader) == 2
+    assert {r.call_id for r in reader.records()} == {"p1-t1", "p1-t2"}
+    reader.close()
+    assert (tmp_path / "calls.jsonl").read_bytes() == before
