@@ -188,19 +188,6 @@ class TeacherInfo:
         return self.price is not None and self.price.source == "local"
 
 
-def info_from_teacher(
-    teacher, price_override: Mapping | None = None, mean_tokens_out: float | None = None, tokenizer: Tokenizer | None = None
-) -> TeacherInfo:
-    """TeacherInfo from a built teacher (any of arbitrage.teachers)."""
-    return TeacherInfo(
-        model=teacher.model,
-        max_tokens=teacher.max_tokens,
-        price=teacher_price(teacher, price_override),
-        mean_tokens_out=mean_tokens_out,
-        tokenizer=tokenizer,
-    )
-
-
 def mean_tokens_out(candidates: Iterable) -> dict[str, float]:
     """Mean completion length per teacher over answered calls (e.g. an earlier run's journal)."""
     totals: dict[str, list[int]] = {}
@@ -319,11 +306,11 @@ class TeacherSpend:
 
 @dataclass
 class Spend:
-    """Tokens and dollars of finished calls, per teacher; the engine stops sending at the budget.
+    """Tokens and dollars of finished requests, per teacher (the engine's spend, retries included).
 
     Teachers without a price count tokens but no dollars (listed in `unpriced`): a budget cannot
-    bound them. Calls in flight when the budget is reached still finish and are added, so a run can
-    overshoot by up to the calls in flight."""
+    bound them. The engine holds each call in flight at its worst case against the budget, so
+    spend never passes it (see Engine)."""
 
     prices: Mapping[str, Price | None]
     by_teacher: dict[str, TeacherSpend] = field(default_factory=dict)

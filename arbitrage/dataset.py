@@ -244,15 +244,6 @@ class DatasetWriter:
         return paths
 
 
-def write_parquet(out_dir: Path, rows: dict[str, list[dict]]) -> dict[str, str]:
-    """Write rows already built (tests, tools) the way a run does; returns config → path."""
-    writer = DatasetWriter(out_dir)
-    writer.stats.add(rows)
-    for name, batch in rows.items():
-        writer._buffers[name].extend(batch)
-    return writer.close()
-
-
 def markdown_table(header: list[str], body: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in body]

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from arbitrage.cost import Spend
 from arbitrage.errors import ArbitrageError
 from arbitrage.rows import Candidate, Completion, Prompt, stable_hash
 from arbitrage.teachers import Teacher
@@ -298,7 +299,6 @@ class TeacherStats:
     resumed: int = 0  # answered by an earlier run, taken from the journal
     tokens_in: int = 0
     tokens_out: int = 0
-    usd: float = 0.0  # this run's spend
     busy_s: float = 0.0
     failures: Counter = field(default_factory=Counter)
 
@@ -347,8 +347,8 @@ class Engine:
         self.prices = {n: p for n, p in (prices or {}).items() if p is not None}
         self.budget_usd = budget_usd
         self.stats = {name: TeacherStats() for name in teachers}
+        self.spend = Spend(self.prices)  # this run's requests, retries included
         self.stop_reason: str | None = None
-        self.load_s = 0.0
         self._load_span = [float("inf"), float("-inf")]
         self.spent_before = sum(self._cost(t, *used) for t, used in journal.tokens.items())
         self._reserved = 0.0
@@ -373,7 +373,13 @@ class Engine:
 
     @property
     def spent_usd(self) -> float:
-        return self.spent_before + sum(s.usd for s in self.stats.values())
+        return self.spent_before + self.spend.total_usd
+
+    @property
+    def load_s(self) -> float:
+        """Wall time from the first engine load to the last (loads overlap generation)."""
+        first, last = self._load_span
+        return max(0.0, last - first)
 
     def _over_budget(self, extra: float = 0.0) -> bool:
         return self.budget_usd is not None and self.spent_usd + self._reserved + extra >= self.budget_usd
@@ -407,11 +413,9 @@ class Engine:
         if name not in self._started:
 
             async def start(teacher=self.teachers[name]):
-                # Wall time from the first engine load to the last (loads overlap generation).
                 self._load_span[0] = min(self._load_span[0], time.perf_counter())
                 await teacher.start()
                 self._load_span[1] = max(self._load_span[1], time.perf_counter())
-                self.load_s = self._load_span[1] - self._load_span[0]
 
             self._started[name] = asyncio.ensure_future(start())
         await self._started[name]
@@ -510,7 +514,7 @@ class Engine:
             for item, completion in zip(batch, completions, strict=True):
                 stats.tokens_in += completion.tokens_in
                 stats.tokens_out += completion.tokens_out
-                stats.usd += self._cost(name, completion.tokens_in, completion.tokens_out)
+                self.spend.add(name, completion.tokens_in, completion.tokens_out)
                 if limit is not None:
                     limit.settle(item.estimate, completion.tokens_in + completion.tokens_out)
                     limit.observe(completion.ratelimit)

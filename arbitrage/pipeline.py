@@ -119,12 +119,14 @@ def _prompt_source(spec: RunSpec, persona_list: list) -> tuple[str, Iterator[Pro
 
 
 def _chunks(items: Iterable[Prompt], size: int) -> Iterator[list[Prompt]]:
-    """Chunks of unique prompts: a repeated id (a prompts file listing one twice) is skipped."""
+    """Chunks of unique prompts: a repeated id (a prompts file listing one twice) is skipped.
+
+    `seen` holds the ids' 64-bit hashes: ~85 bytes per prompt, the one thing that grows with N."""
     seen: set[int] = set()
     chunk: list[Prompt] = []
     repeated = 0
     for prompt in items:
-        key = int(stable_hash(prompt.prompt_id), 16)
+        key = hash(prompt.prompt_id)
         if key in seen:
             repeated += 1
             continue
@@ -174,7 +176,6 @@ class _Tally:
     failed: Counter = field(default_factory=Counter)
     tokens_in: Counter = field(default_factory=Counter)
     tokens_out: Counter = field(default_factory=Counter)
-    wins: Counter = field(default_factory=Counter)
     score_sum: Counter = field(default_factory=Counter)
     scored: Counter = field(default_factory=Counter)
     pairs_dropped: Counter = field(default_factory=Counter)
@@ -333,7 +334,6 @@ class Run:
                     tally.scored[c.teacher] += 1
             if s.chosen is None:
                 continue
-            tally.wins[s.chosen.candidate.teacher] += 1
             if s.rejected is None:
                 tally.pairs_dropped[s.pair_reason.split(" below")[0]] += 1
             self.samples["prompts_after"].add(s.prompt.user_text)
@@ -544,7 +544,7 @@ def _summary(spec: RunSpec, state: Run, engine: Engine, writer: Engine | None, c
             "tokens_in": tally.tokens_in[name],
             "tokens_out": tally.tokens_out[name],
             "usd": None if usd is None else round(usd, 6),
-            "wins": tally.wins[name],
+            "wins": state.out.stats.wins[name],  # counted once, as the sft rows are written
             "mean_score": round(tally.score_sum[name] / tally.scored[name], 4) if tally.scored[name] else None,
             "requests_sent": live.sent,
             "retries": live.retries,

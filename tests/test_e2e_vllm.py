@@ -67,20 +67,16 @@ def test_rerun_resumes_without_generating(demo_run):
     assert len((out / "journal" / "calls.jsonl").read_text().splitlines()) == 16
 
 
+# One logged training step on CPU (TRL defaults to bf16, which CPU rejects), nothing saved.
+ONE_CPU_STEP = dict(max_steps=1, per_device_train_batch_size=2, bf16=False, report_to="none", save_strategy="no", logging_steps=1)
+
+
 def test_trl_sft_trains_on_the_output_as_is(demo_run, student_dir, tmp_path):
     from trl import SFTConfig, SFTTrainer
 
     out, _ = demo_run
     train = datasets.load_dataset(str(out), "sft", split="train")
-    args = SFTConfig(
-        output_dir=str(tmp_path),
-        max_steps=1,
-        per_device_train_batch_size=2,
-        bf16=False,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-    )
+    args = SFTConfig(output_dir=str(tmp_path), **ONE_CPU_STEP)
     trainer = SFTTrainer(model=student_dir, args=args, train_dataset=train)
     loss = trainer.train().training_loss
     assert math.isfinite(loss) and loss > 0
@@ -94,15 +90,7 @@ def test_trl_dpo_trains_on_the_output_as_is(demo_run, student_dir, tmp_path):
     train = datasets.load_dataset(str(out), "dpo", split="train")
     assert len(train) > 0, "with 8 prompts and two teachers some answers differ in score"
     model = AutoModelForCausalLM.from_pretrained(student_dir)
-    args = DPOConfig(
-        output_dir=str(tmp_path),
-        max_steps=1,
-        per_device_train_batch_size=2,
-        bf16=False,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-    )
+    args = DPOConfig(output_dir=str(tmp_path), **ONE_CPU_STEP)
     trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=AutoTokenizer.from_pretrained(student_dir))
     loss = trainer.train().training_loss
     assert math.isfinite(loss)
