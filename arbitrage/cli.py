@@ -15,19 +15,20 @@ from pathlib import Path
 
 import hydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from arbitrage import pipeline
 from arbitrage.engine import RetryPolicy
 from arbitrage.errors import ArbitrageError, ConfigError
-from arbitrage.personas import SynthesisSpec
+from arbitrage.markdown import markdown_table, usd
 from arbitrage.select import SelectionSpec
+from arbitrage.stats import RunSummary
 
 log = logging.getLogger("arbitrage")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # An editable install reads conf/ beside the package; a wheel carries a copy inside it.
 CONF_DIR = PROJECT_ROOT / "conf" if (PROJECT_ROOT / "conf").is_dir() else Path(__file__).parent / "_conf"
-GROUPS = ("teacher", "router", "reward", "personas", "tasks", "filters", "output", "engine", "experiment")
+GROUPS = ("teacher", "router", "reward", "source", "personas", "tasks", "filters", "output", "engine", "experiment")
 FLAGS_WITH_VALUE = {
     "--config-name",
     "-cn",
@@ -60,8 +61,9 @@ def _override_args(argv: list[str]) -> list[str]:
     return args
 
 
-def check_overrides(argv: list[str]) -> None:
-    """Fail fast, in one line, on malformed overrides and unknown group options."""
+def check_overrides(argv: list[str]) -> DictConfig | None:
+    """Fail fast, in one line, on malformed overrides and unknown group options. Returns the
+    composed config, or None for a sweep (Hydra composes each of its runs)."""
     args = _override_args(argv)
     try:
         overrides = OverridesParser.create().parse_overrides(args)
@@ -81,17 +83,18 @@ def check_overrides(argv: list[str]) -> None:
         for name in names:
             if name is not None and str(name) not in known:
                 raise ConfigError(f"unknown {group} '{name}' — known: {', '.join(known)}")
-    if not any(o.is_sweep_override() for o in overrides) and not {"-m", "--multirun"} & set(argv):
-        _compose(args)
+    if any(o.is_sweep_override() for o in overrides) or {"-m", "--multirun"} & set(argv):
+        return None
+    return _compose(args)
 
 
-def _compose(args: list[str]) -> None:
+def _compose(args: list[str]) -> DictConfig:
     """Compose once up front so a misspelt key is one line, not Hydra's multi-line report."""
     from hydra import compose, initialize_config_dir
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            compose("config", overrides=args)
+            return compose("config", overrides=args)
     except Exception as exc:
         text = str(exc)
         missing = re.search(r"Key '([^']+)' is not in struct", text) or re.search(r"Could not override '([^']+)'", text)
@@ -115,133 +118,131 @@ def _path(value: str) -> Path:
     return PROJECT_ROOT / path if (PROJECT_ROOT / path).exists() else path
 
 
-def build(cfg: DictConfig):
-    """Config → typed objects. Constructors only store settings: no model loads here."""
+def _instantiate(node, **kwargs):
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as exc:  # our constructors raise ConfigError: show that line alone
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, ArbitrageError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, ArbitrageError):
+            raise cause from None
+        raise
+
+
+def build(cfg: DictConfig) -> pipeline.RunSpec:
+    """Config → typed objects. Constructors only store and validate settings: no model loads here."""
     if not cfg.teacher:
         raise ConfigError("no teachers configured — e.g. teacher=[smollm2,gemma3]")
-    try:
-        n_prompts = int(cfg.n_prompts)
-    except (TypeError, ValueError):
-        raise ConfigError(f"n_prompts must be a positive integer, got {cfg.n_prompts!r} — e.g. n_prompts=32") from None
-    from arbitrage import cost
-
-    teachers, prices = {}, {}
-    for name, node in cfg.teacher.items():
-        settings = OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
-        price = settings.pop("price", None)  # the engine's business, not the teacher's
-        teachers[name] = instantiate(settings, name=name)
-        prices[name] = cost.teacher_price(teachers[name], price)
-    budget = cfg.get("budget_usd")
-    if budget is not None and (not isinstance(budget, int | float) or budget <= 0):
-        raise ConfigError(f"budget_usd must be a positive number of dollars, got {budget!r} — e.g. budget_usd=5")
-    unpriced = [n for n, p in prices.items() if p is None]
-    if budget is not None and unpriced:
-        log.warning("budget_usd cannot bound %s: no price known — set teacher.<name>.price", ", ".join(unpriced))
-    router = instantiate(cfg.router)
-    scorer = instantiate(cfg.reward)
-    personas_cfg = cfg.personas
-    synthesis = SynthesisSpec(
-        tasks={task: dict(OmegaConf.to_container(spec.templates)) for task, spec in cfg.tasks.items()},
-        n_prompts=n_prompts,
-        seed=int(cfg.seed),
-        min_constraints=int(personas_cfg.min_constraints),
-        max_constraints=int(personas_cfg.max_constraints),
-        languages=tuple(personas_cfg.languages) if personas_cfg.languages else None,
-        system_prompt=personas_cfg.system_prompt,
-    )
-    output = cfg.output
-    if output.pairs not in ("worst", "random_lower"):
-        raise ConfigError(f"output.pairs must be worst or random_lower, got '{output.pairs}'")
-    spec = pipeline.RunSpec(
+    with open_dict(cfg):  # paths in the config are relative to the project, wherever the command runs
+        cfg.personas.files = [str(_path(f)) for f in cfg.personas.files]
+        if cfg.source.get("path"):
+            cfg.source.path = str(_path(cfg.source.path))
+    teachers = {name: _instantiate(node, name=name) for name, node in cfg.teacher.items()}
+    return pipeline.RunSpec(
         out_dir=Path(cfg.out),
-        persona_files=[_path(f) for f in personas_cfg.files],
-        synthesis=synthesis,
-        selection=SelectionSpec(pairs=output.pairs, min_margin=float(output.min_margin)),
-        filters=[instantiate(node, name=name) for name, node in (cfg.get("filters") or {}).items()],
+        source=_instantiate(cfg.source),
+        teachers=teachers,
+        router=_instantiate(cfg.router),
+        scorer=_instantiate(cfg.reward),
+        filters=[_instantiate(node, name=name) for name, node in (cfg.get("filters") or {}).items()],
+        selection=SelectionSpec(**OmegaConf.to_container(cfg.output, resolve=True)),
+        retry=RetryPolicy(**OmegaConf.to_container(cfg.engine, resolve=True)),
+        budget_usd=cfg.get("budget_usd"),
+        prompt_writer=cfg.personas.get("prompt_writer"),
+        retry_failed=bool(cfg.get("retry_failed", False)),
         embedding_spread=bool(cfg.diversity.embedding_spread),
-        retry=RetryPolicy(**OmegaConf.to_container(cfg.engine)),
-        config=OmegaConf.to_container(cfg, resolve=True),
-        prompt_writer=personas_cfg.get("prompt_writer"),
-        prompts_file=_path(cfg.prompts_file) if cfg.get("prompts_file") else None,
-        prices=prices,
-        budget_usd=float(budget) if budget is not None else None,
         progress=bool(cfg.get("progress", True)),
+        config=OmegaConf.to_container(cfg, resolve=True),
     )
-    return spec, teachers, router, scorer
 
 
-def _usd(value) -> str:
-    return "—" if value is None else f"${value:,.4f}"
-
-
-def print_summary(summary: dict) -> None:
-    from arbitrage.dataset import markdown_table
-
-    rows = summary["rows"]
+def print_summary(summary: RunSummary) -> None:
+    rows = summary.rows
     print(
-        f"\nwrote {summary['out_dir']}: sft={rows['sft']} dpo={rows['dpo']} candidates={rows['candidates']} rejected_rows={rows['rejected_rows']}"
+        f"\nwrote {summary.out_dir}: sft={rows['sft']} dpo={rows['dpo']} candidates={rows['candidates']} rejected_rows={rows['rejected_rows']}"
     )
     header = ["teacher", "calls", "failed", "retries", "resumed", "wins", "mean score", "tokens in", "tokens out", "$", "tok/s"]
     body = [
         [
             name,
-            t["calls"],
-            t["failed"],
-            t.get("retries", 0),
-            t.get("resumed", 0),
-            t["wins"],
-            "—" if t["mean_score"] is None else f"{t['mean_score']:.3f}",
-            t["tokens_in"],
-            t["tokens_out"],
-            _usd(t.get("usd")),
-            t.get("tok_per_s", "—"),
+            t.calls,
+            t.failed,
+            t.retries,
+            t.resumed,
+            t.wins,
+            "—" if t.mean_score is None else f"{t.mean_score:.3f}",
+            t.tokens_in,
+            t.tokens_out,
+            usd(t.usd),
+            t.tok_per_s or "—",
         ]
-        for name, t in summary["teachers"].items()
+        for name, t in summary.teachers.items()
     ]
     print(markdown_table(header, body))
-    failures = {f"{name}: {why}": n for name, t in summary["teachers"].items() for why, n in t.get("failures", {}).items()}
+    failures = {f"{name}: {why}": n for name, t in summary.teachers.items() for why, n in t.failures.items()}
     if failures:
         print("failures by reason: " + ", ".join(f"{k} ×{n}" for k, n in sorted(failures.items())))
-    timings = summary["timings_s"]
+    timings = summary.timings_s
     print(
-        f"wall {timings.get('total_s')} s · {summary.get('requests_per_s') or '—'} requests/s · spent {_usd(summary.get('spent_usd'))}"
-        + (f" of budget {_usd(summary['budget_usd'])}" if summary.get("budget_usd") else "")
+        f"wall {timings.get('total_s')} s · {summary.requests_per_s or '—'} requests/s · spent {usd(summary.spent_usd)}"
+        + (f" of budget {usd(summary.budget_usd)}" if summary.budget_usd else "")
     )
     print("time (s): " + ", ".join(f"{k.removesuffix('_s')}={v}" for k, v in timings.items()))
-    stopped, left = summary.get("stopped"), summary.get("prompts_unfinished", 0)
-    if stopped == "budget":
+    for name, hint in EMPTY_HINTS.items():
+        if not rows[name]:
+            print(f"no {name} rows: {hint}")
+    left = summary.prompts_unfinished
+    if summary.stopped == "budget":
         print(f"stopped: budget_usd reached with {left} prompts unfinished — rerun with a higher budget_usd= to continue")
-    elif stopped:
-        print(f"stopped ({stopped}) with {left} prompts unfinished — rerun the same command to finish them")
+    elif summary.stopped and not summary.error:
+        print(f"stopped ({summary.stopped}) with {left} prompts unfinished — rerun the same command to finish them")
+
+
+EMPTY_HINTS = {
+    "sft": "no prompt has a usable answer — see the rejected_rows config and summary.json",
+    "dpo": "no two answers to a prompt differ by output.min_margin — add teachers, prompts, or lower it",
+}
+REPORT_MAX_PROMPTS = 50_000  # larger runs skip the automatic report (`arbitrage report` builds it)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
+    """Sweeps (-m) and Hydra's own flags (--cfg, --info, --help) go through Hydra's runner."""
+    _run(cfg)
+
+
+def _run(cfg: DictConfig) -> None:
     from omegaconf.errors import MissingMandatoryValue
 
-    logging.getLogger().setLevel(cfg.log_level)
-    for noisy in ("httpx", "LiteLLM", "litellm"):  # one INFO line per request costs CPU and hides progress
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _logging(cfg.log_level)
     try:
-        spec, teachers, router, scorer = build(cfg)
-        spec.out_dir.mkdir(parents=True, exist_ok=True)
-        summary = asyncio.run(pipeline.run(spec, teachers, router, scorer))
-        print_summary(summary)
+        spec = build(cfg)
+        summary = asyncio.run(pipeline.run(spec))
     except MissingMandatoryValue as exc:
         _fail(_missing_hint(exc))
     except ArbitrageError as exc:
         _fail(str(exc))
-    except Exception as exc:
-        cause = exc.__cause__ or exc
-        if isinstance(cause, MissingMandatoryValue):
-            _fail(_missing_hint(cause))
-        if isinstance(cause, ArbitrageError):
-            _fail(str(cause))
-        raise
-    if summary.get("stopped") == "interrupted":
+    print_summary(summary)
+    if summary.prompts_finished <= REPORT_MAX_PROMPTS:
+        from arbitrage import report
+
+        report.write(spec.out_dir)
+    else:
+        log.info(
+            "%d prompts: skipped the automatic report — `arbitrage report %s` builds it", summary.prompts_finished, spec.out_dir
+        )
+    if summary.stopped == "interrupted":
         sys.exit(130)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level, format="[%(asctime)s][%(levelname)s] %(message)s", datefmt="%H:%M:%S", force=True)
+    for noisy in ("httpx", "LiteLLM", "litellm"):  # one INFO line per request costs CPU and hides progress
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _fail(message: str) -> None:
@@ -261,7 +262,7 @@ def _bandits() -> dict:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from arbitrage.bandit import STRATEGIES
+    from arbitrage.routers.bandit import STRATEGIES
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfgs = {s: compose("config", overrides=["router=bandit", f"router.strategy={s}"]).router for s in STRATEGIES}
@@ -273,8 +274,10 @@ def _bandits() -> dict:
 def _tool(name: str, args: list[str]) -> None:
     import argparse
 
-    from arbitrage import report, router_eval, router_model, scoretable
-    from arbitrage.routing import LearnedRouter
+    from arbitrage import report, scoretable
+    from arbitrage.routers import model as router_model
+    from arbitrage.routers import replay
+    from arbitrage.routers.learned import LearnedRouter
 
     parser = argparse.ArgumentParser(prog=f"arbitrage {name}", description=TOOLS[name])
     parser.add_argument("run_dir", type=Path, help="a finished run folder (its out=...)")
@@ -308,9 +311,9 @@ def _tool(name: str, args: list[str]) -> None:
             seen = set(router_model.RouterModel.load(opts.router_model).train_prompts) & {p.prompt_id for p in table.prompts}
             label = f"learned ({opts.router_model}{', in-sample: trained on these prompts' if seen else ''})"
             learned = LearnedRouter(str(opts.router_model))
-            extra[label] = lambda seed: learned  # deterministic: its embeddings are computed once
-        results = router_eval.evaluate(table, extra, folds=opts.folds, repeats=opts.repeats)
-        print(router_eval.write(opts.run_dir, results, table))
+            extra[label] = lambda seed: learned  # deterministic: the same prompts get the same routes
+        results = replay.evaluate(table, extra, folds=opts.folds, repeats=opts.repeats)
+        print(replay.write(opts.run_dir, results, table))
         report.write(opts.run_dir)
         print(f"wrote {opts.run_dir / 'router_eval.md'} and updated {opts.run_dir / 'report.md'}")
     except ArbitrageError as exc:
@@ -319,27 +322,24 @@ def _tool(name: str, args: list[str]) -> None:
 
 def _estimate(args: list[str]) -> None:
     """`arbitrage estimate <overrides>`: calls, tokens and $ per teacher, before anything is sent."""
-    from hydra import compose, initialize_config_dir
-
     from arbitrage import cost
     from arbitrage.engine import Journal
 
-    check_overrides(args)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=args)
-    logging.basicConfig(level=cfg.log_level, format="%(message)s")
-    spec, teachers, router, _ = build(cfg)
+    cfg = check_overrides(args)
+    if cfg is None:
+        raise ConfigError("estimate takes the overrides of one run, not a sweep — drop -m and the comma lists")
+    _logging(cfg.log_level)
+    spec = build(cfg)
+    teachers = {**spec.teachers, **spec.scorer.teachers}
     journal_dir = spec.out_dir / "journal"
     journal = Journal(journal_dir, read_only=True) if (journal_dir / "calls.jsonl").exists() else None
     observed = cost.mean_tokens_out(journal.records()) if journal else {}
-    infos = {
-        name: cost.TeacherInfo(t.model, t.max_tokens, spec.prices.get(name), observed.get(name)) for name, t in teachers.items()
-    }
+    infos = {name: cost.TeacherInfo(t.model, t.sampling.max_tokens, t.price, observed.get(name)) for name, t in teachers.items()}
     skipped = 0
 
     def pending():
         nonlocal skipped
-        for call in pipeline.plan(spec, teachers, router):
+        for call in _blocking(pipeline.plan(spec)):
             if journal is not None and journal.answered(call.call_id):
                 skipped += 1
                 continue
@@ -351,6 +351,19 @@ def _estimate(args: list[str]) -> None:
         print(f"({skipped} calls already answered in {journal_dir} are not counted)")
     if spec.budget_usd is not None:
         print(f"budget_usd={spec.budget_usd}: the run stops sending once spend would pass it")
+
+
+def _blocking(items):
+    """An async iterator as a plain one (the estimate streams, whatever the run's size)."""
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(items.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.close()
 
 
 def main() -> None:
@@ -373,9 +386,12 @@ def main() -> None:
             _fail(str(exc))
         return
     try:
-        check_overrides(argv)
+        cfg = check_overrides(argv)
     except ConfigError as exc:
         _fail(str(exc))
+    if cfg is not None and not any(a.startswith("-") for a in argv):
+        _run(cfg)  # one plain run: the config is already composed, no need for Hydra's runner
+        return
     _hydra_main()
 
 

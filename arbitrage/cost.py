@@ -8,11 +8,14 @@ price or a tokenizer: the import takes seconds.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from urllib.parse import urlparse
 
 from arbitrage.errors import ConfigError
@@ -60,24 +63,26 @@ def price_from_config(override: Mapping) -> Price:
     return Price(float(override["input_per_mtok"]) / 1e6, float(override["output_per_mtok"]) / 1e6, "config")
 
 
-def price_for(model: str, override: Mapping | None = None) -> Price | None:
-    """The config override if given, else litellm's bundled price map; None when nobody prices it."""
-    if override:
-        return price_from_config(override)
-    return litellm_price(model)
-
-
 @lru_cache(maxsize=256)
 def litellm_price(model: str) -> Price | None:
     """Look `model` up as given, then without its provider prefix (`openai/gpt-4o-mini` → `gpt-4o-mini`)."""
-    import litellm
-
+    prices = _price_map()
     for key in _names_to_try(model):
-        entry = litellm.model_cost.get(key) or {}
+        entry = prices.get(key) or {}
         if entry.get("input_cost_per_token") is not None and entry.get("output_cost_per_token") is not None:
             source = f"litellm {_litellm_version()} price map ({key})"
             return Price(float(entry["input_cost_per_token"]), float(entry["output_cost_per_token"]), source)
     return None
+
+
+@lru_cache(maxsize=1)
+def _price_map() -> dict:
+    """The price map bundled inside litellm, read as a file: importing litellm costs seconds, this ~50 ms."""
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(spec.submodule_search_locations[0]) / "model_prices_and_context_window_backup.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _names_to_try(model: str) -> list[str]:
@@ -96,17 +101,16 @@ def is_local_endpoint(url: str | None) -> bool:
     return bool(url) and (urlparse(url).hostname or "") in LOCAL_HOSTS
 
 
-def teacher_price(teacher, override: Mapping | None = None) -> Price | None:
-    """Price a built teacher: override, else local vLLM → 0, local endpoint → unknown, else the map."""
-    from arbitrage.teachers.vllm_local import VLLMTeacher
-
+def api_price(model: str, endpoint: str | None, override: Mapping | Price | None = None) -> Price | None:
+    """An API teacher's price: the config override, else unknown for a server on this machine, else
+    the price map."""
+    if isinstance(override, Price):
+        return override
     if override:
         return price_from_config(override)
-    if isinstance(teacher, VLLMTeacher):
-        return LOCAL_PRICE
-    if is_local_endpoint(getattr(teacher, "base_url", None) or getattr(teacher, "api_base", None)):
+    if is_local_endpoint(endpoint):
         return None
-    return litellm_price(teacher.model)
+    return litellm_price(model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,6 +150,20 @@ def litellm_tokenizer_model(model: str) -> str | None:
         if name in litellm.open_ai_chat_completion_models or name in litellm.azure_llms:
             return name
     return None
+
+
+# A bound that never undercounts, for any tokenizer and any script: every token of a byte-level
+# BPE (GPT, Llama 3, Qwen) or SentencePiece with byte fallback (Llama 2, Gemma, Mistral) covers at
+# least one UTF-8 byte. Chat templates add role tokens per message and, for some models, a default
+# system prompt (SmolLM2's and Qwen's are ~20 tokens): both are covered generously.
+BOUND_TOKENS_PER_MESSAGE = 10
+BOUND_TOKENS_PER_CALL = 40
+
+
+def max_prompt_tokens(messages: Sequence[dict]) -> int:
+    """The most prompt tokens a chat call can be billed for (what a budget must hold)."""
+    size = sum(len(message_text(m).encode("utf-8")) for m in messages)
+    return size + BOUND_TOKENS_PER_MESSAGE * len(messages) + BOUND_TOKENS_PER_CALL
 
 
 def heuristic_tokens(messages: Sequence[dict]) -> int:

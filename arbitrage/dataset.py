@@ -1,12 +1,17 @@
 """Write selections as a dataset folder that `datasets.load_dataset(out, "sft"|"dpo")` opens and
 TRL's SFTTrainer / DPOTrainer train on as is (conversational `messages`; `prompt`/`chosen`/`rejected`).
+
+Rows stream into parquet files beside the previous run's data; `commit()` swaps the new dataset in
+with one rename of the card, whose `configs:` name the files (see DatasetWriter).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
+import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -48,6 +53,7 @@ SCHEMAS = {
             ("tokens_out", pa.int64()),
             ("latency_s", pa.float64()),
             ("attempts", pa.int32()),
+            ("sample", pa.int32()),
             ("error", pa.string()),
             ("last_status", pa.int32()),
             ("score", pa.float64()),
@@ -67,6 +73,7 @@ SCHEMAS = {
             ("task", pa.string()),
             ("prompt", MESSAGES),
             ("reason", pa.string()),
+            ("constraints", pa.string()),  # JSON: the checks the prompt carries
         ]
     ),
 }
@@ -113,10 +120,13 @@ def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
                     "tokens_out": c.tokens_out,
                     "latency_s": c.latency_s,
                     "attempts": c.attempts,
+                    "sample": c.sample,
                     "error": c.error,
                     "last_status": c.last_status,
-                    "score": scored.score if c.ok else None,
-                    "score_details": json.dumps(scored.breakdown, ensure_ascii=False),
+                    "score": scored.score if scored.usable else None,
+                    "score_details": json.dumps(
+                        {**scored.breakdown, **({"error": scored.error} if scored.error else {})}, ensure_ascii=False
+                    ),
                     "chosen": scored is s.chosen,
                     "filtered": scored.filtered,
                     "language": p.language,
@@ -133,6 +143,7 @@ def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
                     "task": p.task,
                     "prompt": list(p.messages),
                     "reason": s.reason,
+                    "constraints": json.dumps(list(p.constraints), ensure_ascii=False),
                 }
             )
             continue
@@ -150,66 +161,37 @@ def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
     return rows
 
 
-class CardStats:
-    """What the card says about the rows, gathered as they stream past (flat in the row count)."""
-
-    def __init__(self):
-        self.counts: Counter = Counter()
-        self.languages: set[str] = set()
-        self.wins: Counter = Counter()
-        self.by_language: Counter = Counter()
-        self.by_task: Counter = Counter()
-        self.rejected_reasons: Counter = Counter()
-        self.checks: dict[tuple[str, str], list[int]] = {}  # (check, teacher) → [passed, seen]
-        self.sample: dict[str, dict] = {}  # first row of each config
-
-    def add(self, rows: dict[str, list[dict]]) -> None:
-        for name, batch in rows.items():
-            self.counts[name] += len(batch)
-            if batch and name not in self.sample:
-                self.sample[name] = batch[0]
-        for r in rows["sft"]:
-            self.languages.add(r["language"])
-            self.wins[r["teacher_chosen"]] += 1
-            self.by_language[r["language"]] += 1
-            self.by_task[r["task"]] += 1
-        for r in rows["rejected_rows"]:
-            self.languages.add(r["language"])
-            self.rejected_reasons[r["reason"].split(" (")[0]] += 1
-        for c in rows["candidates"]:
-            details = json.loads(c["score_details"] or "{}")
-            checks = details.get("checks") or details.get("verifiable", {}).get("checks") or {}
-            for check, ok in checks.items():
-                tally = self.checks.setdefault((check, c["teacher"]), [0, 0])
-                tally[0] += bool(ok)
-                tally[1] += 1
-
-
 class DatasetWriter:
     """Appends rows to one parquet file per config as selections arrive, in row groups of
-    `flush_rows`; `close()` names each file by its content hash and replaces the previous data.
+    `flush_rows`, beside the previous run's files; `commit()` swaps the new dataset in.
 
-    `datasets` caches a local folder by its card's config patterns, not by the files, so a
-    fixed file name would let `load_dataset` serve stale rows after a rerun. A content-hashed
-    name changes the card, and with it the cache key, whenever the data changes. Until `close()`
-    the previous run's files stay in place, so a crash never leaves a folder without data.
+    The swap: the new files get names from their content hash (so `datasets`, which caches a local
+    folder by its card's patterns, never serves stale rows) and are fsynced; the new card, which
+    names them, replaces the old one in one rename; then the old files go. `load_dataset` reads the
+    files the card names, so a crash or a second Ctrl-C at any instant leaves the old or the new
+    dataset whole, never a mix and never none.
     """
 
     def __init__(self, out_dir: Path, flush_rows: int = 4096):
+        # pyarrow imports pandas on its first conversion (~0.5 s here): done in the background while
+        # the first requests are in flight, not after the last one.
+        threading.Thread(target=pa.array, args=([0],), daemon=True).start()
+        self.out_dir = out_dir
         self.data = out_dir / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.flush_rows = flush_rows
-        self.stats = CardStats()
+        self.samples: dict[str, dict] = {}  # first row of each config, for the card
         self._buffers: dict[str, list[dict]] = {name: [] for name in SCHEMAS}
         self._writers: dict[str, pq.ParquetWriter] = {}
 
     def _tmp(self, name: str) -> Path:
-        return self.data / f".{name}.parquet.tmp"
+        return self.data / f".{name}.{os.getpid()}.parquet.tmp"
 
     def add(self, selections: list[Selection]) -> None:
         rows = build_rows(selections)
-        self.stats.add(rows)
         for name, batch in rows.items():
+            if batch and name not in self.samples:
+                self.samples[name] = batch[0]
             self._buffers[name].extend(batch)
             if len(self._buffers[name]) >= self.flush_rows:
                 self._flush(name)
@@ -222,190 +204,75 @@ class DatasetWriter:
         self._writers[name].write_table(pa.Table.from_pylist(self._buffers[name], schema=SCHEMAS[name]))
         self._buffers[name] = []
 
-    def close(self) -> dict[str, str]:
-        """Finish the files; returns config → relative path for the configs that have rows."""
+    def commit(self, card: Callable[[dict[str, str]], str]) -> dict[str, str]:
+        """Finish the files and swap them in; `card(paths)` renders the card that names them.
+        Returns config → relative path for the configs that have rows (datasets cannot load a
+        0-row split, so an empty config is left out)."""
         for name in SCHEMAS:
             self._flush(name)
         for writer in self._writers.values():
             writer.close()
-        for old in self.data.glob("*.parquet"):
-            old.unlink()  # the dataset is derived from the journal: each run rewrites it whole
         paths = {}
-        for name in SCHEMAS:  # datasets cannot load a 0-row split ("corresponds to no data"): leave it out
+        for name in SCHEMAS:
             if name not in self._writers:
                 continue
-            digest = hashlib.sha256()
-            with self._tmp(name).open("rb") as f:
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
-            final = f"{name}-{digest.hexdigest()[:12]}.parquet"
-            self._tmp(name).replace(self.data / final)
+            tmp = self._tmp(name)
+            final = f"{name}-{_file_hash(tmp)}.parquet"
+            _fsync(tmp)
+            tmp.replace(self.data / final)
             paths[name] = f"data/{final}"
+        self._writers = {}
+        _fsync(self.data)
+        write_atomic(self.out_dir / "README.md", card(paths))  # the switch
+        keep = {Path(p).name for p in paths.values()}
+        for old in self.data.glob("*.parquet"):
+            if old.name not in keep:
+                old.unlink()
         return paths
 
-
-def markdown_table(header: list[str], body: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in body]
-    return "\n".join(lines)
-
-
-def _schemas(paths: dict[str, str]) -> str:
-    return "\n".join(f"- `{name}`: " + ", ".join(f"`{f.name}` {f.type}" for f in SCHEMAS[name]) for name in paths)
+    def abort(self) -> None:
+        """Drop what this run wrote; the previous dataset stays as it was."""
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+        for name in SCHEMAS:
+            self._tmp(name).unlink(missing_ok=True)
 
 
-def quality_section(quality: dict | None) -> str:
-    if not quality:
-        return ""
-    dropped = ", ".join(f"{name} {n}" for name, n in quality["dropped"].items()) or "no filters"
-    keys = ["n", "distinct_1", "distinct_2", "embedding_spread"]
-    body = [
-        [label, *(quality[key].get(k, "—") for k in keys)]
-        for label, key in [
-            ("prompts, synthesised", "prompts_before"),
-            ("prompts, kept", "prompts_after"),
-            ("answers, best before filters", "answers_before"),
-            ("answers, kept", "answers_after"),
-        ]
-    ]
-    coverage = [
-        [facet, quality["prompts_before"]["coverage"][facet], quality["prompts_after"]["coverage"][facet]]
-        for facet in quality["prompts_before"]["coverage"]
-    ]
-    return (
-        "## Quality stage\n"
-        f"Dropped (count per filter; reasons in `rejected_rows` and the candidates' `filtered` column): {dropped}.\n\n"
-        + markdown_table(["", *keys], body)
-        + "\n\n"
-        + markdown_table(["distinct", "synthesised", "kept"], coverage)
-        + "\n"
-    )
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
 
 
-def _check_rates(stats: CardStats) -> str:
-    """Pass rate of each verifiable check per teacher, when the reward recorded checks."""
-    if not stats.checks:
-        return ""
-    teachers = sorted({t for _, t in stats.checks})
-    body = [
-        [check, *(f"{v[0] / v[1]:.0%} of {v[1]}" if (v := stats.checks.get((check, t))) else "—" for t in teachers)]
-        for check in sorted({c for c, _ in stats.checks})
-    ]
-    return "## Verifiable checks passed\n" + markdown_table(["check", *teachers], body) + "\n"
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def _stopped_note(summary: dict) -> str:
-    if not summary.get("stopped"):
-        return ""
-    return (
-        f" — **partial**: the run stopped ({summary['stopped']}) with {summary.get('prompts_unfinished', 0)} prompts "
-        "unfinished; rerunning the same command finishes them"
-    )
+def write_atomic(path: Path, text: str) -> None:
+    """Write beside, fsync, rename over: readers see the old text or the new, never a torn one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    _fsync(path.parent)
 
 
-def write_card(out_dir: Path, stats: CardStats, paths: dict[str, str], summary: dict, config: dict) -> None:
-    """README.md: `configs:` front matter for load_dataset, then what a user needs to trust the data."""
-    languages = sorted(stats.languages)
-    counts = stats.counts
-    front = {
-        "configs": [
-            {
-                "config_name": name,
-                **({"default": True} if name == next(iter(paths)) else {}),
-                "data_files": [{"split": "train", "path": paths[name]}],
-            }
-            for name in paths
-        ],
-        "language": languages,
-        "tags": ["synthetic", "arbitrage", "sft", "dpo", "persona"],
-    }
-    wins = stats.wins
-    teachers = summary.get("teachers", {})
-    teacher_rows = [
-        [
-            name,
-            t.get("calls", 0),
-            t.get("failed", 0),
-            wins.get(name, 0),
-            f"{wins.get(name, 0) / max(1, counts['sft']):.0%}",
-            "—" if t.get("mean_score") is None else f"{t['mean_score']:.3f}",
-            t.get("tokens_in", 0),
-            t.get("tokens_out", 0),
-            "—" if t.get("usd") is None else f"${t['usd']:,.4f}",
-        ]
-        for name, t in teachers.items()
-    ]
-    by_lang, by_task, rejected_reasons = stats.by_language, stats.by_task, stats.rejected_reasons
-    sample = stats.sample.get("dpo") or stats.sample.get("sft")
-    out = out_dir.as_posix()
-    body = f"""# Arbitrage dataset: {out_dir.name}
-
-Synthetic SFT and preference data made by *arbitrage between teachers* (Multilingual Arbitrage,
-arXiv 2408.14960): persona-driven prompts (PersonaHub / Tulu 3 style) were routed to teachers
-(router `{summary.get("router")}`), every answer was scored (reward `{summary.get("reward")}`), and
-the best answer was kept. Lower-scored answers become the `rejected` side of DPO pairs.
-Run id `{summary.get("run_id", "?")}`{_stopped_note(summary)}.
-
-## Configs
-A config with 0 rows is left out of `configs:` (datasets cannot load an empty split).
-
-| config | rows | what |
-|---|---|---|
-| `sft` | {counts["sft"]} | `messages`: the prompt and the best answer |
-| `dpo` | {counts["dpo"]} | `prompt` / `chosen` / `rejected` (conversational), `score_chosen`, `score_rejected` |
-| `candidates` | {counts["candidates"]} | every teacher answer with score, latency, tokens, error |
-| `rejected_rows` | {counts["rejected_rows"]} | prompts with no usable answer, and why |
-
-Provenance columns on `sft` and `dpo`: prompt_id, persona_id, language, domain, task,
-teacher_chosen, teacher_rejected, score_chosen, score_rejected, margin, n_candidates,
-router_decision, constraints (JSON), score_details (JSON).
-
-## Teachers
-{markdown_table(["teacher", "calls", "failed", "wins", "win share", "mean score", "tokens in", "tokens out", "$"], teacher_rows)}
-
-{_check_rates(stats)}
-{quality_section(summary.get("quality"))}
-## Coverage
-{markdown_table(["language", "sft rows"], sorted(by_lang.items()))}
-
-{markdown_table(["task", "sft rows"], sorted(by_task.items()))}
-
-Prompts without a chosen answer: {dict(rejected_reasons) or "none"}. DPO pairs dropped: {summary.get("pairs_dropped", {}) or "none"}.
-
-## Report
-Per-language and per-task win rates, reward and margin distributions, latency and tokens per
-teacher: [report.md](report.md) (`arbitrage report {out}` rebuilds it from this folder).
-
-![win rate per teacher](win_rate.png)
-![reward per teacher](rewards.png)
-
-## Schema
-{_schemas(paths)}
-
-## Load and train
-```python
-from datasets import load_dataset
-sft = load_dataset("{out}", "sft", split="train")
-dpo = load_dataset("{out}", "dpo", split="train")
-
-from trl import SFTConfig, SFTTrainer  # on CPU add bf16=False to the config
-SFTTrainer(model="HuggingFaceTB/SmolLM2-135M-Instruct", args=SFTConfig(output_dir="sft-out"), train_dataset=sft).train()
-```
-```bash
-trl sft --model_name_or_path <model> --dataset_name {out} --dataset_config sft --output_dir sft-out
-trl dpo --model_name_or_path <model> --dataset_name {out} --dataset_config dpo --output_dir dpo-out
-```
-
-## Sample row
-```json
-{json.dumps(sample, ensure_ascii=False, indent=2) if sample else "{}"}
-```
-
-## Resolved configuration
-API keys are never recorded: teachers name the environment variable that holds theirs.
-```yaml
-{yaml.safe_dump(config, sort_keys=False, allow_unicode=True).strip()}
-```
-"""
-    card = "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + body
-    (out_dir / "README.md").write_text(card, encoding="utf-8")
+def data_files(out_dir: Path) -> dict[str, str]:
+    """config → file, as the card names them (what load_dataset reads); {} without a card."""
+    card = Path(out_dir) / "README.md"
+    if not card.exists():
+        return {}
+    text = card.read_text(encoding="utf-8")
+    if not text.startswith("---\n"):
+        return {}
+    front = yaml.safe_load(text[4 : text.index("\n---", 4)]) or {}
+    return {c["config_name"]: c["data_files"][0]["path"] for c in front.get("configs", [])}

@@ -245,7 +245,8 @@ def with_written_request(prompt: Prompt, request: str) -> Prompt:
 
 
 # Bring-your-own prompts: one JSON object per line, `prompt` (a string) or `messages` (chat list),
-# optional id, language, task, domain, persona_id, reference. Streamed, never held in memory.
+# optional id, language, task, domain, persona_id, reference, constraints (verifiable checks, e.g.
+# [{"type": "lowercase"}]). Streamed, never held in memory.
 def _file_prompt(path: Path, number: int, line: str) -> Prompt:
     where = f"{path} line {number}"
     record = _json_object(where, line, "'prompt' or 'messages'")
@@ -260,6 +261,11 @@ def _file_prompt(path: Path, number: int, line: str) -> Prompt:
     ):
         raise ConfigError(f"{where}: needs 'prompt' (a string) or 'messages' (role/content objects ending with a user turn)")
     messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    constraints = record.get("constraints") or []
+    if not isinstance(constraints, list) or not all(isinstance(c, dict) and c.get("type") in C.REGISTRY for c in constraints):
+        raise ConfigError(
+            f"{where}: 'constraints' must be a list of {{\"type\": ...}} objects, types from: {', '.join(sorted(C.REGISTRY))}"
+        )
     return Prompt(
         prompt_id=str(record.get("id") or stable_hash(messages)),
         persona_id=str(record.get("persona_id") or ""),
@@ -268,6 +274,7 @@ def _file_prompt(path: Path, number: int, line: str) -> Prompt:
         task=str(record.get("task") or "file"),
         topic="",
         messages=tuple(messages),
+        constraints=tuple(constraints),
         reference=record.get("reference"),
     )
 
@@ -276,13 +283,17 @@ def check_prompt_file(path: Path) -> str:
     """Validate every line before a run starts (one bad line is one error naming it); returns the
     file's content digest, which identifies the run's prompts."""
     if not path.is_file():
-        raise ConfigError(f"prompts file {path} does not exist — give prompts_file=PATH.jsonl")
+        raise ConfigError(f"prompts file {path} does not exist — give source.path=PATH.jsonl")
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for number, raw in enumerate(f, 1):
             digest.update(raw)
             if raw.strip():
-                _file_prompt(path, number, raw.decode("utf-8"))
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ConfigError(f"{path} line {number} is not UTF-8 text — save the file as UTF-8") from None
+                _file_prompt(path, number, text)
     return digest.hexdigest()[:16]
 
 

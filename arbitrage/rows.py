@@ -1,4 +1,4 @@
-"""The rows that flow through a run (see ../shared/DESIGN.md): Prompt → Call → Candidate → Scored."""
+"""The rows that flow through a run: Prompt → Call → Candidate → Scored (see DESIGN in README)."""
 
 from __future__ import annotations
 
@@ -38,8 +38,28 @@ class Prompt:
 
 
 @dataclass(frozen=True)
+class Call:
+    """One request to one teacher: the unit of work, of caching and of resume.
+
+    `call_id` hashes the prompt, the teacher's identity (model, endpoint or weights, sampling) and
+    the sample index. `context` belongs to whoever made the call: the engine hands it back with the
+    answer untouched (the pipeline keeps the prompt's group there)."""
+
+    call_id: str
+    prompt: Prompt
+    teacher: str
+    sample: int = 0
+    context: Any = field(default=None, compare=False, repr=False)
+
+
+def make_call(prompt: Prompt, teacher: str, teacher_key: str, sample: int = 0, context: Any = None) -> Call:
+    """`teacher_key` is `stable_hash(teacher.identity())`, computed once per teacher."""
+    return Call(stable_hash(prompt.prompt_id, teacher_key, sample), prompt, teacher, sample, context)
+
+
+@dataclass(frozen=True)
 class Completion:
-    """What a teacher returns for one prompt: text, or an error that is kept as data."""
+    """What a teacher returns for one call: text, or an error that is kept as data."""
 
     text: str | None
     finish_reason: str | None = None
@@ -53,12 +73,12 @@ class Completion:
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.text is not None
+        return self.error is None and bool(self.text and self.text.strip())
 
 
 @dataclass
 class Candidate:
-    """A finished call: one teacher's answer to one prompt, or its failure."""
+    """A finished call: one teacher's answer to one prompt, or its failure (a journal record)."""
 
     call_id: str
     prompt_id: str
@@ -71,6 +91,11 @@ class Candidate:
     attempts: int
     error: str | None = None
     last_status: int | None = None
+    sample: int = 0
+    # A failure that sending again cannot change (the model answered nothing, deterministically):
+    # a resume does not re-send it unless told to (retry_failed=true).
+    final: bool = False
+    logprobs: list | None = None  # first-token top logprobs (judge calls)
 
     @property
     def ok(self) -> bool:
@@ -80,6 +105,12 @@ class Candidate:
 @dataclass
 class Scored:
     candidate: Candidate
-    score: float
+    score: float | None  # None: scoring failed (its reason in `error`): never chosen nor rejected
     breakdown: dict = field(default_factory=dict)  # per-scorer values / per-check results
     filtered: str | None = None  # why the quality stage kept this answer from being chosen
+    error: str | None = None  # why there is no score
+
+    @property
+    def usable(self) -> bool:
+        """Answered and scored with a real number: may be chosen (unless filtered) or rejected."""
+        return self.candidate.ok and self.score is not None and self.score == self.score  # NaN ≠ NaN

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from arbitrage.dataset import data_files
 from arbitrage.errors import ConfigError
 from arbitrage.rows import Prompt
 
@@ -63,9 +64,10 @@ class ScoreTable:
 
 
 def read_config(run_dir: Path, name: str) -> list[dict]:
-    """Rows of one dataset config (sft, dpo, candidates, rejected_rows); [] when it has none."""
-    files = sorted((Path(run_dir) / "data").glob(f"{name}-*.parquet"))
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
+    """Rows of one dataset config (sft, dpo, candidates, rejected_rows), from the file the card
+    names (what load_dataset reads); [] when it has none."""
+    path = data_files(run_dir).get(name)
+    return pq.read_table(Path(run_dir) / path).to_pylist() if path else []
 
 
 def load(run_dir: Path | str) -> ScoreTable:
@@ -127,3 +129,48 @@ def _prompt(r: dict, messages: tuple, constraints: list) -> Prompt:
         messages=messages,
         constraints=tuple(constraints),
     )
+
+
+# ---- what the report and its figures read off a table ----
+
+TIE = "tie"
+
+
+def winners(table: ScoreTable) -> list[str]:
+    """Per prompt: the teacher with the strictly best reward, `tie` when several share it, or the
+    only teacher called (a one-call router's choice)."""
+    out = []
+    for row in table.reward:
+        called = ~np.isnan(row)
+        best = np.flatnonzero(called & (row >= np.nanmax(row) - 1e-9))
+        out.append(table.teachers[best[0]] if len(best) == 1 else TIE)
+    return out
+
+
+def shares(labels: list[str], keys: list[str]) -> dict[str, float]:
+    n = max(1, len(labels))
+    return {k: labels.count(k) / n for k in keys}
+
+
+def groups(table: ScoreTable, labels: list[str], attr: str) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for p, label in zip(table.prompts, labels, strict=True):
+        groups.setdefault(getattr(p, attr), []).append(label)
+    return dict(sorted(groups.items()))
+
+
+def margins(table: ScoreTable) -> np.ndarray:
+    """Best − worst reward per prompt with two or more answers: what a `worst` DPO pair would get."""
+    several = (~np.isnan(table.reward)).sum(axis=1) >= 2
+    rows = table.reward[several]
+    return np.nanmax(rows, axis=1) - np.nanmin(rows, axis=1) if len(rows) else np.zeros(0)
+
+
+def routed_reward(table: ScoreTable, ref: ScoreTable) -> np.ndarray:
+    """The reference run's reward for the teacher this run called (same call id: same answer)."""
+    col = {t: j for j, t in enumerate(ref.teachers)}
+    out = []
+    for i, row in enumerate(table.reward):
+        called = [table.teachers[j] for j in np.flatnonzero(~np.isnan(row))]
+        out.append(max(ref.reward[i, col[t]] for t in called))
+    return np.array(out)

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 
-from arbitrage.routing import Route
+from arbitrage.errors import ConfigError
+from arbitrage.routers import Route
 from arbitrage.rows import Prompt, Scored, stable_hash
+
+PAIRS = ("worst", "random_lower")
 
 
 @dataclass(frozen=True)
 class SelectionSpec:
     pairs: str = "worst"  # worst | random_lower: which lower-scored answer becomes `rejected`
     min_margin: float = 0.01  # pairs closer than this are dropped (ties teach nothing)
+
+    def __post_init__(self):
+        if self.pairs not in PAIRS:
+            raise ConfigError(f"output.pairs must be one of {', '.join(PAIRS)}, got {self.pairs!r}")
+        if isinstance(self.min_margin, bool) or not isinstance(self.min_margin, int | float) or self.min_margin < 0:
+            raise ConfigError(f"output.min_margin must be a number ≥ 0, got {self.min_margin!r}")
 
 
 @dataclass
@@ -35,39 +45,45 @@ class Selection:
 def _rank(prompt: Prompt, scored: list[Scored]) -> list[Scored]:
     # Ties: an answer cut off at max_tokens loses; then a draw seeded by the prompt id, so no
     # teacher wins ties just by coming first in the config, and reruns pick the same answer.
-    return sorted(
-        scored,
-        key=lambda s: (
-            -s.score,
-            s.candidate.finish_reason == "length",
-            stable_hash("tie", prompt.prompt_id, s.candidate.teacher),
-        ),
-    )
+    def draw(s: Scored) -> bytes:
+        return hashlib.blake2b(
+            f"tie|{prompt.prompt_id}|{s.candidate.teacher}|{s.candidate.sample}".encode(), digest_size=8
+        ).digest()
+
+    return sorted(scored, key=lambda s: (-s.score, s.candidate.finish_reason == "length", draw(s)))
+
+
+def _problem(s: Scored) -> str:
+    c = s.candidate
+    return f"{c.teacher}: {s.filtered or c.error or s.error or 'empty answer'}"
 
 
 def select(prompt: Prompt, route: Route, scored: list[Scored], spec: SelectionSpec) -> Selection:
-    """Best unfiltered answer is chosen; any lower-scored answer, filtered ones included (a
-    refusal or a wrong-language answer is a fine DPO negative), can be rejected."""
+    """The best unfiltered answer is chosen; a lower-scored answer with another text, filtered ones
+    included (a refusal or a wrong-language answer is a fine DPO negative), can be rejected. An
+    answer without a score (it failed, or its scoring did) is neither."""
     selection = Selection(prompt, route, scored)
-    usable = [s for s in scored if s.candidate.ok]
+    usable = [s for s in scored if s.usable]
     eligible = [s for s in usable if not s.filtered]
     if not eligible:
-        problems = [f"{s.candidate.teacher}: {s.filtered or s.candidate.error or 'empty answer'}" for s in scored]
+        problems = sorted({_problem(s) for s in scored})
         label = "every answer filtered" if usable else "no usable candidate"
-        selection.reason = f"{label} (" + "; ".join(sorted(set(problems)))[:300] + ")" if problems else "no candidate"
+        selection.reason = f"{label} (" + "; ".join(problems)[:300] + ")" if problems else "no candidate"
         return selection
     best = _rank(prompt, eligible)[0]
     selection.chosen = best
-    lower = [s for s in _rank(prompt, usable) if s.score < best.score]
+    text = (best.candidate.text or "").strip()
+    lower = [s for s in _rank(prompt, usable) if s.score < best.score and (s.candidate.text or "").strip() != text]
     if not lower:
         selection.pair_reason = "single candidate" if len(usable) == 1 else "all candidates tie"
         return selection
-    if spec.pairs == "worst":
-        rejected = lower[-1]
-    else:
-        rejected = random.Random(stable_hash("pair", prompt.prompt_id)).choice(lower)
-    if best.score - rejected.score < spec.min_margin:
-        selection.pair_reason = f"margin {best.score - rejected.score:.3f} below output.min_margin {spec.min_margin}"
+    clear = [s for s in lower if best.score - s.score >= spec.min_margin]
+    if not clear:
+        gap = best.score - lower[-1].score  # the widest gap there is
+        selection.pair_reason = f"margin {gap:.3f} below output.min_margin {spec.min_margin}"
         return selection
-    selection.rejected = rejected
+    if spec.pairs == "worst":
+        selection.rejected = clear[-1]
+    else:
+        selection.rejected = random.Random(stable_hash("pair", prompt.prompt_id)).choice(clear)
     return selection

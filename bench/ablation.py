@@ -88,9 +88,9 @@ def heldout_prompts(run: Path, n: int, seed: int):
     tasks = {name: spec["templates"] for name, spec in config["tasks"].items()}
     import pyarrow.parquet as pq
 
-    seen = {
-        pid for f in (run / "data").glob("*.parquet") for pid in pq.read_table(f, columns=["prompt_id"]).column(0).to_pylist()
-    }
+    from arbitrage.dataset import data_files
+
+    seen = {pid for f in data_files(run).values() for pid in pq.read_table(run / f, columns=["prompt_id"]).column(0).to_pylist()}
     spec = personas.SynthesisSpec(
         tasks=tasks, n_prompts=n * 2, seed=seed + 10_000, languages=tuple(config["personas"]["languages"] or ()) or None
     )
@@ -99,13 +99,13 @@ def heldout_prompts(run: Path, n: int, seed: int):
 
 
 async def answer_and_score(model_dir: Path, name: str, prompts) -> list[float]:
-    from arbitrage.rows import Candidate
+    from arbitrage.rows import Candidate, make_call
     from arbitrage.scoring.verifiable import VerifiableScorer
     from arbitrage.teachers.vllm_local import VLLMTeacher
 
-    teacher = VLLMTeacher(name, str(model_dir), max_tokens=256, temperature=0.0, seed=0)
+    teacher = VLLMTeacher(name, str(model_dir), sampling={"max_tokens": 256, "temperature": 0.0, "seed": 0})
     await teacher.start()
-    completions = await teacher.complete(prompts)
+    completions = await teacher.complete([make_call(p, name, "ablation") for p in prompts])
     await teacher.close()
     items = [
         (
@@ -116,7 +116,7 @@ async def answer_and_score(model_dir: Path, name: str, prompts) -> list[float]:
         )
         for p, c in zip(prompts, completions, strict=True)
     ]
-    return [s.value for s in await VerifiableScorer().score(items)]
+    return [s.value for s in await VerifiableScorer().score(items, {})]
 
 
 def evaluate(model_dir: Path, name: str, prompts) -> list[float]:

@@ -4,7 +4,7 @@
     python bench/engine_bench.py --scenarios rss --rss-n 10000,100000,1000000
 
 Each scenario starts `bench/fake_server.py` in its own process, runs the `arbitrage` CLI as a user
-would (a subprocess, one OpenAI-compatible teacher, `prompts_file=` of N prompts), and checks every
+would (a subprocess, one OpenAI-compatible teacher, `source=jsonl` of N prompts), and checks every
 output row: the `sft` config must hold each prompt exactly once, with the server's answer for that
 prompt (`answer sha256(model + "\\n" + prompt)[:16]`). Scenarios:
 
@@ -14,6 +14,8 @@ prompt (`answer sha256(model + "\\n" + prompt)[:16]`). Scenarios:
               (per-request timeout 2 s), 2 % truncated JSON: rows lost / duplicated / wrong.
   kill        SIGKILL at 50 % of N=4000, then the same command again: lost rows, repeated requests.
   rss         peak RSS of the whole run at each --rss-n (0 ms latency, filters=none).
+  routers     peak RSS per router (all, fixed, random, round_robin, bandit, learned) at each
+              --routers-n, two teachers on the server: memory must stay flat in N for every router.
   peers       distilabel and curator on the same server and workload (needs /work/peers-venv,
               see bench/peers_README.md); skipped when that venv is missing.
 
@@ -81,7 +83,8 @@ def cli_args(
         f"teacher=[{client}]",
         *teacher,
         f"teacher.{client}.max_concurrency={concurrency}",
-        f"prompts_file={prompts}",
+        "source=jsonl",
+        f"source.path={prompts}",
         f"n_prompts={n}",
         "filters=none",
         "diversity.embedding_spread=false",
@@ -206,6 +209,47 @@ def scenario_kill(work: Path, n: int = 4000, concurrency: int = 100) -> dict:
     }
 
 
+ROUTERS = ("all", "fixed", "random", "round_robin", "bandit", "learned")
+
+
+def scenario_routers(work: Path, sizes: list[int], learned_sizes: list[int]) -> list[dict]:
+    """Two teachers on one server (openai_compat and the api fast path); each router at each size."""
+    os.environ["BENCH_KEY"] = "sk-bench"
+    teachers = lambda url: [  # noqa: E731
+        "teacher=[openai_compat,api]", f"teacher.openai_compat.base_url={url}", f"teacher.openai_compat.model={MODEL}",
+        f"teacher.api.api_base={url}", f"teacher.api.model=openai/{MODEL}", "teacher.api.api_key_env=BENCH_KEY",
+        "teacher.openai_compat.max_concurrency=50", "teacher.api.max_concurrency=50", "filters=none",
+        "diversity.embedding_spread=false", "progress=false",
+    ]  # fmt: skip
+    results = []
+    with Server("--latency-ms", "0") as url:
+        model = work / "router-train"
+        trained = [sys.executable, "-m", "arbitrage.cli", *teachers(url), "source=jsonl",
+                   f"source.path={prompts_file(work, 300)}", "n_prompts=300", f"out={model}"]  # fmt: skip
+        subprocess.run(trained, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "arbitrage.cli", "train-router", str(model)], check=True, stdout=subprocess.DEVNULL)
+        for router in ROUTERS:
+            extra = {"learned": [f"router.model={model / 'router.pt'}"], "bandit": ["router.wave_size=200"]}.get(router, [])
+            for n in learned_sizes if router == "learned" else sizes:
+                out = work / f"router-{router}-{n}"
+                args = [*teachers(url), f"router={router}", *extra, "source=jsonl", f"source.path={prompts_file(work, n)}",
+                        f"n_prompts={n}", f"out={out}"]  # fmt: skip
+                measured = run_measured(args, work)
+                summary = summary_of(out)
+                results.append(
+                    {
+                        "scenario": f"router {router}",
+                        "n": n,
+                        "peak_rss_mib": round(measured["peak_rss_mib"], 1),
+                        "process_wall_s": round(measured["wall_s"], 1),
+                        "rows": summary["rows"]["sft"],
+                        "rc": measured["rc"],
+                    }
+                )
+                print(json.dumps(results[-1]), flush=True)
+    return results
+
+
 def scenario_peers(work: Path, n: int, concurrency: int, latency_ms: float) -> list[dict]:
     results = []
     for tool in ("curator", "distilabel"):
@@ -284,6 +328,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenarios", default="efficiency,throughput,faults,kill,rss,peers")
     parser.add_argument("--rss-n", default="10000,100000", help="comma-separated prompt counts for the memory scenario")
+    parser.add_argument("--routers-n", default="10000,100000", help="prompt counts for the routers scenario")
+    parser.add_argument("--learned-n", default="10000,50000", help="prompt counts for the learned router (it embeds every prompt)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engine.json")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     opts = parser.parse_args()
@@ -313,6 +359,9 @@ def main() -> None:
     if "rss" in wanted:
         for n in (int(x) for x in opts.rss_n.split(",")):
             done(ours(work, f"rss-{n}", n, 100, 0))
+    if "routers" in wanted:
+        sizes = [int(x) for x in opts.routers_n.split(",")]
+        results += scenario_routers(work, sizes, [int(x) for x in opts.learned_n.split(",")])
     if "peers" in wanted:
         if PEERS_PYTHON.exists():
             done(ours(work, "arbitrage-peer-workload", 2000, 100, 200))

@@ -34,7 +34,15 @@ from collections import Counter
 
 from aiohttp import web
 
-FILLER = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do")
+# Filler words for --answer-words: plain English drawn per answer (seeded by its digest), so answers
+# read as English prose to language ID and repeat no 4-gram, as a real teacher's would not.
+FILLER = tuple(
+    "the a this that our every some garden river teacher market letter morning village kitchen doctor "
+    "student farmer question answer reason idea plan story picture window bridge forest season "
+    "explains shows keeps gives brings takes makes finds helps needs leaves builds grows opens "
+    "quickly slowly often never always carefully quietly together again later early clearly "
+    "because while after before when although since unless until where and but so then".split()
+)
 HANG_S = 3600.0
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -44,7 +52,8 @@ def answer_text(model: str, last_content: str, answer_words: int = 0) -> str:
     digest = hashlib.sha256((model + "\n" + last_content).encode()).hexdigest()[:16]
     text = f"answer {digest}"
     if answer_words > 0:
-        text += " " + " ".join(FILLER[i % len(FILLER)] for i in range(answer_words))
+        rng = random.Random(digest)
+        text += " " + " ".join(rng.choice(FILLER) for _ in range(answer_words))
     return text
 
 
@@ -109,7 +118,6 @@ class FakeServer:
         self.retry_after_s = retry_after_ms / 1000.0
         self.rpm, self.tpm = int(rpm or 0), int(tpm or 0)
         self.answer_words = int(answer_words)
-        self._filler = (" " + " ".join(FILLER[i % len(FILLER)] for i in range(self.answer_words))) if answer_words else ""
         self.models = models.split(",") if isinstance(models, str) else list(models)
         self.seed = seed
         self.rng = random.Random(seed)
@@ -201,8 +209,8 @@ class FakeServer:
             self.by_status[400] += 1
             return web.json_response({"error": {"message": f"bad request: {e}", "type": "invalid_request_error"}}, status=400)
 
-        digest = hashlib.sha256((model + "\n" + last).encode()).hexdigest()[:16]
-        text = "answer " + digest + self._filler
+        text = answer_text(model, last, self.answer_words)
+        digest = text.split()[1]
         c_tokens = 2 + self.answer_words
 
         extra = None

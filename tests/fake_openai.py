@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import time
 from collections import Counter
@@ -15,12 +16,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 @dataclass
 class Script:
     latency_s: float = 0.0
+    jitter_s: float = 0.0  # extra latency, different per prompt: answers land out of order
     fail_first: int = 0  # per distinct prompt: the first N requests fail with fail_status
     fail_status: int = 500
     retry_after: str | None = None  # Retry-After header sent with failures
     garbage_first: int = 0  # per distinct prompt: the next N answers are truncated JSON
     always_fail_marker: str | None = None  # prompts containing this always get HTTP 400
+    empty_marker: str | None = None  # prompts containing this get an empty answer (status 200)
     answers: dict = field(default_factory=dict)  # model name → fixed answer text
+    # Usage reported for a prompt: None counts words; a number bills that many tokens per character
+    # of every message (CJK text is about one token per character), and max_tokens for the answer.
+    tokens_per_char: float | None = None
 
 
 def answer_for(model: str, text: str, script: Script) -> str:
@@ -28,6 +34,17 @@ def answer_for(model: str, text: str, script: Script) -> str:
     if model in script.answers:  # "{digest}" in a scripted answer makes it unique per prompt
         return script.answers[model].replace("{digest}", digest)
     return f"Answer {digest} from {model}, with a comma and Several Capitals."
+
+
+def usage(body: dict, text: str, content: str, script: Script) -> dict:
+    if script.tokens_per_char is None:
+        return {"prompt_tokens": len(text.split()), "completion_tokens": len(content.split()), "total_tokens": 0}
+    chars = sum(len(m["content"]) for m in body["messages"])
+    return {
+        "prompt_tokens": math.ceil(chars * script.tokens_per_char),
+        "completion_tokens": body["max_tokens"],
+        "total_tokens": 0,
+    }
 
 
 class FakeOpenAI:
@@ -78,8 +95,9 @@ class FakeOpenAI:
                     fake.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
                     fake.seen[text] += 1
                     nth = fake.seen[text]
-                if script.latency_s:
-                    time.sleep(script.latency_s)
+                if script.latency_s or script.jitter_s:
+                    spread = int(hashlib.sha256(text.encode()).hexdigest()[:4], 16) / 0xFFFF
+                    time.sleep(script.latency_s + script.jitter_s * spread)
                 if script.always_fail_marker and script.always_fail_marker in text:
                     return self._send(400, b'{"error": {"message": "bad request"}}')
                 if nth <= script.fail_first:
@@ -87,7 +105,9 @@ class FakeOpenAI:
                     return self._send(script.fail_status, b'{"error": {"message": "scripted failure"}}', headers)
                 if nth <= script.fail_first + script.garbage_first:
                     return self._send(200, b'{"choices": [{"message": {"content": "trunc')
-                if "[Answer]" in text:  # a judge request: rate by answer length, with log-probs
+                if script.empty_marker and script.empty_marker in text:
+                    content, top = "", []
+                elif "[Answer]" in text and body["model"] not in script.answers:  # a judge: rate by length, with log-probs
                     rating = 3 + len(text) % 5
                     content = str(rating)
                     top = [{"token": str(rating), "logprob": -0.1}, {"token": str(rating + 1), "logprob": -2.5}]
@@ -108,7 +128,7 @@ class FakeOpenAI:
                             else None,
                         }
                     ],
-                    "usage": {"prompt_tokens": len(text.split()), "completion_tokens": len(content.split()), "total_tokens": 0},
+                    "usage": usage(body, text, content, script),
                 }
                 self._send(200, json.dumps(response).encode())
 

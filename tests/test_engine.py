@@ -9,27 +9,31 @@ from conftest import make_candidate, make_prompt
 from fake_openai import FakeOpenAI, Script
 
 from arbitrage.cost import Price
-from arbitrage.engine import Engine, Journal, RateLimit, RetryPolicy, TokenBucket, execute, make_call
+from arbitrage.engine import Budget, Engine, Journal, RateLimit, RetryPolicy, TokenBucket
 from arbitrage.errors import ArbitrageError, ConfigError
-from arbitrage.rows import Completion
-from arbitrage.teachers.litellm_api import LiteLLMTeacher
+from arbitrage.rows import Completion, make_call
+from arbitrage.teachers import teacher_key
+from arbitrage.teachers.litellm_api import LiteLLMTeacher, api_teacher
 from arbitrage.teachers.openai_compat import OpenAICompatTeacher, parse_reset, ratelimit_headers
 
 FAST = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05)
 
 
-def prompts(n):
-    return [make_prompt(prompt_id=f"p{i}", text=f"Explain topic number {i}.") for i in range(n)]
+def prompts(n, text="Explain topic number {i}."):
+    return [make_prompt(prompt_id=f"p{i}", text=text.format(i=i)) for i in range(n)]
 
 
-def run_calls(teacher, ps, journal, policy=FAST, **options):
+def calls(teacher, ps):
+    key = teacher_key(teacher)
+    return [make_call(p, teacher.name, key) for p in ps]
+
+
+def run_calls(teacher, ps, journal, policy=FAST, budget=None):
+    """Every prompt through a fresh engine; returns the engine and the candidates in order."""
+
     async def go():
-        await teacher.start()
-        try:
-            calls = [make_call(p, teacher) for p in ps]
-            return await execute(calls, {teacher.name: teacher}, journal, policy, progress=False, **options)
-        finally:
-            await teacher.close()
+        async with Engine({teacher.name: teacher}, journal, policy, budget) as engine:
+            return engine, await engine.run(calls(teacher, ps))
 
     return asyncio.run(go())
 
@@ -42,6 +46,8 @@ def test_retry_policy_backoff_and_retry_after():
     assert policy.retryable(Completion(None, error="timeout"))
     assert policy.retryable(Completion(None, error="x", status=429))
     assert not policy.retryable(Completion(None, error="x", status=400))
+    with pytest.raises(ConfigError, match="engine.max_attempts must be an integer ≥ 1, got 'ten'"):
+        RetryPolicy(max_attempts="ten")
 
 
 def test_token_bucket_waits_for_what_it_lacks_and_obeys_the_server():
@@ -53,8 +59,20 @@ def test_token_bucket_waits_for_what_it_lacks_and_obeys_the_server():
     bucket = TokenBucket(per_minute=60)
     bucket.sync(remaining=0, reset_s=30.0)  # full in 30 s, but one request fits after 1 s
     assert 0.9 < bucket.wait_time(1) <= 1.0
-    bucket.sync(remaining=None, reset_s=None, limit=120)
-    assert bucket.capacity == 120 and bucket.rate == 2
+
+
+def test_the_stricter_of_the_users_limit_and_the_servers_wins():
+    configured = TokenBucket(per_minute=60)
+    configured.sync(remaining=None, reset_s=None, limit=10_000)  # a looser server never loosens the user's rpm
+    assert configured.capacity == 60 and configured.rate == 1
+    configured.sync(remaining=None, reset_s=None, limit=30)  # a stricter one wins
+    assert configured.capacity == 30 and configured.level <= 30
+    limit = RateLimit(rpm=60)
+    limit.observe({"limit_requests": 10_000, "remaining_requests": 9_999})
+    assert limit.requests.capacity == 60
+    learnt = TokenBucket(per_minute=100, configured=False)  # learnt from headers: follows the server
+    learnt.sync(remaining=None, reset_s=None, limit=500)
+    assert learnt.capacity == 500
 
 
 def test_rate_limit_learns_limits_from_headers_and_settles_token_estimates():
@@ -116,6 +134,17 @@ def test_a_corrupt_line_inside_the_journal_is_one_clear_error(tmp_path):
         Journal(tmp_path)
 
 
+def test_the_journal_counts_what_a_run_has_not_read_back(tmp_path):
+    journal = Journal(tmp_path)
+    journal.append([make_candidate("a", teacher="t1"), make_candidate("b", teacher="t2", prompt_id="p2")])
+    journal.close()
+    reopened = Journal(tmp_path)
+    assert reopened.undelivered(["t1", "t2"]) == 2 and reopened.undelivered(["t1"]) == 1
+    reopened.get("p1-t1")
+    reopened.get("p1-t1")  # read twice, counted once
+    assert reopened.undelivered(["t1", "t2"]) == 1 and reopened.undelivered(["t1"]) == 0
+
+
 @pytest.mark.parametrize("kind", ["openai_compat", "litellm", "litellm_fast_path"])
 def test_api_teachers_retry_429_5xx_and_garbage_then_succeed(tmp_path, monkeypatch, kind):
     monkeypatch.setenv("FAKE_KEY", "sk-secret-value")
@@ -125,13 +154,11 @@ def test_api_teachers_retry_429_5xx_and_garbage_then_succeed(tmp_path, monkeypat
             teacher = OpenAICompatTeacher("t", "m", server.url, api_key_env="FAKE_KEY", max_concurrency=4)
         else:
             fast = kind == "litellm_fast_path"
-            teacher = LiteLLMTeacher(
-                "t", "openai/m", api_key_env="FAKE_KEY", api_base=server.url, max_concurrency=4, fast_path=fast
-            )
-            assert teacher.direct == fast
+            teacher = api_teacher("t", "openai/m", api_key_env="FAKE_KEY", api_base=server.url, max_concurrency=4, fast_path=fast)
+            assert isinstance(teacher, OpenAICompatTeacher if fast else LiteLLMTeacher)
         teacher.check()
         journal = Journal(tmp_path)
-        engine = run_calls(teacher, prompts(5), journal)
+        engine, _ = run_calls(teacher, prompts(5), journal)
         journal.close()
         auth = {r["auth"] for r in server.requests}
     records = list(journal.records())
@@ -147,9 +174,9 @@ def test_non_retryable_and_exhausted_calls_become_failure_rows(tmp_path):
     ps[0] = make_prompt(prompt_id="bad", text="POISON please")
     with FakeOpenAI(Script(always_fail_marker="POISON")) as server:
         journal = Journal(tmp_path)
-        engine = run_calls(OpenAICompatTeacher("t", "m", server.url), ps, journal)
-    bad = {r.call_id: r for r in journal.records()}[make_call(ps[0], OpenAICompatTeacher("t", "m", server.url)).call_id]
-    assert bad.error.startswith("HTTP 400") and bad.attempts == 1 and bad.last_status == 400
+        engine, results = run_calls(OpenAICompatTeacher("t", "m", server.url), ps, journal)
+    bad = results[0]
+    assert bad.error.startswith("HTTP 400") and bad.attempts == 1 and bad.last_status == 400 and not bad.final
     assert engine.stats["t"].failures == {"HTTP 400": 1}
     with FakeOpenAI(Script(fail_first=99, fail_status=503)) as server:
         journal = Journal(tmp_path / "b")
@@ -171,16 +198,30 @@ def test_resume_skips_answered_calls_and_retries_failures(tmp_path):
         journal.close()
         first_pass = len(server.requests)
         journal = Journal(tmp_path)
-        delivered = []
-        engine = run_calls(OpenAICompatTeacher("t", "m", server.url), ps, journal, on_done=delivered.append)
+        engine, delivered = run_calls(OpenAICompatTeacher("t", "m", server.url), ps, journal)
         assert len(server.requests) == first_pass == 4  # 2 failures retried + 2 new; then nothing
-    assert engine.stats["t"].resumed == 4 and sorted(c.prompt_id for c in delivered) == ["p0", "p1", "p2", "p3"]
+    assert engine.stats["t"].resumed == 4 and [c.prompt_id for c in delivered] == ["p0", "p1", "p2", "p3"]
     assert all(c.ok for c in delivered)
+
+
+def test_an_empty_answer_is_a_final_failure_that_a_resume_does_not_send_again(tmp_path):
+    ps = [make_prompt(prompt_id="e", text="EMPTY please"), *prompts(2)]
+    with FakeOpenAI(Script(empty_marker="EMPTY")) as server:
+        journal = Journal(tmp_path)
+        engine, results = run_calls(OpenAICompatTeacher("t", "m", server.url), ps, journal)
+        journal.close()
+        assert results[0].error == "empty answer" and results[0].final and results[0].attempts == 1
+        assert engine.stats["t"].failures == {"empty answer": 1}
+        sent = len(server.requests)
+        _, again = run_calls(OpenAICompatTeacher("t", "m", server.url), ps, Journal(tmp_path))
+        assert len(server.requests) == sent and again[0].error == "empty answer"  # read back, not re-sent
+        _, forced = run_calls(OpenAICompatTeacher("t", "m", server.url), ps, Journal(tmp_path, retry_failed=True))
+        assert len(server.requests) == sent + 1 and forced[0].final  # retry_failed=true sends it once more
 
 
 def test_unreachable_server_is_a_failure_not_a_crash(tmp_path):
     journal = Journal(tmp_path)
-    engine = run_calls(
+    engine, _ = run_calls(
         OpenAICompatTeacher("t", "m", "http://127.0.0.1:9", timeout_s=2),
         prompts(2),
         journal,
@@ -194,25 +235,21 @@ def test_calls_stream_in_no_faster_than_the_teacher_takes_them(tmp_path):
     """Backpressure: a 10,000-call generator is pulled only a queue's worth ahead of the workers."""
     pulled = 0
 
-    def calls(teacher):
+    def source(teacher):
         nonlocal pulled
+        key = teacher_key(teacher)
         for i in range(10_000):
             pulled += 1
-            yield make_call(make_prompt(prompt_id=f"p{i}", text=f"Q {i}"), teacher)
+            yield make_call(make_prompt(prompt_id=f"p{i}", text=f"Q {i}"), "t", key)
 
     async def go(server):
         teacher = OpenAICompatTeacher("t", "m", server.url, max_concurrency=4)
-        engine = Engine({"t": teacher}, Journal(tmp_path), FAST, progress=False)
         done = []
-
-        def on_done(candidate):
-            done.append(candidate)
-            if len(done) == 40:
-                engine.stop("enough")
-
-        await teacher.start()
-        await engine.run(calls(teacher), on_done)
-        await teacher.close()
+        async with Engine({"t": teacher}, Journal(tmp_path), FAST) as engine:
+            async for batch in engine.stream(source(teacher)):
+                done += batch
+                if len(done) >= 40:
+                    engine.stop("enough")
         return engine, done
 
     with FakeOpenAI(Script(latency_s=0.02)) as server:
@@ -223,53 +260,127 @@ def test_calls_stream_in_no_faster_than_the_teacher_takes_them(tmp_path):
     assert len(done) == sent and len(list(Journal(tmp_path).records())) == sent
 
 
+def test_a_stopped_stream_still_reads_back_every_settled_call(tmp_path):
+    """After a kill -9 the journal holds answers that are no prefix of the prompt order; a rerun
+    stopped at once (here: a budget already spent) must still hand back every one of them."""
+    ps = prompts(40)
+    price = Price(input_per_token=0.001, output_per_token=0.001, source="test")
+    with FakeOpenAI() as server:
+        teacher = OpenAICompatTeacher("t", "m", server.url, price=price)
+        journal = Journal(tmp_path)
+        run_calls(teacher, ps[::3], journal)  # every third prompt answered
+        journal.close()
+        answered = len(ps[::3])
+
+        async def rerun():
+            spent = Budget(0.01, spent_before=1.0)  # over the cap before anything is sent
+            out = []
+            async with Engine({"t": teacher}, Journal(tmp_path), FAST, spent) as engine:
+                async for batch in engine.stream(calls(teacher, ps)):
+                    out += batch
+            return engine, out
+
+        sent = len(server.requests)
+        engine, out = asyncio.run(rerun())
+        assert len(server.requests) == sent  # nothing sent
+    assert engine.stop_reason == "budget" and len(out) == answered and all(f.candidate.ok for f in out)
+    assert engine.stats["t"].resumed == answered
+
+
 def test_budget_stops_sending_and_a_higher_budget_continues(tmp_path):
-    price = Price(input_per_token=0.0, output_per_token=0.001, source="test")  # $0.001 per output token
+    price = Price(input_per_token=0.0005, output_per_token=0.001, source="test")
     ps = prompts(30)
     with FakeOpenAI() as server:
-        teacher = OpenAICompatTeacher("t", "m", server.url, max_tokens=20, max_concurrency=2)
+        teacher = OpenAICompatTeacher("t", "m", server.url, max_concurrency=2, price=price, sampling={"max_tokens": 20})
         journal = Journal(tmp_path)
-        engine = run_calls(teacher, ps, journal, prices={"t": price}, budget_usd=0.1)
+        engine, _ = run_calls(teacher, ps, journal, budget=Budget(0.3))
         journal.close()
         first = len(server.requests)
         assert engine.stop_reason == "budget" and 0 < first < 30
-        assert engine.spent_usd <= 0.1  # in-flight calls are reserved at max_tokens: never over the cap
+        assert engine.budget.total <= 0.3  # in-flight calls hold their worst case: never over the cap
         journal = Journal(tmp_path)
-        engine = run_calls(teacher, ps, journal, prices={"t": price}, budget_usd=100)
+        spent_before = sum(price.cost(*tokens) for tokens in journal.tokens.values())
+        engine, _ = run_calls(teacher, ps, journal, budget=Budget(100, spent_before))
         assert engine.stop_reason is None and engine.stats["t"].resumed == first
         assert len(server.requests) == 30  # every prompt answered once across the two runs
+
+
+@pytest.mark.parametrize(
+    "text", ["解释一下光合作用的第{i}个阶段是怎样进行的，请详细说明。", "Explain topic number {i} in plain words."]
+)
+def test_the_budget_holds_whatever_the_script_and_however_much_the_server_bills(tmp_path, text):
+    """Chinese is ~1 token per character (chars/4 undercounted it 4×), and this server bills every
+    answer at max_tokens: with real input and output prices the spend still never passes the cap."""
+    price = Price(input_per_token=2e-5, output_per_token=6e-5, source="test")
+    with FakeOpenAI(Script(tokens_per_char=1.0)) as server:
+        teacher = OpenAICompatTeacher("t", "m", server.url, max_concurrency=8, price=price, sampling={"max_tokens": 50})
+        engine, results = run_calls(teacher, prompts(200, text), Journal(tmp_path), budget=Budget(0.05))
+        sent = len(server.requests)
+    assert engine.stop_reason == "budget" and 0 < sent < 200
+    assert engine.budget.total <= 0.05 and engine.budget.held == 0
+    assert engine.budget.total > 0.05 * 0.5  # the bound is safe without wasting most of the budget
+    assert sum(1 for r in results if r.ok) == sent and all(r.error.startswith("not sent") for r in results if not r.ok)
+
+
+def test_run_returns_unsent_calls_as_failures_that_are_not_journaled(tmp_path):
+    with FakeOpenAI() as server:
+        teacher = OpenAICompatTeacher("t", "m", server.url)
+
+        async def go():
+            async with Engine({"t": teacher}, Journal(tmp_path), FAST) as engine:
+                engine.stop("interrupted")
+                return await engine.run(calls(teacher, prompts(3)))
+
+        results = asyncio.run(go())
+        assert not server.requests
+    assert [r.error for r in results] == ["not sent: stopped (interrupted)"] * 3
+    assert not list(Journal(tmp_path).records())
 
 
 def test_missing_api_key_is_one_clear_error(monkeypatch):
     monkeypatch.delenv("NOPE_KEY", raising=False)
     with pytest.raises(ConfigError, match="environment variable NOPE_KEY is not set — export NOPE_KEY"):
-        LiteLLMTeacher("api", "openai/gpt-4o-mini", api_key_env="NOPE_KEY").check()
+        api_teacher("api", "openai/gpt-4o-mini", api_key_env="NOPE_KEY").check()
     with pytest.raises(ConfigError, match="needs a provider prefix"):
-        LiteLLMTeacher("api", "gpt-4o-mini", api_key_env=None).check()
+        api_teacher("api", "gpt-4o-mini", api_key_env=None)
 
 
-def test_a_failing_call_source_lets_calls_in_flight_finish_then_raises(tmp_path):
-    def calls(teacher):
+def test_a_failing_call_source_lets_calls_in_flight_finish_then_reports_the_error(tmp_path):
+    def source(teacher):
+        key = teacher_key(teacher)
         for i in range(6):
-            yield make_call(make_prompt(prompt_id=f"p{i}", text=f"Q {i}"), teacher)
+            yield make_call(make_prompt(prompt_id=f"p{i}", text=f"Q {i}"), "t", key)
         raise ConfigError("prompts.jsonl line 7: needs 'prompt'")
 
     async def go(server):
         teacher = OpenAICompatTeacher("t", "m", server.url, max_concurrency=2)
-        engine = Engine({"t": teacher}, Journal(tmp_path), FAST, progress=False)
         done = []
-        await teacher.start()
-        try:
-            await engine.run(calls(teacher), done.append)
-        finally:
-            await teacher.close()
+        async with Engine({"t": teacher}, Journal(tmp_path), FAST) as engine:
+            async for batch in engine.stream(source(teacher)):
+                done += batch
+        return engine, done
 
     with FakeOpenAI(Script(latency_s=0.05)) as server:
-        with pytest.raises(ConfigError, match="line 7"):
-            asyncio.run(go(server))
+        engine, done = asyncio.run(go(server))
         sent = len(server.requests)
+    assert isinstance(engine.error, ConfigError) and "line 7" in str(engine.error) and engine.stop_reason.startswith("error")
     journaled = list(Journal(tmp_path).records())
-    assert sent > 0 and len(journaled) == sent and all(r.ok for r in journaled)  # nothing sent was lost
+    assert sent > 0 and len(journaled) == sent == len(done) and all(r.ok for r in journaled)  # nothing sent was lost
+
+
+def test_a_teacher_that_cannot_start_stops_the_run_with_its_error(tmp_path):
+    class Broken(OpenAICompatTeacher):
+        async def start(self):
+            raise RuntimeError("no GPU memory left")
+
+    async def go():
+        teacher = Broken("t", "m", "http://127.0.0.1:9")
+        async with Engine({"t": teacher}, Journal(tmp_path), FAST) as engine:
+            out = [f async for batch in engine.stream(calls(teacher, prompts(5))) for f in batch]
+        return engine, out
+
+    engine, out = asyncio.run(asyncio.wait_for(go(), 30))  # ends, never hangs
+    assert str(engine.error) == "no GPU memory left" and out == [] and engine.stats["t"].unsent == 5
 
 
 def test_the_engine_learns_a_servers_rate_limit_from_its_headers(tmp_path):
@@ -282,7 +393,7 @@ def test_the_engine_learns_a_servers_rate_limit_from_its_headers(tmp_path):
     try:
         teacher = OpenAICompatTeacher("t", "fake", url, max_concurrency=8)
         started = time.perf_counter()
-        engine = run_calls(teacher, prompts(126), Journal(tmp_path), RetryPolicy(max_attempts=6, base_delay_s=0.05))
+        engine, _ = run_calls(teacher, prompts(126), Journal(tmp_path), RetryPolicy(max_attempts=6, base_delay_s=0.05))
         elapsed = time.perf_counter() - started
         stats = stop.server.stats()
     finally:

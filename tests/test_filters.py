@@ -3,13 +3,14 @@ import json
 import pytest
 from conftest import make_candidate, make_prompt
 
+from arbitrage import dedup as D
 from arbitrage import filters as F
 from arbitrage.errors import ConfigError
 from arbitrage.rows import Scored
 
 
 def pair(text, language="en", task="explain", finish_reason="stop"):
-    return make_prompt(language=language, task=task), make_candidate(text, finish_reason=finish_reason)
+    return make_prompt(language=language, task=task), Scored(make_candidate(text, finish_reason=finish_reason), 0.5)
 
 
 def test_exact_dedup_ignores_case_whitespace_and_punctuation():
@@ -17,7 +18,7 @@ def test_exact_dedup_ignores_case_whitespace_and_punctuation():
         make_prompt(prompt_id=str(i), text=t)
         for i, t in enumerate(["Explain tides.", "  explain   TIDES!", "Explain the tides."])
     ]
-    assert list(F.ExactDedup().drop(prompts)) == [1]
+    assert list(D.ExactDedup().drop(prompts)) == [1]
 
 
 def test_near_dedup_catches_small_edits_and_keeps_distinct_texts():
@@ -28,16 +29,16 @@ def test_near_dedup_catches_small_edits_and_keeps_distinct_texts():
         "Ich bin ein Imker aus dem Schwarzwald und möchte wissen, wie ich meine Bienen im Winter füttere.",
     ]
     prompts = [make_prompt(prompt_id=str(i), text=t) for i, t in enumerate(texts)]
-    dropped = F.NearDedup(threshold=0.8).drop(prompts)
+    dropped = D.NearDedup(threshold=0.8).drop(prompts)
     assert list(dropped) == [1] and "similar to item 0" in dropped[1]
     with pytest.raises(ConfigError):
-        F.NearDedup(num_perm=100, bands=32).check()
+        D.NearDedup(num_perm=100, bands=32).check()
 
 
 def test_minhash_estimates_jaccard():
-    a = F.shingles(" ".join(f"w{i}" for i in range(100)), 1)
-    b = F.shingles(" ".join(f"w{i}" for i in range(50, 150)), 1)  # Jaccard 50/150
-    h = F.MinHash(num_perm=512)
+    a = D.shingles(" ".join(f"w{i}" for i in range(100)), 1)
+    b = D.shingles(" ".join(f"w{i}" for i in range(50, 150)), 1)  # Jaccard 50/150
+    h = D.MinHash(num_perm=512)
     assert abs(float((h.signature(a) == h.signature(b)).mean()) - 1 / 3) < 0.06
 
 
@@ -64,13 +65,13 @@ def test_decontamination_against_jsonl_parquet_and_datasets_dir(tmp_path, root):
         elif source == "dir":
             path = tmp_path / "evaldir"
             ds.save_to_disk(str(path))
-        f = F.Decontaminate([str(path)])
+        f = D.Decontaminate([str(path)])
         f.check()
         dropped = f.drop([leaked, clean, german])
         assert sorted(dropped) == [0, 2], source
         assert "13-gram overlap with" in dropped[0]
     with pytest.raises(ConfigError, match="does not exist"):
-        F.Decontaminate(["nope.jsonl"]).check()
+        D.Decontaminate(["nope.jsonl"]).check()
 
 
 def test_completion_filters_on_real_multilingual_text():
@@ -113,14 +114,21 @@ def test_min_reward_and_stage_application_keep_reasons():
     prompt = make_prompt()
     items = [(prompt, Scored(make_candidate("a"), 0.2)), (prompt, Scored(make_candidate("b"), 0.9))]
     counts = {}
-    kept, reasons = F.apply([F.MinReward(0.5)], "output", items, counts)
+    kept, reasons = F.apply([F.MinReward(0.5)], "chosen", items, counts)
     assert kept == [items[1]] and reasons == {0: "min_reward: reward 0.200 < 0.5"} and counts == {"min_reward": 1}
     # Filters of another stage are not run; later filters see only what earlier ones kept.
     prompts = [make_prompt(prompt_id=str(i), text=t) for i, t in enumerate(["Explain tides.", "explain tides", "Explain tides!"])]
     counts = {}
-    kept, reasons = F.apply([F.ExactDedup(name="exact_prompts"), F.NearDedup(), F.MinReward(0.5)], "prompt", prompts, counts)
+    kept, reasons = F.apply([D.ExactDedup(name="exact_prompts"), D.NearDedup(), F.MinReward(0.5)], "prompt", prompts, counts)
     assert kept == prompts[:1] and set(reasons) == {1, 2} and counts == {"exact_prompts": 2, "near_dedup": 0}
     assert reasons[1].startswith("exact_prompts: ")
+
+
+def test_a_misspelt_stage_or_field_is_an_error_not_a_silent_default():
+    with pytest.raises(ConfigError, match="filters.exact_answers.stage must be one of prompt, answer, chosen, got 'ouptut'"):
+        D.ExactDedup(stage="ouptut", field="response", name="exact_answers")
+    with pytest.raises(ConfigError, match="field must be one of prompt, response"):
+        D.NearDedup(stage="chosen", field="answer")
 
 
 def test_diversity_metrics():
@@ -135,3 +143,28 @@ def test_diversity_metrics():
     assert same == pytest.approx(0.0) and orthogonal == pytest.approx(1.0)
     m = diversity.metrics(["a b", "c d"], {"language": ["en", "es"], "task": ["x", "x"]})
     assert m["coverage"] == {"language": 2, "task": 1} and "embedding_spread" not in m
+
+
+def test_wrong_language_on_real_sentences_in_every_project_language():
+    wrong = F.WrongLanguage()
+    items = [
+        pair("Photosynthesis is how plants turn sunlight, water and carbon dioxide into sugar and oxygen.", language="fr"),
+        pair("La photosynthèse permet aux plantes de transformer la lumière, l'eau et le CO2 en sucre.", language="fr"),
+        pair(
+            "Voici le code :\n```python\nprint('hello world, this is plain English text')\n```\nIl affiche un message de bienvenue à l'écran.",
+            language="fr",
+        ),
+    ]
+    assert wrong.drop(items) == {0: "wrong_language: answer is 'en', prompt is 'fr'"}
+    ten_words = {
+        "es": "Te recomiendo empezar con un presupuesto pequeño y anotar gastos.",
+        "de": "Ich würde mit kleinem Budget anfangen und jede Ausgabe notieren.",
+        "pt": "Eu começaria com um orçamento pequeno e anotaria os gastos.",
+        "it": "Io partirei da un budget piccolo e annoterei ogni spesa.",
+    }
+    for lang, text in ten_words.items():
+        assert len(text.split()) == 10
+        assert F.detect_answer_language(text) == lang, (lang, text)
+    assert not wrong.drop([pair(text, language=lang) for lang, text in ten_words.items()])
+    assert F.detect_answer_language("  123 + 456 = 579 ") is None
+    assert [F._iso639_1(x) for x in ("__label__en", "PT-br", "zh_Hans", "und", "un")] == ["en", "pt", "zh", None, None]

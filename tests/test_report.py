@@ -1,19 +1,34 @@
 """The run report from a synthetic run folder, and the routing CLI on the fake OpenAI server."""
 
 import json
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 import yaml
-from matplotlib.image import imread
 from test_cli import api_args, arbitrage
 
-from arbitrage import dataset, report, scoretable
-from arbitrage.routing import Route
+from arbitrage import card, dataset, report, scoretable
+from arbitrage.routers import Route
 from arbitrage.rows import Candidate, Prompt, Scored
 from arbitrage.select import SelectionSpec, select
+from arbitrage.stats import RunStats, RunSummary
 
-FIGURES = ("win_rate.png", "rewards.png", "margins.png", "cost.png")
+FIGURES = ("win_rate.svg", "rewards.svg", "margins.svg", "cost.svg")
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def check_svg(path, teachers=()):
+    """A well-formed SVG with a title, that draws a mark (a rect or path, named by its tooltip) for each teacher."""
+    text = path.read_text(encoding="utf-8")
+    root = ET.fromstring(text)
+    assert root.tag == f"{SVG}svg" and root.get("role") == "img" and root.get("viewBox"), path.name
+    assert (root.findtext(f"{SVG}title") or "").strip(), path.name
+    marks = [el for el in root.iter() if el.tag in (f"{SVG}rect", f"{SVG}path")]
+    for t in teachers:
+        assert any(t in (el.findtext(f"{SVG}title") or "") for el in marks), (path.name, t)
+        assert any(t in (el.text or "") for el in root.iter(f"{SVG}text")), (path.name, t)
+    return root
 
 
 def synthetic_run(out, rewards, languages, tasks, teachers=("a", "b"), filtered=()):
@@ -38,15 +53,16 @@ def synthetic_run(out, rewards, languages, tasks, teachers=("a", "b"), filtered=
                 "HTTP 500" if failed else None,
             )
             why = "truncated: cut off at max_tokens" if (i, teachers.index(t)) in filtered else None
-            scored.append(Scored(c, float("nan") if failed else score, {}, why))
+            scored.append(Scored(c, None if failed else score, {}, why))
         selections.append(select(p, Route(tuple(teachers), "all"), scored, SelectionSpec()))
-    writer = dataset.DatasetWriter(out)
+    writer, stats = dataset.DatasetWriter(out), RunStats(teachers)
     writer.add(selections)
-    paths = writer.close()
-    summary = {"router": "all", "reward": "verifiable", "teachers": {}, "timings_s": {"total_s": 1.0}}
-    dataset.write_card(out, writer.stats, paths, summary, {"output": {"min_margin": 0.01}})
-    (out / "summary.json").write_text(json.dumps(summary))
-    (out / "config.yaml").write_text(yaml.safe_dump({"output": {"min_margin": 0.01}}))
+    stats.add(selections)
+    summary = RunSummary(str(out), router="all", reward="verifiable", timings_s={"total_s": 1.0}, **stats.coverage())
+    config = {"output": {"min_margin": 0.01}}
+    writer.commit(lambda paths: card.render(out, paths, summary, config, writer.samples.get("sft")))
+    summary.save(out / "summary.json")
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
     return out
 
 
@@ -71,10 +87,9 @@ def test_report_renders_figures_and_numbers(tmp_path):
     path = report.write(out)
     text = path.read_text()
     for name in FIGURES:
-        image = imread(out / name)
-        assert image.shape[0] > 200 and image.shape[1] > 400 and image.std() > 0.01, name  # a real, non-blank picture
+        check_svg(out / name, () if name == "margins.svg" else ("a", "b"))
         assert f"({name})" in text
-    assert "routing.png" not in text  # an `all` run has no router choices until eval-router replays some
+    assert "routing.svg" not in text  # an `all` run has no router choices until eval-router replays some
     # a: 4.5/8, b: 4.5/8, best per prompt 7/8.
     assert "| best answer per prompt (arbitrage) | 0.875 |" in text and "| always a | 0.562 |" in text
     assert "| gain over the best single teacher (a) | +0.312 (+56%) |" in text
@@ -82,7 +97,17 @@ def test_report_renders_figures_and_numbers(tmp_path):
     assert "| a | 8 | 1 | 0 | 0.562 | 3 | 38% |" in text and "Ties (several teachers share the best reward): 2 of 8" in text
     assert "| es | 3 | 33% | 33% | 33% |" in text
     assert "2 ties; 6 reach output.min_margin = 0.01" in text
-    assert "![win rate per teacher](win_rate.png)" in (out / "README.md").read_text()
+    assert "![win rate per teacher](win_rate.svg)" in (out / "README.md").read_text()
+
+
+def test_figures_escape_teacher_names(tmp_path):
+    teacher = "<script>x</script>"
+    out = synthetic_run(tmp_path, REWARDS, LANGS, TASKS, teachers=(teacher, "b & c"))
+    report.write(out)
+    for name in FIGURES:
+        root = check_svg(out / name, () if name == "margins.svg" else (teacher, "b & c"))
+        assert not [el for el in root.iter() if el.tag.rsplit("}", 1)[-1].lower() == "script"], name
+        assert "<script>" not in (out / name).read_text(encoding="utf-8"), name
 
 
 def test_winners_name_the_strict_best_or_a_tie():
@@ -113,7 +138,7 @@ def test_bandit_runs_end_to_end_in_waves_and_reports_regret_against_all(server, 
     table = scoretable.load(bandit)
     assert not table.complete and (~np.isnan(table.reward)).sum(axis=1).tolist() == [1] * 24
     assert all(d.startswith("bandit:") for d in table.decisions if d)
-    assert json.loads((bandit / "run.json").read_text())["routes"] != json.loads((all_run / "run.json").read_text())["routes"]
+    assert json.loads((bandit / "run.json").read_text())["router"] != json.loads((all_run / "run.json").read_text())["router"]
 
     again = arbitrage(*api_args(server, bandit, "router=bandit", "router.wave_size=4"))
     assert again.returncode == 0 and len(server.requests) - before == 24  # resume replays every wave from the journal
@@ -124,8 +149,10 @@ def test_bandit_runs_end_to_end_in_waves_and_reports_regret_against_all(server, 
     regenerated = arbitrage("report", str(bandit), "--reference", str(all_run))
     assert regenerated.returncode == 0, regenerated.stderr[-2000:]
     text = (bandit / "report.md").read_text()
-    assert "regret per prompt vs all" in text and "![router choices vs oracle](routing.png)" in text
-    assert imread(bandit / "routing.png").shape[1] > 800
+    assert "regret per prompt vs all" in text and "![router choices vs oracle](routing.svg)" in text
+    routing = check_svg(bandit / "routing.svg", ("openai_compat", "api"))
+    panels = [el.text for el in routing.iter(f"{SVG}text")]
+    assert any("teacher chosen per language" in t for t in panels) and any("regret against" in t for t in panels)
 
     bad = arbitrage("report", str(bandit), "--reference", str(bandit))
     assert bad.returncode == 2 and "is not an `all` run" in bad.stderr
@@ -149,7 +176,7 @@ def test_train_router_and_eval_router_on_a_finished_run(server, tmp_path):
     for row in ("| all (arbitrage) |", "| oracle (hindsight, 1 call) |", "| fixed: api |", "| learned (3-fold CV) |"):
         assert row in table and row in evaluated.stdout
     assert "in-sample: trained on these prompts" in table and "| bandit (thompson" in table
-    assert "routing.png" in (run / "report.md").read_text()
+    assert "routing.svg" in (run / "report.md").read_text()
 
     # The trained router drives a real run: one call per prompt, to the teacher it predicts.
     before = len(server.requests)

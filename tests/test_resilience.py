@@ -27,7 +27,8 @@ def args(server, out, prompts, *extra):
         f"teacher.openai_compat.base_url={server.url}",
         "teacher.openai_compat.model=good",
         "teacher.openai_compat.max_concurrency=4",
-        f"prompts_file={prompts}",
+        "source=jsonl",
+        f"source.path={prompts}",
         f"n_prompts={N}",
         "filters=none",
         "diversity.embedding_spread=false",
@@ -126,16 +127,16 @@ def test_retries_through_429_5xx_and_garbage_lose_nothing(tmp_path):
 
 def test_budget_stops_the_run_and_a_higher_budget_continues(tmp_path):
     script = Script()
-    price = "teacher.openai_compat.price={input_per_mtok:0,output_per_mtok:1000}"  # $0.001 per output token
+    price = "teacher.openai_compat.price={input_per_mtok:200,output_per_mtok:1000}"  # $0.0002 / $0.001 per token
     with FakeOpenAI(script) as server:
         out, prompts = tmp_path / "run", prompts_file(tmp_path)
-        first = run(*args(server, out, prompts, price, "budget_usd=0.5", "teacher.openai_compat.max_tokens=20"))
+        first = run(*args(server, out, prompts, price, "budget_usd=0.5", "teacher.openai_compat.sampling.max_tokens=20"))
         assert first.returncode == 0, first.stderr[-2000:]
         assert "budget_usd reached" in first.stdout
         summary = json.loads((out / "summary.json").read_text())
         assert summary["stopped"] == "budget" and summary["spent_usd"] <= 0.5 and 0 < summary["prompts_finished"] < N
         sent = len(server.requests)
-        more = run(*args(server, out, prompts, price, "budget_usd=100", "teacher.openai_compat.max_tokens=20"))
+        more = run(*args(server, out, prompts, price, "budget_usd=100", "teacher.openai_compat.sampling.max_tokens=20"))
         assert more.returncode == 0, more.stderr[-2000:]
         assert_every_prompt_once_and_correct(out, server, script)
         assert len(server.requests) == N and sent < N  # the second run sent only what the first did not
@@ -163,9 +164,81 @@ def test_a_bad_prompts_file_line_is_one_clear_error(tmp_path):
         "teacher=[openai_compat]",
         "teacher.openai_compat.base_url=http://127.0.0.1:9/v1",
         "teacher.openai_compat.model=m",
-        f"prompts_file={path}",
+        "source=jsonl",
+        f"source.path={path}",
         f"out={tmp_path / 'o'}",
     )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert "line 2" in lines[0] and "needs 'prompt'" in lines[0]
+
+
+def answered_calls(out):
+    """Calls the journal answered (the last record of a call wins)."""
+    latest = {}
+    for line in (out / "journal" / "calls.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        latest[record["call_id"]] = record
+    return sum(1 for r in latest.values() if r["error"] is None and r["text"])
+
+
+def killed_mid_run(server, out, prompts):
+    """A run killed with SIGKILL halfway: its answers are no prefix of the prompt order (4 in flight)."""
+    process = start_and_wait_for(out, args(server, out, prompts), N // 2)
+    process.kill()
+    process.wait()
+    return answered_calls(out)
+
+
+def test_a_stopped_rerun_never_writes_fewer_rows_than_the_journal_answers(tmp_path):
+    """After a kill -9, a rerun stopped at once by a budget already spent used to write only the
+    prompts it replayed before stopping (65 rows for 83 answered calls): now every answer is in."""
+    with FakeOpenAI(Script(latency_s=0.02, jitter_s=0.2)) as server:  # answers land out of order
+        out, prompts = tmp_path / "run", prompts_file(tmp_path)
+        price = "teacher.openai_compat.price={input_per_mtok:200,output_per_mtok:1000}"
+        wide = "teacher.openai_compat.max_concurrency=16"
+        process = start_and_wait_for(out, args(server, out, prompts, price, wide), N // 2)
+        process.kill()
+        process.wait()
+        answered, sent = answered_calls(out), len(server.requests)
+        result = run(*args(server, out, prompts, price, wide, "budget_usd=0.0001"))  # already spent: stops before sending
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert len(server.requests) == sent and "budget_usd reached" in result.stdout
+    sft = datasets.load_dataset(str(out), "sft", split="train")
+    assert len(sft) == answered  # every answered call is a row, however the answers were spread
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "budget" and summary["prompts_unfinished"] == N - answered
+
+
+def test_ctrl_c_during_the_replay_keeps_every_answered_prompt(tmp_path):
+    """A rerun interrupted while it reads the journal back used to write only what it had read so
+    far, replacing a full dataset with a partial one: now it still writes every answered prompt."""
+    with FakeOpenAI() as server:
+        n = 1500
+        out, prompts = tmp_path / "run", prompts_file(tmp_path, n)
+        a = [x if not x.startswith("n_prompts=") else f"n_prompts={n}" for x in args(server, out, prompts)]
+        assert run(*a).returncode == 0
+        sent = len(server.requests)
+        rerun = subprocess.Popen(command(*a), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for line in rerun.stderr:  # the stream has started: signals are handled from here on
+            if "prompts to" in line:
+                rerun.send_signal(signal.SIGINT)
+                break
+        stdout, stderr = rerun.communicate(timeout=120)
+        assert len(server.requests) == sent
+    assert rerun.returncode == 130, stderr[-2000:]
+    sft = datasets.load_dataset(str(out), "sft", split="train")
+    assert len(sft) == n == answered_calls(out)
+
+
+def test_two_runs_on_one_folder_never_interleave(slow, tmp_path):
+    server, _ = slow
+    out, prompts = tmp_path / "run", prompts_file(tmp_path)
+    first = start_and_wait_for(out, args(server, out, prompts), 5)
+    second = run(*args(server, out, prompts))
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 2 and len(lines) == 1, second.stderr
+    assert f"{out} is in use by another arbitrage run (pid {first.pid})" in lines[0]
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=120)
+    assert run(*args(server, out, prompts)).returncode == 0  # the lock goes with the run that held it

@@ -8,10 +8,12 @@ import pytest
 import torch
 import yaml
 
-from arbitrage import router_eval, router_model
-from arbitrage.bandit import BanditRouter
 from arbitrage.errors import ConfigError
-from arbitrage.routing import FixedRouter, LearnedRouter, RandomRouter, RoundRobinRouter
+from arbitrage.routers import model as router_model
+from arbitrage.routers import replay as router_eval
+from arbitrage.routers.bandit import BanditRouter
+from arbitrage.routers.learned import LearnedRouter
+from arbitrage.routers.simple import FixedRouter, RandomRouter, RoundRobinRouter
 from arbitrage.rows import Prompt
 from arbitrage.scoretable import ScoreTable
 
@@ -61,11 +63,13 @@ def per_language_table(n: int, seed: int = 0) -> ScoreTable:
     return table(prompts, reward)
 
 
-def test_round_robin_takes_turns_and_routes_a_prompt_again_the_same_way():
-    router = RoundRobinRouter()
-    picks = [router.route(prompt(i), ["a", "b", "c"]).teachers for i in range(6)]
+def test_round_robin_takes_turns_and_a_rerun_routes_every_prompt_the_same_way():
+    prompts = [prompt(i) for i in range(6)]
+    picks = [r.teachers for r in RoundRobinRouter().route(prompts, ["a", "b", "c"])]
     assert picks == [("a",), ("b",), ("c",), ("a",), ("b",), ("c",)]
-    assert router.route(prompt(1), ["a", "b", "c"]).teachers == ("b",)
+    in_batches = RoundRobinRouter()
+    again = [r.teachers for batch in (prompts[:4], prompts[4:]) for r in in_batches.route(batch, ["a", "b", "c"])]
+    assert again == picks
 
 
 def test_replay_of_fixed_random_and_round_robin_on_a_score_table():
@@ -192,11 +196,10 @@ def test_learned_model_saves_loads_and_routes_by_language(tmp_path, monkeypatch)
     monkeypatch.setattr(router_model, "embed", lambda prompts: torch.stack([lookup[p.prompt_id] for p in prompts]))
     router = LearnedRouter(model=str(path))
     router.check(["a", "b"])
-    router.prepare(t.prompts[90:])
-    routes = [router.route(p, ["a", "b"]) for p in t.prompts[90:]]
+    routes = router.route(t.prompts[90:], ["a", "b"])
     assert [r.teachers[0] for r in routes] == ["a" if p.language == "en" else "b" for p in t.prompts[90:]]
     assert routes[0].decision.startswith("learned:")
-    assert router.route(t.prompts[90], ["b"]).teachers == ("b",)  # only configured teachers are chosen
+    assert router.route(t.prompts[90:91], ["b"])[0].teachers == ("b",)  # only configured teachers are chosen
 
 
 def test_cross_validated_learned_router_never_sees_its_test_prompts():
@@ -235,9 +238,8 @@ def test_real_train_save_load_route_cycle_with_the_packaged_embedding_model(tmp_
 
     router = LearnedRouter(model=str(path))
     router.check(["smollm2", "gemma3"])
-    router.prepare(test)
-    chosen = [router.route(p, ["smollm2", "gemma3"]).teachers[0] for p in test]
+    chosen = [r.teachers[0] for r in router.route(test, ["smollm2", "gemma3"])]
     expected = ["smollm2" if p.task in numeric else "gemma3" for p in test]
     assert chosen == expected
-    # A single prompt routed without prepare() embeds on its own and agrees with the batch.
-    assert LearnedRouter(model=str(path)).route(test[0], ["smollm2", "gemma3"]).teachers[0] == chosen[0]
+    # A prompt routed alone agrees with the batch: nothing is cached per prompt.
+    assert LearnedRouter(model=str(path)).route(test[:1], ["smollm2", "gemma3"])[0].teachers[0] == chosen[0]

@@ -2,13 +2,17 @@ import asyncio
 
 import pytest
 from conftest import make_candidate, make_prompt
-from fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI, Script
 
+from arbitrage.engine import Engine, Journal, RetryPolicy
 from arbitrage.errors import ConfigError
+from arbitrage.routers import Route
+from arbitrage.rows import Scored
 from arbitrage.scoring import WeightedScorer
 from arbitrage.scoring.judge import JudgeScorer
 from arbitrage.scoring.reward_model import RewardModelScorer
 from arbitrage.scoring.verifiable import VerifiableScorer
+from arbitrage.select import SelectionSpec, select
 from arbitrage.teachers.openai_compat import OpenAICompatTeacher
 
 
@@ -16,14 +20,27 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def judged(scorer, items, tmp_path, budget=None):
+    """Score through a real engine, as the pipeline does: the judge's calls are engine calls."""
+
+    async def go():
+        async with Engine(dict(scorer.teachers), Journal(tmp_path / "journal"), RetryPolicy(3, 0.01, 0.05), budget) as engine:
+            answers = await engine.run(scorer.calls(items))
+            return engine, await scorer.score(items, {a.call_id: a for a in answers})
+
+    return run(go())
+
+
 def test_verifiable_scores_fraction_of_checks_with_breakdown():
     prompt = make_prompt([{"type": "no_commas"}, {"type": "max_words", "n": 5}, {"type": "lowercase"}])
     good, half = make_candidate("all lowercase no commas"), make_candidate("Has, commas")
-    scores = run(VerifiableScorer().score([(prompt, good), (prompt, half)]))
+    scorer = VerifiableScorer()
+    assert scorer.calls([(prompt, good)]) == [] and scorer.teachers == {}
+    scores = run(scorer.score([(prompt, good), (prompt, half)], {}))
     assert scores[0].value == 1.0 and scores[0].details["checks"] == {"no_commas": True, "max_words": True, "lowercase": True}
     assert scores[1].value == pytest.approx(1 / 3)
     truncated = make_candidate("all lowercase no commas", finish_reason="length")
-    assert run(VerifiableScorer(truncated_penalty=0.5).score([(prompt, truncated)]))[0].value == 0.5
+    assert run(VerifiableScorer(truncated_penalty=0.5).score([(prompt, truncated)], {}))[0].value == 0.5
 
 
 def test_weighted_sum_combines_scorers():
@@ -32,35 +49,73 @@ def test_weighted_sum_combines_scorers():
         {"a": {"scorer": VerifiableScorer(), "weight": 3}, "b": {"scorer": VerifiableScorer(truncated_penalty=1.0), "weight": 1}}
     )
     weighted.check()
-    score = run(weighted.score([(prompt, make_candidate("lowercase, commas", finish_reason="length"))]))[0]
+    score = run(weighted.score([(prompt, make_candidate("lowercase, commas", finish_reason="length"))], {}))[0]
     assert score.value == pytest.approx((3 * 0.5 + 1 * 0.0) / 4)
     assert score.details["a"]["score"] == 0.5 and score.details["b"]["score"] == 0.0
     with pytest.raises(ConfigError):
         WeightedScorer({}).check()
 
 
-def test_judge_reads_logprobs_from_an_openai_compatible_endpoint():
+def judge_teacher(url, **sampling):
+    return OpenAICompatTeacher("judge", "judge-model", url, sampling={"temperature": 0.0, "max_tokens": 2, **sampling})
+
+
+def test_judge_reads_logprobs_through_the_engine_and_a_resume_reuses_its_judgments(tmp_path):
+    prompt = make_prompt()
+    items = [
+        (prompt, make_candidate("short", teacher="a")),
+        (prompt, make_candidate("a much longer answer here", teacher="b")),
+    ]
     with FakeOpenAI() as server:
-        judge = JudgeScorer(OpenAICompatTeacher("judge", "judge-model", server.url, top_logprobs=5, temperature=0.0))
+        judge = JudgeScorer(judge_teacher(server.url, logprobs=5))
         judge.check()
-        prompt = make_prompt()
-        items = [
-            (prompt, make_candidate("short", teacher="a")),
-            (prompt, make_candidate("a much longer answer here", teacher="b")),
-        ]
-        scores = run(judge.score(items))
-        run(judge.close())
+        _, scores = judged(judge, items, tmp_path)
         sent = [r["body"] for r in server.requests]
+        _, again = judged(JudgeScorer(judge_teacher(server.url, logprobs=5)), items, tmp_path)
+        assert len(server.requests) == 2  # the journal had both judgments
     assert len(sent) == 2 and all(b["logprobs"] and b["top_logprobs"] == 5 for b in sent)
+    assert [s.value for s in again] == [s.value for s in scores]
     for s in scores:
-        assert s.details["source"] == "logprobs"
+        assert s.details["source"] == "logprobs" and s.error is None
         # The fake rates r with p∝e^-0.1 and r+1 with p∝e^-2.5: expected value between them.
         r = s.details["rating"]
         assert int(r) < r < int(r) + 0.2 and s.value == pytest.approx((r - 1) / 8, abs=1e-6)
 
 
+def test_a_judgment_that_fails_is_a_failure_never_a_score(tmp_path):
+    """A single 429 used to score an answer 0.0, which could then become the DPO `rejected`. Now
+    the engine retries it, and one that still fails is a failure with its reason."""
+    prompt = make_prompt()
+    items = [(prompt, make_candidate("one", teacher="a")), (prompt, make_candidate("two", teacher="b"))]
+    with FakeOpenAI(Script(fail_first=1, fail_status=429, retry_after="0.01")) as server:
+        engine, scores = judged(JudgeScorer(judge_teacher(server.url)), items, tmp_path / "retried")
+    assert all(s.value is not None for s in scores) and engine.stats["judge"].retries == 2
+    with FakeOpenAI(Script(fail_first=99, fail_status=503)) as server:
+        _, scores = judged(JudgeScorer(judge_teacher(server.url)), items, tmp_path / "failed")
+    assert all(s.value is None and s.error.startswith("judge: HTTP 503") for s in scores)
+    with FakeOpenAI(Script(answers={"judge-model": "excellent"})) as server:
+        _, scores = judged(JudgeScorer(judge_teacher(server.url)), items, tmp_path / "unparsed")
+    assert all(s.value is None and "no rating" in s.error for s in scores)
+    rows = [Scored(c, s.value, s.details, error=s.error) for (_, c), s in zip(items, scores, strict=True)]
+    selection = select(prompt, Route(("a", "b"), "all"), rows, SelectionSpec())
+    assert selection.chosen is None and selection.rejected is None and "no rating" in selection.reason
+
+
+def test_weighted_fails_when_a_part_fails(tmp_path):
+    prompt = make_prompt([{"type": "lowercase"}])
+    with FakeOpenAI(Script(fail_first=99, fail_status=400)) as server:
+        weighted = WeightedScorer(
+            {
+                "v": {"scorer": VerifiableScorer(), "weight": 1},
+                "j": {"scorer": JudgeScorer(judge_teacher(server.url)), "weight": 1},
+            }
+        )
+        _, scores = judged(weighted, [(prompt, make_candidate("fine"))], tmp_path)
+    assert scores[0].value is None and scores[0].error.startswith("j: judge: HTTP 400") and scores[0].details["v"]["score"] == 1.0
+
+
 def test_judge_falls_back_to_text_and_marks_unparsed():
-    judge = JudgeScorer(OpenAICompatTeacher("judge", "m", "http://127.0.0.1:9"))
+    judge = JudgeScorer(judge_teacher("http://127.0.0.1:9"))
     assert judge.rating("Score: 7", None) == (7.0, "text")
     assert judge.rating("great!", None) == (None, "unparsed")
     with pytest.raises(ConfigError, match="must contain"):
@@ -112,7 +167,7 @@ def test_reward_model_ranks_like_its_training(tiny_reward_model):
         (prompt, make_candidate(t))
         for t in ["happy to help here is a clear answer", "go away stupid question", "thank you here is the answer"]
     ]
-    scores = [s.value for s in run(scorer.score(items))]
+    scores = [s.value for s in run(scorer.score(items, {}))]
     assert scores[0] > scores[1] and scores[2] > scores[1]
 
 

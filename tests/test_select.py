@@ -1,16 +1,18 @@
 import math
 
+import pytest
 from conftest import make_candidate, make_prompt
 
-from arbitrage.routing import Route
+from arbitrage.errors import ConfigError
+from arbitrage.routers import Route
 from arbitrage.rows import Scored
 from arbitrage.select import SelectionSpec, select
 
 ROUTE = Route(("a", "b", "c"), "all")
 
 
-def scored(teacher, score, **kw):
-    return Scored(make_candidate(f"answer from {teacher}", teacher=teacher, **kw), score)
+def scored(teacher, score, text=None, **kw):
+    return Scored(make_candidate(text or f"answer from {teacher}", teacher=teacher, **kw), score)
 
 
 def test_best_and_worst_pair_with_margin():
@@ -65,3 +67,38 @@ def test_filtered_answers_are_never_chosen_but_can_be_rejected():
     assert s.chosen.candidate.teacher == "b" and s.rejected.candidate.teacher == "c"
     s = select(make_prompt(), ROUTE, [refusal], SelectionSpec())
     assert s.chosen is None and s.reason.startswith("every answer filtered (a: refusal")
+
+
+def test_a_nan_or_missing_score_is_a_failure_never_a_winner():
+    nan = scored("a", math.nan)
+    unjudged = Scored(make_candidate("answer from c", teacher="c"), None, error="judge: HTTP 429")
+    s = select(make_prompt(), ROUTE, [nan, scored("b", 0.2), unjudged], SelectionSpec())
+    assert s.chosen.candidate.teacher == "b" and s.rejected is None  # neither unscored answer is the negative
+    s = select(make_prompt(), ROUTE, [nan, unjudged], SelectionSpec())
+    assert s.chosen is None and "judge: HTTP 429" in s.reason
+
+
+def test_chosen_and_rejected_never_carry_the_same_text():
+    same = [scored("a", 1.0, text="Paris."), scored("b", 0.0, text=" Paris. "), scored("c", 0.5, text="Lyon.")]
+    s = select(make_prompt(), ROUTE, same, SelectionSpec())
+    assert s.chosen.candidate.teacher == "a" and s.rejected.candidate.teacher == "c"
+    s = select(make_prompt(), ROUTE, same[:2], SelectionSpec())
+    assert s.rejected is None
+
+
+def test_random_lower_picks_only_among_answers_that_clear_the_margin():
+    cands = [scored("a", 1.0), scored("b", 0.98), scored("c", 0.2)]
+    picks = {
+        select(
+            make_prompt(prompt_id=f"p{i}"), ROUTE, cands, SelectionSpec(pairs="random_lower", min_margin=0.1)
+        ).rejected.candidate.teacher
+        for i in range(30)
+    }
+    assert picks == {"c"}  # b is lower but within the margin
+
+
+def test_selection_settings_validate_themselves():
+    with pytest.raises(ConfigError, match="output.pairs must be one of worst, random_lower, got 'wrost'"):
+        SelectionSpec(pairs="wrost")
+    with pytest.raises(ConfigError, match="output.min_margin"):
+        SelectionSpec(min_margin=-1)

@@ -1,23 +1,24 @@
-"""An LLM judge: a teacher (API, OpenAI-compatible server or local vLLM) rates each answer 1–10.
+"""An LLM judge: a teacher (API, OpenAI-compatible server or local vLLM) rates each answer 1–9.
 
 With first-token log-probs (OpenAI-compatible servers, vLLM) the score is the expected rating
 over the digit tokens, which separates close answers better than the sampled digit (G-Eval,
-arXiv 2303.16634). Without them, the first integer in the reply is used. The packaged 135M/270M
-models cannot judge (../shared/FACTS.md), so this is never the offline default.
+arXiv 2303.16634). Without them, the first integer in the reply is used. The judge's calls go
+through the engine like any teacher's: retried, rate limited, budgeted, journaled (a resume reuses
+every judgment). A judgment that fails or cannot be read is a failure, never a score. The packaged
+135M/270M models cannot judge (measured: their ratings move ≤ 0.2 points between good and bad
+answers), so this is never the offline default.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
 
 from arbitrage.errors import ConfigError
-from arbitrage.rows import Candidate, Prompt
-from arbitrage.scoring import Score
-from arbitrage.teachers import Teacher
+from arbitrage.rows import Call, Candidate, Prompt, make_call, stable_hash
+from arbitrage.scoring import Item, Score
+from arbitrage.teachers import Teacher, teacher_key
 
 DEFAULT_TEMPLATE = """You are grading an assistant's answer to a user's request.
 
@@ -37,16 +38,27 @@ class JudgeScorer:
         self.judge = judge
         self.template = template
         self.scale_max = scale_max
-        self._started = False
+        self.teachers = {judge.name: judge}
+        self._key: str | None = None
 
     def check(self) -> None:
         if "{request}" not in self.template or "{answer}" not in self.template:
             raise ConfigError("reward.template must contain {request} and {answer}")
+        if not isinstance(self.scale_max, int) or not 2 <= self.scale_max <= 9:
+            raise ConfigError(f"reward.scale_max must be an integer from 2 to 9 (one digit), got {self.scale_max!r}")
         self.judge.check()
 
-    def _judge_prompt(self, prompt: Prompt, candidate: Candidate) -> Prompt:
+    def request(self, prompt: Prompt, candidate: Candidate) -> Prompt:
+        """The judge's prompt for one answer; its id hashes its text, so a resume finds its judgment."""
         text = self.template.replace("{request}", prompt.user_text).replace("{answer}", candidate.text or "")
-        return replace(prompt, prompt_id=f"judge-{candidate.call_id}", messages=({"role": "user", "content": text},))
+        messages = ({"role": "user", "content": text},)
+        return Prompt(
+            "judge-" + stable_hash(messages), prompt.persona_id, prompt.language, prompt.domain, prompt.task, "", messages
+        )
+
+    def calls(self, items: Sequence[Item]) -> list[Call]:
+        self._key = self._key or teacher_key(self.judge)
+        return [make_call(self.request(p, c), self.judge.name, self._key) for p, c in items]
 
     def rating(self, text: str | None, logprobs: list | None) -> tuple[float | None, str]:
         if logprobs:
@@ -63,27 +75,20 @@ class JudgeScorer:
             return float(match.group()), "text"
         return None, "unparsed"
 
-    async def score(self, items: Sequence[tuple[Prompt, Candidate]]) -> list[Score]:
-        if not self._started:
-            await self.judge.start()
-            self._started = True
-        judge_prompts = [self._judge_prompt(p, c) for p, c in items]
-        size = self.judge.batch_size
-        chunks = [judge_prompts[i : i + size] for i in range(0, len(judge_prompts), size)]
-        limit = asyncio.Semaphore(max(1, self.judge.max_concurrency))
-
-        async def judge_chunk(chunk: list[Prompt]):
-            async with limit:
-                return await self.judge.complete(chunk)
-
-        completions = [c for chunk in await asyncio.gather(*map(judge_chunk, chunks)) for c in chunk]
+    async def score(self, items: Sequence[Item], answers: Mapping[str, Candidate]) -> list[Score]:
         scores = []
-        for completion in completions:
-            value, source = self.rating(completion.text, completion.logprobs)
-            # Normalised to [0, 1] so it mixes with the verifiable pass rate; unparsed counts as 0.
-            normalised = 0.0 if value is None else (value - 1) / (self.scale_max - 1)
-            scores.append(Score(round(normalised, 6), {"rating": value, "source": source, "error": completion.error}))
+        for call in self.calls(items):
+            answer = answers.get(call.call_id)
+            if answer is None or answer.error:
+                scores.append(Score.failed(f"judge: {answer.error if answer else 'no answer'}"))
+                continue
+            value, source = self.rating(answer.text, answer.logprobs)
+            if value is None:
+                scores.append(Score.failed(f"judge: no rating in its reply {(answer.text or '')[:40]!r}"))
+                continue
+            # Normalised to [0, 1] so it mixes with the verifiable pass rate.
+            scores.append(Score(round((value - 1) / (self.scale_max - 1), 6), {"rating": round(value, 6), "source": source}))
         return scores
 
     async def close(self) -> None:
-        await self.judge.close()
+        return None  # the engine closes the judge with the other teachers

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from arbitrage.errors import ConfigError
-from arbitrage.rows import Candidate, Prompt
-from arbitrage.scoring import Score
+from arbitrage.rows import Call, Candidate, Prompt
+from arbitrage.scoring import Item, Score
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ class RewardModelScorer:
         self.dtype = dtype
         self._model = None
         self._tokenizer = None
+        self.teachers = {}  # a local model: no engine calls
 
     def check(self) -> None:
         import os
@@ -87,7 +88,10 @@ class RewardModelScorer:
             scores.extend(Score(round(float(v), 6)) for v in logits[:, 0].float().cpu())
         return scores
 
-    async def score(self, items: Sequence[tuple[Prompt, Candidate]]) -> list[Score]:
+    def calls(self, items: Sequence[Item]) -> list[Call]:
+        return []
+
+    async def score(self, items: Sequence[Item], answers: Mapping[str, Candidate] | None = None) -> list[Score]:
         return await asyncio.to_thread(self._score_sync, items)
 
     async def close(self) -> None:

@@ -2,16 +2,16 @@
 
 Tulu 3 RLVR style: constraints attached at synthesis time (and known answers for math) are
 checked programmatically. Deterministic, cheap, and it separates good from bad answers where the
-packaged 135M/270M models cannot judge (../shared/FACTS.md).
+packaged 135M/270M models cannot judge (their ratings move ≤ 0.2 points between good and bad answers).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from arbitrage import constraints as C
-from arbitrage.rows import Candidate, Prompt
-from arbitrage.scoring import Score
+from arbitrage.rows import Call, Candidate, Prompt
+from arbitrage.scoring import Item, Score
 
 
 class VerifiableScorer:
@@ -20,6 +20,7 @@ class VerifiableScorer:
     def __init__(self, truncated_penalty: float = 0.0):
         # A response cut off at max_tokens rarely satisfies "end with…"; optionally mark it down further.
         self.truncated_penalty = truncated_penalty
+        self.teachers = {}
 
     def check(self) -> None:
         return None
@@ -32,7 +33,10 @@ class VerifiableScorer:
             value = max(0.0, value - self.truncated_penalty)
         return Score(round(value, 6), {"checks": results})
 
-    async def score(self, items: Sequence[tuple[Prompt, Candidate]]) -> list[Score]:
+    def calls(self, items: Sequence[Item]) -> list[Call]:
+        return []
+
+    async def score(self, items: Sequence[Item], answers: Mapping[str, Candidate] | None = None) -> list[Score]:
         return [self.score_one(p, c) for p, c in items]
 
     async def close(self) -> None:

@@ -1,35 +1,124 @@
-"""Teachers answer prompts. One small protocol; local vLLM and API implementations compose it."""
+"""Teachers answer calls. One protocol says all the rest of the code may use; local vLLM and API
+teachers implement it. `Sampling` and `Limits` are the settings every teacher has."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Protocol, runtime_checkable
 
-from arbitrage.rows import Completion, Prompt, stable_hash
+from arbitrage.cost import Price
+from arbitrage.errors import ConfigError
+from arbitrage.rows import Call, Completion, stable_hash
 
 
-def prompt_seed(seed: int, prompt: Prompt) -> int:
-    """A per-prompt sampling seed: an answer is reproducible whatever batch or retry it lands in."""
-    return int(stable_hash(seed, prompt.prompt_id, length=8), 16)
+def _check_number(where: str, key: str, value, kind: type, low: float | None = None, high: float | None = None) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and (kind is float or float(value).is_integer())
+    ok = ok and math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high)
+    if not ok:
+        bounds = f" in [{low}, {high}]" if high is not None else (f" ≥ {low}" if low is not None else "")
+        raise ConfigError(f"{where}.{key} must be {'an integer' if kind is int else 'a number'}{bounds}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a teacher samples. Everything but `n` changes each answer, so `key()` is part of every
+    call id; `n` only says how many samples (calls) a prompt gets, so raising it extends a run."""
+
+    max_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int | None = 0
+    n: int = 1
+    logprobs: int | None = None  # top first-token log-probs to return (judges read them)
+    where: str = field(default="sampling", compare=False, repr=False)  # for error messages only
+
+    def __post_init__(self):
+        _check_number(self.where, "max_tokens", self.max_tokens, int, 1)
+        _check_number(self.where, "temperature", self.temperature, float, 0, 100)
+        _check_number(self.where, "top_p", self.top_p, float, 0, 1)
+        _check_number(self.where, "n", self.n, int, 1)
+        if self.seed is not None:
+            _check_number(self.where, "seed", self.seed, int)
+        if self.logprobs is not None:
+            _check_number(self.where, "logprobs", self.logprobs, int, 1, 20)
+        if self.top_p == 0:
+            raise ConfigError(f"{self.where}.top_p must be above 0, got 0")
+
+    @classmethod
+    def of(cls, value: Sampling | Mapping | None, where: str) -> Sampling:
+        if isinstance(value, Sampling):
+            return value
+        value = dict(value or {})
+        unknown = sorted(set(value) - {f.name for f in fields(cls)} - {"where"})
+        if unknown:
+            known = ", ".join(f.name for f in fields(cls) if f.name != "where")
+            raise ConfigError(f"{where} has no setting {', '.join(unknown)} — known: {known}")
+        return cls(**value, where=where)
+
+    def key(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("n", "where")}
+
+    def seed_for(self, prompt_id: str, sample: int) -> int | None:
+        """A per-call seed: an answer is reproducible whatever batch or retry it lands in, and each
+        sample of a prompt differs (sample 0 keeps the seed runs had before samples existed)."""
+        if self.seed is None:
+            return None
+        parts = (self.seed, prompt_id) if sample == 0 else (self.seed, prompt_id, sample)
+        return int(stable_hash(*parts, length=8), 16)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How hard the engine may drive a teacher."""
+
+    max_concurrency: int = 16  # complete() calls in flight at once
+    batch_size: int = 1  # calls per complete(): large for a local engine, 1 for an API
+    rpm: float | None = None  # requests per minute
+    tpm: float | None = None  # tokens per minute
+    from_headers: bool = False  # learn and obey the server's x-ratelimit-* headers (API servers)
+    where: str = field(default="teacher", compare=False, repr=False)
+
+    def __post_init__(self):
+        _check_number(self.where, "max_concurrency", self.max_concurrency, int, 1)
+        _check_number(self.where, "batch_size", self.batch_size, int, 1)
+        for key in ("rpm", "tpm"):
+            if getattr(self, key) is not None:
+                _check_number(self.where, key, getattr(self, key), float, 1)
+
+    @property
+    def queue_size(self) -> int:
+        """Room for two rounds of work: enough to keep the teacher busy, little to hold."""
+        return 2 * self.max_concurrency * self.batch_size
 
 
 @runtime_checkable
 class Teacher(Protocol):
     name: str
-    batch_size: int  # prompts per complete() call: large for a local engine, 1 for an API
-    max_concurrency: int  # complete() calls in flight at once
+    model: str
+    sampling: Sampling
+    limits: Limits
+    price: Price | None  # None: nobody prices it, so a budget cannot bound it
+
+    def identity(self) -> dict:
+        """What decides the answers: model, where it is served (endpoint, or the weights' digest and
+        the engine settings that change outputs), prompt template, `sampling.key()`."""
 
     def check(self) -> None:
         """Raise ConfigError naming the fix (missing key, missing model) — before any model loads."""
 
-    def generation_key(self) -> dict:
-        """What changes the answers (model, sampling, template): part of every call id.
-
-        Not the endpoint or the key: a server that moves keeps its journaled answers."""
-
     async def start(self) -> None: ...
 
-    async def complete(self, prompts: Sequence[Prompt]) -> list[Completion]:
-        """One Completion per prompt, in order. Failures come back as Completion(error=...)."""
+    async def complete(self, calls: Sequence[Call]) -> list[Completion]:
+        """One Completion per call, in order. Failures come back as Completion(error=...)."""
 
     async def close(self) -> None: ...
+
+    def stats(self) -> dict[str, float]:
+        """Engine-side figures for the summary (load_s, generate_s); {} for API teachers."""
+
+
+def teacher_key(teacher: Teacher) -> str:
+    """The teacher part of every call id."""
+    return stable_hash(teacher.identity())

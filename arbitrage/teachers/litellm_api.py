@@ -2,18 +2,19 @@
 
 litellm costs ~4.5 ms of CPU per request here, ~18× a bare aiohttp client (BENCHMARKS.md), so at
 high concurrency it caps throughput. `openai/...` models are plain OpenAI-compatible calls: with
-`fast_path` (the default) they go through the aiohttp client of `OpenAICompatTeacher` instead, to
+`fast_path` (the default) `api_teacher` builds an `OpenAICompatTeacher` for them instead, sent to
 `api_base` or OpenAI's endpoint. Every other provider goes through litellm.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from arbitrage.cost import Price, api_price
 from arbitrage.errors import ConfigError
-from arbitrage.rows import Completion, Prompt
-from arbitrage.teachers import prompt_seed
+from arbitrage.rows import Call, Completion
+from arbitrage.teachers import Limits, Sampling, Teacher
 from arbitrage.teachers.openai_compat import OpenAICompatTeacher, api_key_from_env, ratelimit_headers
 
 # litellm fetches its price map from the network at import unless told not to (no network here).
@@ -21,115 +22,106 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
-class LiteLLMTeacher:
-    batch_size = 1
+def api_teacher(
+    name: str,
+    model: str,
+    api_key_env: str | None = None,
+    api_base: str | None = None,
+    sampling: Sampling | Mapping | None = None,
+    timeout_s: float = 120.0,
+    max_concurrency: int = 16,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    price: Mapping | Price | None = None,
+    fast_path: bool = True,
+) -> Teacher:
+    """The `api` teacher: `openai/<model>` over our aiohttp client when `fast_path`, else litellm."""
+    if "/" not in str(model):
+        raise ConfigError(f"teacher '{name}': model '{model}' needs a provider prefix, e.g. openai/gpt-4o-mini")
+    if fast_path and model.startswith("openai/"):
+        return OpenAICompatTeacher(
+            name,
+            model.removeprefix("openai/"),
+            api_base or OPENAI_BASE_URL,
+            api_key_env=api_key_env,
+            sampling=sampling,
+            timeout_s=timeout_s,
+            max_concurrency=max_concurrency,
+            rpm=rpm,
+            tpm=tpm,
+            price=price,
+            price_model=model,
+        )
+    return LiteLLMTeacher(name, model, api_key_env, api_base, sampling, timeout_s, max_concurrency, rpm, tpm, price)
 
+
+class LiteLLMTeacher:
     def __init__(
         self,
         name: str,
         model: str,
         api_key_env: str | None = None,
         api_base: str | None = None,
-        max_tokens: int = 512,
-        temperature: float = 0.7,
-        top_p: float = 1.0,
-        seed: int | None = 0,
+        sampling: Sampling | Mapping | None = None,
         timeout_s: float = 120.0,
         max_concurrency: int = 16,
-        top_logprobs: int | None = None,
         rpm: float | None = None,  # requests per minute (None: learnt from x-ratelimit-* headers)
         tpm: float | None = None,  # tokens per minute
-        fast_path: bool = True,  # openai/... models over our aiohttp client rather than litellm
+        price: Mapping | Price | None = None,
     ):
         self.name = name
         self.model = model
         self.api_key_env = api_key_env
         self.api_base = api_base
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.top_p = top_p
-        self.seed = seed
+        self.sampling = Sampling.of(sampling, f"teacher.{name}.sampling")
+        self.limits = Limits(max_concurrency, 1, rpm, tpm, from_headers=True, where=f"teacher.{name}")
         self.timeout_s = timeout_s
-        self.max_concurrency = max_concurrency
-        self.top_logprobs = top_logprobs
-        self.rpm, self.tpm = rpm, tpm
-        self.fast_path = fast_path
+        self.price = api_price(model, api_base, price)
         self._key: str | None = None
-        self._direct: OpenAICompatTeacher | None = None
+
+    def identity(self) -> dict:
+        return {"api": "litellm", "model": self.model, "endpoint": self.api_base, "sampling": self.sampling.key()}
 
     def check(self) -> None:
         if "/" not in self.model:
             raise ConfigError(f"teacher '{self.name}': model '{self.model}' needs a provider prefix, e.g. openai/gpt-4o-mini")
         api_key_from_env(self.name, self.api_key_env, required=True)
 
-    def generation_key(self) -> dict:
-        return {
-            "model": self.model,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "seed": self.seed,
-        }
-
-    @property
-    def direct(self) -> bool:
-        """Whether calls skip litellm (same requests, same answers: the generation key is unchanged)."""
-        return self.fast_path and self.model.startswith("openai/")
+    def stats(self) -> dict[str, float]:
+        return {}
 
     async def start(self) -> None:
-        self._key = api_key_from_env(self.name, self.api_key_env, required=True)
-        if self.direct and self._direct is None:
-            self._direct = OpenAICompatTeacher(
-                self.name,
-                self.model.removeprefix("openai/"),
-                self.api_base or OPENAI_BASE_URL,
-                api_key_env=self.api_key_env,
-                max_tokens=self.max_tokens,
-                temperature=self.temperature,
-                top_p=self.top_p,
-                seed=self.seed,
-                timeout_s=self.timeout_s,
-                max_concurrency=self.max_concurrency,
-                top_logprobs=self.top_logprobs,
-            )
-            await self._direct.start()
-
-    async def _one(self, prompt: Prompt) -> Completion:
         import litellm
 
+        litellm.suppress_debug_info = True  # else a help banner per failed attempt
+        self._key = api_key_from_env(self.name, self.api_key_env, required=True)
+
+    async def _one(self, call: Call) -> Completion:
+        import litellm
+
+        s = self.sampling
         kwargs = {}
-        if self.seed is not None:
-            kwargs["seed"] = prompt_seed(self.seed, prompt)
-        if self.top_logprobs:
-            kwargs |= {"logprobs": True, "top_logprobs": self.top_logprobs}
+        seed = s.seed_for(call.prompt.prompt_id, call.sample)
+        if seed is not None:
+            kwargs["seed"] = seed
+        if s.logprobs:
+            kwargs |= {"logprobs": True, "top_logprobs": s.logprobs}
         try:
             response = await litellm.acompletion(
                 model=self.model,
-                messages=list(prompt.messages),
+                messages=list(call.prompt.messages),
                 api_key=self._key,
                 api_base=self.api_base,
-                max_tokens=self.max_tokens,
-                temperature=self.temperature,
-                top_p=self.top_p,
+                max_tokens=s.max_tokens,
+                temperature=s.temperature,
+                top_p=s.top_p,
                 timeout=self.timeout_s,
                 num_retries=0,  # the engine retries, with one policy for every teacher
                 **kwargs,
             )
         except Exception as exc:  # litellm maps provider errors onto its own classes
-            status = getattr(exc, "status_code", None)
-            headers = getattr(getattr(exc, "response", None), "headers", None) or {}
-            retry_after = headers.get("retry-after") if hasattr(headers, "get") else None
-            return Completion(
-                text=None,
-                error=f"{type(exc).__name__}: {str(exc)[:200]}",
-                status=status if isinstance(status, int) else None,
-                retry_after=float(retry_after) if retry_after and str(retry_after).replace(".", "", 1).isdigit() else None,
-                ratelimit=ratelimit_headers(headers) if hasattr(headers, "get") else None,
-            )
+            return _failure(exc)
         choice = response.choices[0]
-        content = choice.message.content
-        if content is None:
-            return Completion(text=None, error="response had no message content", finish_reason=choice.finish_reason)
         top = None
         logprobs = getattr(choice, "logprobs", None)
         if logprobs is not None and getattr(logprobs, "content", None):
@@ -139,7 +131,7 @@ class LiteLLMTeacher:
         provider = (getattr(response, "_hidden_params", None) or {}).get("additional_headers") or {}
         headers = {k.removeprefix("llm_provider-"): v for k, v in provider.items()}
         return Completion(
-            text=content.strip(),
+            text=(choice.message.content or "").strip(),
             finish_reason=choice.finish_reason,
             tokens_in=getattr(usage, "prompt_tokens", 0) or 0,
             tokens_out=getattr(usage, "completion_tokens", 0) or 0,
@@ -147,12 +139,25 @@ class LiteLLMTeacher:
             ratelimit=ratelimit_headers(headers),
         )
 
-    async def complete(self, prompts: Sequence[Prompt]) -> list[Completion]:
-        if self._direct is not None:
-            return await self._direct.complete(prompts)
-        return [await self._one(p) for p in prompts]
+    async def complete(self, calls: Sequence[Call]) -> list[Completion]:
+        return [await self._one(c) for c in calls]
 
     async def close(self) -> None:
-        if self._direct is not None:
-            await self._direct.close()
-            self._direct = None
+        return None
+
+
+def _failure(exc: Exception) -> Completion:
+    """A litellm exception as data. Connection failures surface as APIConnectionError with status 500:
+    they keep no status, so they read as connection errors, not server errors."""
+    status = getattr(exc, "status_code", None)
+    if type(exc).__name__ in ("APIConnectionError", "Timeout"):
+        status = None
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    retry_after = headers.get("retry-after") if isinstance(headers, Mapping) or hasattr(headers, "items") else None
+    return Completion(
+        text=None,
+        error=f"{type(exc).__name__}: {str(exc)[:200]}",
+        status=status if isinstance(status, int) else None,
+        retry_after=float(retry_after) if retry_after and str(retry_after).replace(".", "", 1).isdigit() else None,
+        ratelimit=ratelimit_headers(headers) if hasattr(headers, "get") else None,
+    )

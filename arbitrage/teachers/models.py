@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -104,6 +105,65 @@ def convert_gguf(gguf_path: Path) -> Path:
     tokenizer.save_pretrained(tmp)
     tmp.replace(target)  # atomic: a crash mid-conversion never leaves a half directory
     return target
+
+
+# A digest of the weights, so that a resumed run never mixes answers of two different models. Large
+# files are sampled (size, then the first, middle and last MiB): reading 140 GB at every start is not
+# an option, and a changed checkpoint changes these. Cached by (path, size, mtime).
+SAMPLE = 1 << 20
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+
+
+def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    cache = cache_dir() / "digests.json"
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    known = json.loads(cache.read_text()) if cache.exists() else {}
+    if key in known:
+        return known[key]
+    digest = hashlib.sha256(str(stat.st_size).encode())
+    with path.open("rb") as f:
+        if stat.st_size <= 4 * SAMPLE:
+            digest.update(f.read())
+        else:
+            for offset in (0, stat.st_size // 2, stat.st_size - SAMPLE):
+                f.seek(offset)
+                digest.update(f.read(SAMPLE))
+    known[key] = digest.hexdigest()[:16]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f"digests.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(known))
+    tmp.replace(cache)
+    return known[key]
+
+
+def weights_digest(source: str) -> str:
+    """What identifies the weights a teacher's `model` names, without loading them."""
+    check_source(source)
+    if source in PACKAGED_GGUF:
+        return _file_digest(PACKAGED_GGUF[source]())
+    path = Path(source).expanduser()
+    if path.is_file():
+        return _file_digest(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name == "config.json"))
+        if not files:
+            raise ConfigError(f"model directory '{source}' holds no config.json or weights — point the teacher at a model")
+        return hashlib.sha256("".join(f"{p.relative_to(path)}={_file_digest(p)}" for p in files).encode()).hexdigest()[:16]
+    return _hub_revision(source)
+
+
+def _hub_revision(repo_id: str) -> str:
+    """A hub id: the commit of the cached snapshot when there is one (offline), else the id itself."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        config = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # not a valid repo id: vLLM will say so when it loads
+        config = None
+    if isinstance(config, str):
+        return f"{repo_id}@{Path(config).parent.name}"
+    return repo_id
 
 
 if __name__ == "__main__":

@@ -12,14 +12,15 @@ import asyncio
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import aiohttp
 
+from arbitrage.cost import Price, api_price
 from arbitrage.errors import ConfigError
-from arbitrage.rows import Completion, Prompt
-from arbitrage.teachers import prompt_seed
+from arbitrage.rows import Call, Completion
+from arbitrage.teachers import Limits, Sampling
 
 
 def api_key_from_env(teacher: str, api_key_env: str | None, required: bool) -> str | None:
@@ -90,10 +91,8 @@ def parse_chat_response(body: dict) -> Completion:
     logprobs = choice.get("logprobs") or {}
     if logprobs.get("content"):
         top = [{"token": t["token"], "logprob": t["logprob"]} for t in logprobs["content"][0].get("top_logprobs", [])]
-    if content is None:
-        return Completion(text=None, error="response had no message content", finish_reason=choice.get("finish_reason"))
-    return Completion(
-        text=content.strip(),
+    return Completion(  # no content (a filtered answer): the engine records an empty answer
+        text=(content or "").strip(),
         finish_reason=choice.get("finish_reason"),
         tokens_in=int(usage.get("prompt_tokens") or 0),
         tokens_out=int(usage.get("completion_tokens") or 0),
@@ -102,51 +101,40 @@ def parse_chat_response(body: dict) -> Completion:
 
 
 class OpenAICompatTeacher:
-    batch_size = 1
-
     def __init__(
         self,
         name: str,
         model: str,
         base_url: str,
         api_key_env: str | None = None,
-        max_tokens: int = 512,
-        temperature: float = 0.7,
-        top_p: float = 1.0,
-        seed: int | None = 0,
+        sampling: Sampling | Mapping | None = None,
         timeout_s: float = 120.0,
         max_concurrency: int = 16,
-        top_logprobs: int | None = None,
         rpm: float | None = None,  # requests per minute (None: learnt from x-ratelimit-* headers)
         tpm: float | None = None,  # tokens per minute
+        price: Mapping | Price | None = None,  # {input_per_mtok, output_per_mtok}; None: litellm's price map
+        price_model: str | None = None,  # the name to look up in the price map (default: model)
     ):
         self.name = name
         self.model = model
-        self.base_url = base_url.rstrip("/")
+        self.base_url = str(base_url).rstrip("/")
         self.api_key_env = api_key_env
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.top_p = top_p
-        self.seed = seed
+        self.sampling = Sampling.of(sampling, f"teacher.{name}.sampling")
+        self.limits = Limits(max_concurrency, 1, rpm, tpm, from_headers=True, where=f"teacher.{name}")
         self.timeout_s = timeout_s
-        self.max_concurrency = max_concurrency
-        self.top_logprobs = top_logprobs
-        self.rpm, self.tpm = rpm, tpm
+        self.price = api_price(price_model or model, self.base_url, price)
         self._session: aiohttp.ClientSession | None = None
+
+    def identity(self) -> dict:
+        return {"api": "openai-compatible", "model": self.model, "endpoint": self.base_url, "sampling": self.sampling.key()}
 
     def check(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"teacher '{self.name}': base_url must start with http:// or https://, got '{self.base_url}'")
         api_key_from_env(self.name, self.api_key_env, required=True)
 
-    def generation_key(self) -> dict:
-        return {
-            "model": self.model,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "seed": self.seed,
-        }
+    def stats(self) -> dict[str, float]:
+        return {}
 
     async def start(self) -> None:
         if self._session is None:
@@ -156,29 +144,31 @@ class OpenAICompatTeacher:
                 headers["Authorization"] = f"Bearer {key}"
             self._session = aiohttp.ClientSession(
                 headers=headers,
-                connector=aiohttp.TCPConnector(limit=self.max_concurrency),
+                connector=aiohttp.TCPConnector(limit=self.limits.max_concurrency),
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),  # a hung request becomes a retryable timeout
             )
             self._url = f"{self.base_url}/chat/completions"
 
-    def _body(self, prompt: Prompt) -> dict:
+    def _body(self, call: Call) -> dict:
+        s = self.sampling
         body = {
             "model": self.model,
-            "messages": list(prompt.messages),
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
+            "messages": list(call.prompt.messages),
+            "max_tokens": s.max_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
         }
-        if self.seed is not None:
-            body["seed"] = prompt_seed(self.seed, prompt)
-        if self.top_logprobs:
-            body |= {"logprobs": True, "top_logprobs": self.top_logprobs}
+        seed = s.seed_for(call.prompt.prompt_id, call.sample)
+        if seed is not None:
+            body["seed"] = seed
+        if s.logprobs:
+            body |= {"logprobs": True, "top_logprobs": s.logprobs}
         return body
 
-    async def _one(self, prompt: Prompt) -> Completion:
+    async def _one(self, call: Call) -> Completion:
         assert self._session is not None, "start() first"
         try:
-            async with self._session.post(self._url, data=json.dumps(self._body(prompt))) as response:
+            async with self._session.post(self._url, data=json.dumps(self._body(call))) as response:
                 raw = await response.read()
                 status, headers = response.status, response.headers
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # timeouts, refused and dropped connections: retryable
@@ -197,8 +187,8 @@ class OpenAICompatTeacher:
             return Completion(text=None, error=f"invalid response body: {exc!r}"[:300], status=200)
         return replace(completion, ratelimit=ratelimit_headers(headers))
 
-    async def complete(self, prompts: Sequence[Prompt]) -> list[Completion]:
-        return [await self._one(p) for p in prompts]
+    async def complete(self, calls: Sequence[Call]) -> list[Completion]:
+        return [await self._one(c) for c in calls]
 
     async def close(self) -> None:
         if self._session is not None:

@@ -11,19 +11,31 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from arbitrage.rows import Completion, Prompt
-from arbitrage.teachers import models, prompt_seed
+from arbitrage.cost import LOCAL_PRICE
+from arbitrage.rows import Call, Completion, Prompt
+from arbitrage.teachers import Limits, Sampling, models
 
 log = logging.getLogger(__name__)
 
 # Engines in this process share the CPU (2 cores here): one generates at a time.
 _ENGINE_LOCK = threading.Lock()
+# vllm.LLM settings that change what the model answers: part of the teacher's identity.
+OUTPUT_SETTINGS = (
+    "dtype",
+    "max_model_len",
+    "quantization",
+    "revision",
+    "tokenizer",
+    "tokenizer_revision",
+    "kv_cache_dtype",
+    "hf_overrides",
+)
 
 
 def _configure_vllm_env(kv_cache_gib: float) -> None:
-    # In-process engine: 3 s start instead of 25 s on 2 cores (../shared/FACTS.md).
+    # In-process engine: 3 s start instead of 25 s on 2 cores (measured; BENCHMARKS.md).
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     # Without a KV-cache size the first engine reserves ~92 % of RAM and a second one fails.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
@@ -35,42 +47,29 @@ class VLLMTeacher:
         name: str,
         model: str,
         mode: str = "chat",
-        max_tokens: int = 256,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
-        seed: int = 0,
+        sampling: Sampling | Mapping | None = None,
         batch_size: int = 64,
         max_concurrency: int = 1,
-        kv_cache_gib: float = 1.0,
-        dtype: str = "auto",
-        max_model_len: int = 4096,
         prompt_template: str | None = None,
         stop: Sequence[str] = (),
-        enforce_eager: bool = True,
-        gpu_memory_utilization: float = 0.85,
-        top_logprobs: int | None = None,  # first-token alternatives, for judges
+        kv_cache_gib: float = 1.0,  # CPU: the KV cache's size (vLLM would otherwise take ~92 % of RAM)
+        engine_kwargs: Mapping | None = None,  # straight to vllm.LLM: tensor_parallel_size, quantization, max_num_seqs, …
     ):
         self.name = name
         self.model = model
         self.mode = mode
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.top_p = top_p
-        self.seed = seed
-        self.batch_size = batch_size
-        self.max_concurrency = max_concurrency
-        self.kv_cache_gib = kv_cache_gib
-        self.dtype = dtype
-        self.max_model_len = max_model_len
+        self.sampling = Sampling.of(sampling, f"teacher.{name}.sampling")
+        self.limits = Limits(max_concurrency, batch_size, where=f"teacher.{name}")
+        self.price = LOCAL_PRICE
         self.prompt_template = prompt_template
         self.stop = list(stop)
-        self.enforce_eager = enforce_eager
-        self.gpu_memory_utilization = gpu_memory_utilization
-        self.top_logprobs = top_logprobs
+        self.kv_cache_gib = kv_cache_gib
+        self.engine_kwargs = dict(engine_kwargs or {})
         self._llm = None
         self._busy = asyncio.Lock()  # one LLM.generate at a time: the prompt writer may share this engine
         self._bos = ""
-        self.stats = {"load_s": 0.0, "generate_s": 0.0}  # engine time, for tok/s in the summary
+        self._identity: dict | None = None
+        self._stats = {"load_s": 0.0, "generate_s": 0.0}  # engine time, for tok/s in the summary
 
     def check(self) -> None:
         from arbitrage.errors import ConfigError
@@ -82,17 +81,42 @@ class VLLMTeacher:
         if models.is_local_source(self.model) or self.model.startswith("pypi:"):
             models.check_source(self.model)
 
-    def generation_key(self) -> dict:
-        return {
-            "model": self.model,
-            "mode": self.mode,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "seed": self.seed,
-            "prompt_template": self.prompt_template,
-            "stop": self.stop,
-        }
+    def identity(self) -> dict:
+        """The weights' digest and the engine settings that change outputs belong to it: a resumed
+        run never mixes two models' answers under one call id."""
+        if self._identity is None:
+            settings = self._engine_settings()
+            self._identity = {
+                "engine": "vllm",
+                "model": self.model,
+                "weights": models.weights_digest(self.model),
+                "mode": self.mode,
+                "prompt_template": self.prompt_template,
+                "stop": self.stop,
+                "settings": {k: settings[k] for k in OUTPUT_SETTINGS if k in settings},
+                "sampling": self.sampling.key(),
+            }
+        return self._identity
+
+    def stats(self) -> dict[str, float]:
+        return dict(self._stats)
+
+    def _engine_settings(self) -> dict:
+        """vllm.LLM's keyword arguments: this machine's defaults, then the teacher's engine_kwargs."""
+        import torch
+
+        if torch.cuda.is_available():
+            defaults = {"dtype": "auto", "gpu_memory_utilization": 0.85}
+        else:
+            # vllm-cpu 0.32 fails a whole batch ("CPU Generator does not use offset") when a prompt with a
+            # per-request seed has its prefill split across steps; batches of 64 exceed the 4096-token step.
+            defaults = {
+                "dtype": "float32",
+                "enforce_eager": True,
+                "kv_cache_memory_bytes": int(self.kv_cache_gib * 2**30),
+                "enable_chunked_prefill": False,
+            }
+        return {"max_model_len": 4096, "seed": self.sampling.seed or 0, **defaults, **self.engine_kwargs}
 
     async def start(self) -> None:
         if self._llm is None:
@@ -100,47 +124,31 @@ class VLLMTeacher:
 
     def _load(self) -> None:
         _configure_vllm_env(self.kv_cache_gib)
-        import torch
         from vllm import LLM
 
         path = models.resolve(self.model)
-        on_gpu = torch.cuda.is_available()
         started = time.perf_counter()
-        kwargs = (
-            {"gpu_memory_utilization": self.gpu_memory_utilization}
-            if on_gpu
-            # vllm-cpu 0.32 fails a whole batch ("CPU Generator does not use offset") when a prompt with a
-            # per-request seed has its prefill split across steps; batches of 64 exceed the 4096-token step.
-            else {"kv_cache_memory_bytes": int(self.kv_cache_gib * 2**30), "enable_chunked_prefill": False}
-        )
         with _ENGINE_LOCK:
-            self._llm = LLM(
-                model=path,
-                dtype=self.dtype if on_gpu or self.dtype != "auto" else "float32",
-                max_model_len=self.max_model_len,
-                seed=self.seed,
-                enforce_eager=self.enforce_eager,
-                **kwargs,
-            )
+            self._llm = LLM(model=path, **self._engine_settings())
         tokenizer = self._llm.get_tokenizer()
         probe = tokenizer("probe")["input_ids"]
         # Base models need <bos> on raw prompts; vLLM adds it only if the tokenizer does.
         if tokenizer.bos_token and (not probe or probe[0] != tokenizer.bos_token_id):
             self._bos = tokenizer.bos_token
-        self.stats["load_s"] = time.perf_counter() - started
-        log.info("teacher %s: vLLM engine for %s ready in %.1fs", self.name, path, self.stats["load_s"])
+        self._stats["load_s"] = time.perf_counter() - started
+        log.info("teacher %s: vLLM engine for %s ready in %.1fs", self.name, path, self._stats["load_s"])
 
-    def _sampling(self, prompt: Prompt):
+    def _params(self, call: Call):
         from vllm import SamplingParams
 
-        seed = prompt_seed(self.seed, prompt)
+        s = self.sampling
         return SamplingParams(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_tokens=self.max_tokens,
-            seed=seed,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=s.max_tokens,
+            seed=s.seed_for(call.prompt.prompt_id, call.sample),
             stop=self.stop or None,
-            logprobs=self.top_logprobs,
+            logprobs=s.logprobs,
         )
 
     def render(self, prompt: Prompt) -> str:
@@ -148,20 +156,20 @@ class VLLMTeacher:
         question = "\n\n".join(m["content"] for m in prompt.messages)
         return self._bos + self.prompt_template.replace("{question}", question)
 
-    def _generate(self, prompts: Sequence[Prompt]) -> list[Completion]:
-        params = [self._sampling(p) for p in prompts]
+    def _generate(self, calls: Sequence[Call]) -> list[Completion]:
+        params = [self._params(c) for c in calls]
         with _ENGINE_LOCK:
             started = time.perf_counter()
             if self.mode == "chat":
-                outputs = self._llm.chat([list(p.messages) for p in prompts], params, use_tqdm=False)
+                outputs = self._llm.chat([list(c.prompt.messages) for c in calls], params, use_tqdm=False)
             else:
-                outputs = self._llm.generate([self.render(p) for p in prompts], params, use_tqdm=False)
-            self.stats["generate_s"] += time.perf_counter() - started
+                outputs = self._llm.generate([self.render(c.prompt) for c in calls], params, use_tqdm=False)
+            self._stats["generate_s"] += time.perf_counter() - started
         completions = []
         for out in outputs:
             best = out.outputs[0]
             top = None
-            if self.top_logprobs and best.logprobs:
+            if self.sampling.logprobs and best.logprobs:
                 top = [{"token": lp.decoded_token or "", "logprob": lp.logprob} for lp in best.logprobs[0].values()]
             completions.append(
                 Completion(
@@ -174,13 +182,13 @@ class VLLMTeacher:
             )
         return completions
 
-    async def complete(self, prompts: Sequence[Prompt]) -> list[Completion]:
+    async def complete(self, calls: Sequence[Call]) -> list[Completion]:
         try:
             async with self._busy:
-                return await asyncio.to_thread(self._generate, prompts)
+                return await asyncio.to_thread(self._generate, calls)
         except Exception as exc:  # an engine error fails this batch, not the run
-            log.warning("teacher %s: batch of %d failed: %s", self.name, len(prompts), exc)
-            return [Completion(text=None, error=f"{type(exc).__name__}: {exc}") for _ in prompts]
+            log.warning("teacher %s: batch of %d failed: %s", self.name, len(calls), exc)
+            return [Completion(text=None, error=f"{type(exc).__name__}: {exc}") for _ in calls]
 
     async def close(self) -> None:
         self._llm = None

@@ -8,6 +8,7 @@ This is the comparison Multilingual Arbitrage (arXiv 2408.14960) makes for its l
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from arbitrage import router_model
 from arbitrage.errors import ConfigError
-from arbitrage.routing import FixedRouter, RandomRouter, RoundRobinRouter, Router
+from arbitrage.routers import Observation, OnlineRouter, Router
+from arbitrage.routers import model as router_model
+from arbitrage.routers.simple import FixedRouter, RandomRouter, RoundRobinRouter
 from arbitrage.rows import Candidate
 from arbitrage.scoretable import ScoreTable
 
@@ -36,22 +38,30 @@ class Result:
 
 
 def replay(router: Router, table: ScoreTable) -> list[tuple[str, ...]]:
-    """Route the run's prompts in order; an online router gets each wave's rewards before the next."""
+    """Route the run's prompts in order through the run's own wave loop (stages.waves, stages.route):
+    an online router sees each wave's rewards, read from the table, before it routes the next."""
+    from arbitrage.stages import route, waves
+
     col = {t: j for j, t in enumerate(table.teachers)}
-    size = int(getattr(router, "wave_size", None) or len(table.prompts))
-    observe = getattr(router, "observe", None)
+    row = {p.prompt_id: i for i, p in enumerate(table.prompts)}
     choices: list[tuple[str, ...]] = []
-    for start in range(0, len(table.prompts), size):
-        wave = table.prompts[start : start + size]
-        if hasattr(router, "prepare"):
-            router.prepare(wave)
-        routes = [router.route(p, table.teachers).teachers for p in wave]
-        choices += routes
-        for i, (prompt, teachers) in enumerate(zip(wave, routes, strict=True), start):
-            for t in teachers if observe else ():
-                j = col[t]
-                worthless = bool(table.failed[i, j] or table.filtered[i, j])
-                observe(prompt, _candidate(table, i, j), None if worthless else float(table.reward[i, j]))
+
+    async def go():
+        async for wave in waves(table.prompts, router):
+            observations = []
+            async for group in route(wave, router, dict.fromkeys(table.teachers, 1)):
+                choices.append(group.route.teachers)
+                i = row[group.prompt.prompt_id]
+                for t in group.route.teachers:
+                    j = col[t]
+                    worthless = bool(table.failed[i, j] or table.filtered[i, j])
+                    observations.append(
+                        Observation(group.prompt, _candidate(table, i, j), None if worthless else float(table.reward[i, j]))
+                    )
+            if isinstance(router, OnlineRouter):
+                router.observe(observations)
+
+    asyncio.run(go())
     return choices
 
 

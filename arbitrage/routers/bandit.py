@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 
 from arbitrage.errors import ConfigError
-from arbitrage.routing import Route
+from arbitrage.routers import Observation, Route
 from arbitrage.rows import Candidate, Prompt
 
 STRATEGIES = ("epsilon", "thompson")
@@ -56,12 +57,17 @@ class BanditRouter:
         self.usd_per_mtok = dict(usd_per_mtok or {})
         self.prior_strength = prior_strength
         self.wave_size = wave_size  # prompts routed between two rounds of feedback
+        self.seed = seed
         self.rng = random.Random(seed)
         self.overall: dict[str, _Stats] = defaultdict(_Stats)
         self.cluster: dict[tuple, _Stats] = defaultdict(_Stats)
         self.routed: dict[str, int] = defaultdict(int)
 
-    def check(self, teachers: list[str]) -> None:
+    def identity(self) -> dict:
+        keys = ("strategy", "epsilon", "cost_weight", "latency_weight", "usd_per_mtok", "prior_strength", "wave_size", "seed")
+        return {"router": "bandit", **{k: getattr(self, k) for k in keys}}
+
+    def check(self, teachers: Sequence[str]) -> None:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"router.strategy must be one of {', '.join(STRATEGIES)}, got '{self.strategy}'")
         if not 0.0 <= self.epsilon <= 1.0:
@@ -90,7 +96,10 @@ class BanditRouter:
             return 0.5
         return max(0.05, math.sqrt(sum(s.m2 for s in self.overall.values()) / (n - 1)))
 
-    def route(self, prompt: Prompt, teachers: list[str]) -> Route:
+    def route(self, prompts: Sequence[Prompt], teachers: Sequence[str]) -> list[Route]:
+        return [self._one(p, list(teachers)) for p in prompts]
+
+    def _one(self, prompt: Prompt, teachers: list[str]) -> Route:
         where = f"{prompt.language}/{prompt.task}"
         untried = [t for t in teachers if self.routed[t] == 0]
         if untried:  # every teacher once, before any estimate means anything
@@ -113,8 +122,9 @@ class BanditRouter:
         usd = self.usd_per_mtok.get(candidate.teacher, 0.0) * (candidate.tokens_in + candidate.tokens_out) / 1e6
         return (reward if reward is not None else 0.0) - self.cost_weight * usd - self.latency_weight * candidate.latency_s
 
-    def observe(self, prompt: Prompt, candidate: Candidate, reward: float | None) -> None:
-        """Feedback from the pipeline: one scored (or failed) call."""
-        v = self.value(candidate, reward)
-        self.overall[candidate.teacher].add(v)
-        self.cluster[(prompt.language, prompt.task, candidate.teacher)].add(v)
+    def observe(self, observations: Sequence[Observation]) -> None:
+        """Feedback from the pipeline: every scored (or failed) call of a wave."""
+        for o in observations:
+            v = self.value(o.candidate, o.reward)
+            self.overall[o.candidate.teacher].add(v)
+            self.cluster[(o.prompt.language, o.prompt.task, o.candidate.teacher)].add(v)

@@ -1,0 +1,169 @@
+"""The dataset card (README.md): `configs:` front matter that `load_dataset(out, "sft"|"dpo")`
+reads, then what a user needs to trust the data. Everything in it comes from the `RunSummary`."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from arbitrage.dataset import SCHEMAS
+from arbitrage.markdown import markdown_table, usd
+from arbitrage.stats import RunSummary
+
+
+def front_matter(paths: dict[str, str], languages: list[str]) -> dict:
+    return {
+        "configs": [
+            {
+                "config_name": name,
+                **({"default": True} if name == next(iter(paths)) else {}),
+                "data_files": [{"split": "train", "path": paths[name]}],
+            }
+            for name in paths
+        ],
+        "language": languages,
+        "tags": ["synthetic", "arbitrage", "sft", "dpo", "persona"],
+    }
+
+
+def _schemas(paths: dict[str, str]) -> str:
+    return "\n".join(f"- `{name}`: " + ", ".join(f"`{f.name}` {f.type}" for f in SCHEMAS[name]) for name in paths)
+
+
+def quality_section(quality: dict | None) -> str:
+    if not quality:
+        return ""
+    dropped = ", ".join(f"{name} {n}" for name, n in quality["dropped"].items()) or "no filters"
+    keys = ["n", "distinct_1", "distinct_2", "embedding_spread"]
+    body = [
+        [label, *(quality[key].get(k, "—") for k in keys)]
+        for label, key in [
+            ("prompts, synthesised", "prompts_before"),
+            ("prompts, kept", "prompts_after"),
+            ("answers, best before filters", "answers_before"),
+            ("answers, kept", "answers_after"),
+        ]
+    ]
+    coverage = [
+        [facet, quality["prompts_before"]["coverage"][facet], quality["prompts_after"]["coverage"][facet]]
+        for facet in quality["prompts_before"]["coverage"]
+    ]
+    return (
+        "## Quality stage\n"
+        f"Dropped (count per filter; reasons in `rejected_rows` and the candidates' `filtered` column): {dropped}.\n\n"
+        + markdown_table(["", *keys], body)
+        + "\n\n"
+        + markdown_table(["distinct", "synthesised", "kept"], coverage)
+        + "\n"
+    )
+
+
+def _check_rates(checks: dict) -> str:
+    """Pass rate of each verifiable check per teacher, when the reward recorded checks."""
+    if not checks:
+        return ""
+    teachers = sorted({t for by_teacher in checks.values() for t in by_teacher})
+    body = [
+        [check, *(f"{v[0] / v[1]:.0%} of {v[1]}" if (v := checks[check].get(t)) else "—" for t in teachers)]
+        for check in sorted(checks)
+    ]
+    return "## Verifiable checks passed\n" + markdown_table(["check", *teachers], body) + "\n"
+
+
+def _stopped_note(summary: RunSummary) -> str:
+    if not summary.stopped:
+        return ""
+    return (
+        f" — **partial**: the run stopped ({summary.stopped}) with at most {summary.prompts_unfinished} prompts "
+        "unfinished; rerunning the same command finishes them"
+    )
+
+
+def render(out_dir, paths: dict[str, str], summary: RunSummary, config: dict, sample: dict | None) -> str:
+    rows = summary.rows
+    teacher_rows = [
+        [
+            name,
+            t.calls,
+            t.failed,
+            t.wins,
+            f"{t.wins / max(1, rows.get('sft', 0)):.0%}",
+            "—" if t.mean_score is None else f"{t.mean_score:.3f}",
+            t.tokens_in,
+            t.tokens_out,
+            usd(t.usd),
+        ]
+        for name, t in summary.teachers.items()
+    ]
+    out = out_dir.as_posix()
+    body = f"""# Arbitrage dataset: {out_dir.name}
+
+Synthetic SFT and preference data made by *arbitrage between teachers* (Multilingual Arbitrage,
+arXiv 2408.14960): persona-driven prompts (PersonaHub / Tulu 3 style) were routed to teachers
+(router `{summary.router}`), every answer was scored (reward `{summary.reward}`), and
+the best answer was kept. Lower-scored answers become the `rejected` side of DPO pairs.
+Run id `{summary.run_id or "?"}`{_stopped_note(summary)}.
+
+## Configs
+A config with 0 rows is left out of `configs:` (datasets cannot load an empty split).
+
+| config | rows | what |
+|---|---|---|
+| `sft` | {rows.get("sft", 0)} | `messages`: the prompt and the best answer |
+| `dpo` | {rows.get("dpo", 0)} | `prompt` / `chosen` / `rejected` (conversational), `score_chosen`, `score_rejected` |
+| `candidates` | {rows.get("candidates", 0)} | every teacher answer with score, latency, tokens, error |
+| `rejected_rows` | {rows.get("rejected_rows", 0)} | prompts with no usable answer, and why |
+
+Provenance columns on `sft` and `dpo`: prompt_id, persona_id, language, domain, task,
+teacher_chosen, teacher_rejected, score_chosen, score_rejected, margin, n_candidates,
+router_decision, constraints (JSON), score_details (JSON).
+
+## Teachers
+{markdown_table(["teacher", "calls", "failed", "wins", "win share", "mean score", "tokens in", "tokens out", "$"], teacher_rows)}
+
+{_check_rates(summary.checks)}
+{quality_section(summary.quality)}
+## Coverage
+{markdown_table(["language", "sft rows"], sorted(summary.by_language.items()))}
+
+{markdown_table(["task", "sft rows"], sorted(summary.by_task.items()))}
+
+Prompts without a chosen answer: {summary.rejected_reasons or "none"}. DPO pairs dropped: {summary.pairs_dropped or "none"}.
+
+## Report
+Per-language and per-task win rates, reward and margin distributions, latency and tokens per
+teacher: [report.md](report.md) (`arbitrage report {out}` rebuilds it from this folder).
+
+![win rate per teacher](win_rate.svg)
+![reward per teacher](rewards.svg)
+
+## Schema
+{_schemas(paths)}
+
+## Load and train
+```python
+from datasets import load_dataset
+sft = load_dataset("{out}", "sft", split="train")
+dpo = load_dataset("{out}", "dpo", split="train")
+
+from trl import SFTConfig, SFTTrainer  # on CPU add bf16=False to the config
+SFTTrainer(model="HuggingFaceTB/SmolLM2-135M-Instruct", args=SFTConfig(output_dir="sft-out"), train_dataset=sft).train()
+```
+```bash
+trl sft --model_name_or_path <model> --dataset_name {out} --dataset_config sft --output_dir sft-out
+trl dpo --model_name_or_path <model> --dataset_name {out} --dataset_config dpo --output_dir dpo-out
+```
+
+## Sample row
+```json
+{json.dumps(sample, ensure_ascii=False, indent=2) if sample else "{}"}
+```
+
+## Resolved configuration
+API keys are never recorded: teachers name the environment variable that holds theirs.
+```yaml
+{yaml.safe_dump(config, sort_keys=False, allow_unicode=True).strip()}
+```
+"""
+    return "---\n" + yaml.safe_dump(front_matter(paths, summary.languages), sort_keys=False) + "---\n\n" + body

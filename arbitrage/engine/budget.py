@@ -1,0 +1,51 @@
+"""One cap on what a run folder spends, shared by every call of a run: teachers, the prompt writer,
+the judge. Each call in flight holds its worst case against the cap until it finishes, so the spend
+never passes the cap; the server's reported usage settles what was really spent."""
+
+from __future__ import annotations
+
+import asyncio
+
+from arbitrage.errors import ConfigError
+
+
+class Budget:
+    def __init__(self, cap_usd: float | None = None, spent_before: float = 0.0):
+        if cap_usd is not None and (isinstance(cap_usd, bool) or not isinstance(cap_usd, int | float) or cap_usd <= 0):
+            raise ConfigError(f"budget_usd must be a positive number of dollars, got {cap_usd!r} — e.g. budget_usd=5")
+        self.cap = None if cap_usd is None else float(cap_usd)
+        self.spent_before = spent_before  # earlier runs in the same folder (from the journal)
+        self.spent = 0.0  # this run's requests, retries included
+        self.held = 0.0  # worst cases of the calls in flight
+        self._released = asyncio.Event()
+
+    @property
+    def total(self) -> float:
+        return self.spent_before + self.spent
+
+    @property
+    def exhausted(self) -> bool:
+        return self.cap is not None and self.total >= self.cap
+
+    def fits(self, usd: float) -> bool:
+        return self.cap is None or self.total + self.held + usd <= self.cap
+
+    async def hold(self, usd: float) -> bool:
+        """Hold a call's worst case before it is sent. Waits while calls in flight may still leave
+        room; False once it can never fit (the run then stops sending)."""
+        while not self.fits(usd):
+            if self.held <= 0 or self.total + usd > self.cap:
+                return False
+            self._released.clear()
+            await self._released.wait()
+        self.held += usd
+        return True
+
+    def spend(self, usd: float) -> None:
+        """What a finished request really cost (its reported usage)."""
+        self.spent += usd
+
+    def release(self, usd: float) -> None:
+        """A call finished or was dropped: its worst case is no longer held."""
+        self.held = max(0.0, self.held - usd)
+        self._released.set()

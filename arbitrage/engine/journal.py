@@ -1,0 +1,175 @@
+"""The journal: an append-only JSONL of finished calls, the source of truth for resume.
+
+Every finished call — answer or failure — is appended as it lands and flushed, so a crash loses at
+most the calls in flight. The last record of a call id wins. A rerun skips every call an earlier run
+settled: answered, or failed for good (an empty answer: the same request gets it again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from arbitrage.errors import ArbitrageError
+from arbitrage.rows import Candidate
+
+log = logging.getLogger(__name__)
+
+
+def _key(call_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(call_id.encode(), digest_size=8).digest(), "little")
+
+
+def settled(record: dict, retry_failed: bool = False) -> bool:
+    """Answered, or a failure that sending again cannot change (unless the user asks to retry it)."""
+    if record.get("error") is None and record.get("text"):
+        return True
+    return bool(record.get("final")) and not retry_failed
+
+
+class Journal:
+    """Only a compact index of what earlier runs settled stays in memory: per call, 8 bytes of id,
+    8 of file offset, 2 of teacher and 1 delivered flag. Records are read back from disk by offset
+    when the run needs them; calls finished in this run are handed over directly, never looked up.
+    """
+
+    def __init__(self, directory: Path, read_only: bool = False, retry_failed: bool = False):
+        """`read_only` (for `arbitrage estimate`): never cut a torn line or open for appending, so
+        reading beside a live run cannot damage its journal. `retry_failed`: final failures are
+        sent again."""
+        if not read_only:
+            directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "calls.jsonl"
+        self.read_only, self.retry_failed = read_only, retry_failed
+        self.tokens: dict[str, list[int]] = {}  # teacher → [tokens in, tokens out] over every record, for spend
+        self.failed_before = 0  # failures an earlier run left to retry
+        self.teacher_names: list[str] = []
+        self._keys = np.empty(0, dtype=np.uint64)
+        self._offsets = np.empty(0, dtype=np.int64)
+        self._teachers = np.empty(0, dtype=np.uint16)
+        self._delivered = np.empty(0, dtype=bool)
+        self._undelivered = np.empty(0, dtype=np.int64)  # per teacher id
+        if self.path.exists():
+            self._load()
+        self._file = self.path.open("rb" if read_only else "ab")
+        self._reader = self.path.open("rb")
+        self._last_sync = time.monotonic()
+        self.appended = 0
+
+    def _load(self) -> None:
+        done: dict[int, tuple[int, int]] = {}  # key → (offset, teacher id)
+        failed: set[int] = set()
+        teacher_ids: dict[str, int] = {}
+        offset = 0
+        with self.path.open("rb") as f:
+            lines = iter(f)
+            line = next(lines, None)
+            while line is not None:
+                following = next(lines, None)
+                try:
+                    record = json.loads(line)
+                    key = _key(record["call_id"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    if following is not None:
+                        raise ArbitrageError(
+                            f"{self.path} line {offset} (byte offset) is corrupt ({exc}) — move the file away to start the run afresh"
+                        ) from None
+                    record = None
+                if record is None or not line.endswith(b"\n"):
+                    # A crash mid-write leaves a torn last line: cut it off, and that call reruns.
+                    if not self.read_only:
+                        log.warning("journal: cutting a torn last line from %s", self.path)
+                        os.truncate(self.path, offset)
+                    break
+                teacher = record.get("teacher", "?")
+                if settled(record, self.retry_failed):
+                    done[key] = (offset, teacher_ids.setdefault(teacher, len(teacher_ids)))
+                    failed.discard(key)
+                else:
+                    done.pop(key, None)
+                    failed.add(key)
+                used = self.tokens.setdefault(teacher, [0, 0])
+                used[0] += int(record.get("tokens_in") or 0)
+                used[1] += int(record.get("tokens_out") or 0)
+                offset += len(line)
+                line = following
+        self.failed_before = len(failed)
+        self.teacher_names = list(teacher_ids)
+        keys = np.fromiter(done.keys(), dtype=np.uint64, count=len(done))
+        offsets = np.fromiter((v[0] for v in done.values()), dtype=np.int64, count=len(done))
+        teachers = np.fromiter((v[1] for v in done.values()), dtype=np.uint16, count=len(done))
+        order = np.argsort(keys)
+        self._keys, self._offsets, self._teachers = keys[order], offsets[order], teachers[order]
+        self._delivered = np.zeros(len(done), dtype=bool)
+        self._undelivered = np.bincount(teachers, minlength=len(teacher_ids)).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def _find(self, call_id: str) -> int | None:
+        if not len(self._keys):
+            return None
+        key = np.uint64(_key(call_id))
+        i = int(np.searchsorted(self._keys, key))
+        return i if i < len(self._keys) and self._keys[i] == key else None
+
+    def answered(self, call_id: str) -> bool:
+        """Settled by an earlier run (this run's answers are delivered, not looked up)."""
+        return self._find(call_id) is not None
+
+    def get(self, call_id: str) -> Candidate | None:
+        """An earlier run's record of this call, marked delivered; None when it has none."""
+        i = self._find(call_id)
+        if i is None:
+            return None
+        if not self._delivered[i]:
+            self._delivered[i] = True
+            self._undelivered[self._teachers[i]] -= 1
+        self._reader.seek(int(self._offsets[i]))
+        return Candidate(**json.loads(self._reader.readline()))
+
+    def undelivered(self, teachers: Iterable[str]) -> int:
+        """Settled calls of these teachers that this run has not read back yet."""
+        wanted = set(teachers)
+        return int(sum(self._undelivered[i] for i, name in enumerate(self.teacher_names) if name in wanted))
+
+    def records(self) -> Iterator[Candidate]:
+        """Every record on disk, last one per call id winning (reads the whole file: tests, tools)."""
+        if not self._file.closed and not self.read_only:
+            self._file.flush()
+        latest: dict[str, Candidate] = {}
+        with self.path.open("rb") as f:
+            for line in f:
+                if not line.endswith(b"\n"):  # torn (read-only beside a crash or a live run)
+                    break
+                record = Candidate(**json.loads(line))
+                latest[record.call_id] = record
+        return iter(latest.values())
+
+    def append(self, candidates: Iterable[Candidate]) -> None:
+        assert not self.read_only, "a read-only journal takes no records"
+        for candidate in candidates:
+            self._file.write((json.dumps(vars(candidate), ensure_ascii=False) + "\n").encode())
+            self.appended += 1
+        self._file.flush()  # in the OS after every batch: a kill -9 of this process loses nothing flushed
+        if time.monotonic() - self._last_sync > 1.0:  # fsync in batches: durable without a sync per row
+            os.fsync(self._file.fileno())
+            self._last_sync = time.monotonic()
+
+    def sync(self) -> None:
+        if not self._file.closed and not self.read_only:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.sync()
+            self._file.close()
+            self._reader.close()

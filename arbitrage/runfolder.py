@@ -1,0 +1,99 @@
+"""The run folder: claimed under a lock, refused when it holds another run.
+
+Rerunning the same identity on the same folder resumes it; a different identity is refused with
+one line naming what differs. The lock keeps two runs from interleaving in one folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from arbitrage.dataset import write_atomic
+from arbitrage.errors import ConfigError
+from arbitrage.rows import stable_hash
+
+LOCK = ".lock"
+OURS = {".hydra", "arbitrage.log", LOCK}  # what may be in a folder before its first run
+
+
+def run_id(identity: dict) -> str:
+    """A short id for what decides the calls: a run with other prompts, teachers or router gets another."""
+    return stable_hash(identity, length=12)
+
+
+def differences(old, new, path: str = "") -> list[str]:
+    """Where two identities differ, as dotted keys: `teachers.api.sampling.temperature 0.7 → 0.1`."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in [*old, *(k for k in new if k not in old)]:
+            here = f"{path}.{key}" if path else str(key)
+            if key not in new:
+                out.append(f"{here} removed")
+            elif key not in old:
+                out.append(f"{here} added")
+            else:
+                out += differences(old[key], new[key], here)
+        return out
+    if old == new:
+        return []
+    if any(isinstance(v, str) and (len(v) > 80 or "\n" in v) for v in (old, new)):
+        return [f"{path} changed"]  # prompt templates: the key says enough
+    return [f"{path} {json.dumps(old, ensure_ascii=False)} → {json.dumps(new, ensure_ascii=False)}"]
+
+
+@contextlib.contextmanager
+def claim(out_dir: Path, identity: dict, config: dict) -> Iterator[None]:
+    """Hold the folder for one run: lock it, check it holds this run or none, record the identity
+    and the resolved config. Nothing is written before every check has passed."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"out={out_dir} is a file — give a folder for the run")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = (out_dir / LOCK).open("a+")
+    except OSError as exc:
+        raise ConfigError(f"cannot write to out={out_dir} ({exc.strerror}) — choose a folder you can write to") from None
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            raise ConfigError(
+                f"{out_dir} is in use by another arbitrage run (pid {holder}) — wait for it to finish, or choose another out=..."
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        _check_identity(out_dir, identity)
+        write_atomic(out_dir / "run.json", json.dumps({**identity, "run_id": run_id(identity)}, indent=2, ensure_ascii=False))
+        write_atomic(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        yield
+    finally:
+        lock.close()  # closing releases the lock
+
+
+def _check_identity(out_dir: Path, identity: dict) -> None:
+    run_file = out_dir / "run.json"
+    if run_file.exists():
+        previous = json.loads(run_file.read_text())
+        previous.pop("run_id", None)
+        differs = differences(previous, identity)
+        if differs:
+            shown = "; ".join(differs[:4]) + (f"; and {len(differs) - 4} more" if len(differs) > 4 else "")
+            raise ConfigError(
+                f"{out_dir} already holds a different run (differs in: {shown}) — rerun with the same settings to "
+                f"resume it, or choose another out=..."
+            )
+    elif any(p.name not in OURS for p in out_dir.iterdir()):
+        raise ConfigError(f"{out_dir} exists and is not an arbitrage run — choose another out=... or empty it")

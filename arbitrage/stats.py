@@ -1,0 +1,252 @@
+"""Run statistics: `RunStats` watches selections stream past (flat in the number of prompts) and
+builds the typed `RunSummary` that the CLI's table, the dataset card and the report all read."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from arbitrage import diversity
+from arbitrage.rows import Prompt
+from arbitrage.select import Selection
+
+FACETS = ("language", "task", "domain", "persona_id")
+SAMPLES = ("prompts_before", "prompts_after", "answers_before", "answers_after")
+# The embedding spread reads EMBEDDED_SAMPLE texts per set, the first EMBEDDED_TOKENS tokens of each:
+# MiniLM costs ~0.35 ms a token on 2 cores (compute bound), so this is ~3 s whatever the run's size.
+EMBEDDED_SAMPLE = 64
+EMBEDDED_TOKENS = 48
+
+
+class Reservoir:
+    """A uniform sample of at most `size` texts from a stream (Algorithm R), plus the count seen.
+    The sample's word 1- and 2-grams are counted as texts come and go, so its distinct-n is ready
+    when the run ends: the work happens while the run waits on its teachers, not after it."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size, self.seen, self.items = size, 0, []
+        self.grams = diversity.GramCounts()
+        self._rng = random.Random(seed)
+
+    def add(self, text: str) -> None:
+        self.seen += 1
+        if len(self.items) < self.size:
+            self.items.append(text)
+            self.grams.add(text)
+        elif (j := self._rng.randrange(self.seen)) < self.size:
+            self.grams.remove(self.items[j])
+            self.items[j] = text
+            self.grams.add(text)
+
+
+@dataclass
+class TeacherSummary:
+    calls: int = 0  # candidates in the dataset (resumed ones included)
+    failed: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    usd: float | None = None  # what the dataset's answers cost; None: no price known
+    wins: int = 0
+    mean_score: float | None = None
+    requests_sent: int = 0  # this run, retries included
+    retries: int = 0
+    resumed: int = 0  # read back from the journal
+    unsent: int = 0  # left for a rerun by a stop
+    failures: dict = field(default_factory=dict)  # reason → count, this run
+    tok_per_s: float | None = None
+    load_s: float | None = None
+    generate_s: float | None = None
+
+
+@dataclass
+class RunSummary:
+    out_dir: str
+    run_id: str = ""
+    router: str = ""
+    reward: str = ""
+    prompts: int = 0  # drawn from the source
+    prompts_finished: int = 0  # written: chosen, or in rejected_rows with a reason
+    prompts_unfinished: int = 0  # at most this many are left for a rerun
+    stopped: str | None = None
+    error: str | None = None
+    budget_usd: float | None = None
+    spent_usd: float = 0.0  # the run folder's spend, earlier runs included
+    rows: dict = field(default_factory=dict)  # config → rows
+    teachers: dict[str, TeacherSummary] = field(default_factory=dict)
+    pairs_dropped: dict = field(default_factory=dict)
+    requests_per_s: float | None = None
+    timings_s: dict = field(default_factory=dict)
+    languages: list = field(default_factory=list)
+    by_language: dict = field(default_factory=dict)  # sft rows
+    by_task: dict = field(default_factory=dict)
+    rejected_reasons: dict = field(default_factory=dict)
+    checks: dict = field(default_factory=dict)  # check → teacher → [passed, seen]
+    quality: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunSummary:
+        known = {f.name for f in fields(cls)}
+        summary = cls(**{k: v for k, v in data.items() if k in known})
+        summary.teachers = {
+            name: TeacherSummary(**{k: v for k, v in t.items() if k in TeacherSummary.__dataclass_fields__})
+            for name, t in (data.get("teachers") or {}).items()
+        }
+        return summary
+
+    @classmethod
+    def load(cls, path: Path) -> RunSummary | None:
+        return cls.from_dict(json.loads(path.read_text())) if path.exists() else None
+
+
+class RunStats:
+    """The one observer of a run: counts, samples for diversity, and timings."""
+
+    def __init__(self, teachers: Sequence[str], sample_size: int = 2000):
+        self.teachers = list(teachers)
+        self.drawn = 0
+        self.exhausted = False  # the source ran out before the run ended
+        self.finished = 0
+        self.rows: Counter = Counter()
+        self.calls, self.failed, self.wins = Counter(), Counter(), Counter()
+        self.tokens_in, self.tokens_out = Counter(), Counter()
+        self.score_sum, self.scored = Counter(), Counter()
+        self.pairs_dropped: Counter = Counter()
+        self.by_language, self.by_task, self.rejected_reasons = Counter(), Counter(), Counter()
+        self.languages: set[str] = set()
+        self.checks: dict[str, dict[str, list[int]]] = {}
+        self.quality: dict[str, int] = {}  # filter → items dropped
+        self.facets = {when: {k: set() for k in FACETS} for when in ("before", "after")}
+        self.samples = {k: Reservoir(sample_size, seed=i) for i, k in enumerate(SAMPLES)}
+        self.timings: Counter = Counter()
+
+    @contextmanager
+    def timer(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[f"{name}_s"] += time.perf_counter() - started
+
+    def drew(self, prompts: Sequence[Prompt]) -> None:
+        self.drawn += len(prompts)
+        for p in prompts:
+            self.samples["prompts_before"].add(p.user_text)
+            for k in FACETS:
+                self.facets["before"][k].add(getattr(p, k))
+
+    def add(self, selections: Sequence[Selection]) -> None:
+        for s in selections:
+            self.finished += 1
+            self.rows["candidates"] += len(s.candidates)
+            for scored in s.candidates:
+                c, t = scored.candidate, scored.candidate.teacher
+                self.calls[t] += 1
+                self.failed[t] += not c.ok
+                self.tokens_in[t] += c.tokens_in
+                self.tokens_out[t] += c.tokens_out
+                if scored.usable:
+                    self.score_sum[t] += scored.score
+                    self.scored[t] += 1
+                for check, ok in (
+                    scored.breakdown.get("checks") or scored.breakdown.get("verifiable", {}).get("checks") or {}
+                ).items():
+                    tally = self.checks.setdefault(check, {}).setdefault(t, [0, 0])
+                    tally[0] += bool(ok)
+                    tally[1] += 1
+            self.languages.add(s.prompt.language)
+            if s.chosen is None:
+                self.rows["rejected_rows"] += 1
+                self.rejected_reasons[(s.reason or "").split(" (")[0]] += 1
+                continue
+            self.rows["sft"] += 1
+            self.wins[s.chosen.candidate.teacher] += 1
+            self.by_language[s.prompt.language] += 1
+            self.by_task[s.prompt.task] += 1
+            if s.rejected is not None:
+                self.rows["dpo"] += 1
+            else:
+                self.pairs_dropped[(s.pair_reason or "").split(" below")[0]] += 1
+            self.samples["prompts_after"].add(s.prompt.user_text)
+            self.samples["answers_after"].add(s.chosen.candidate.text)
+            for k in FACETS:
+                self.facets["after"][k].add(getattr(s.prompt, k))
+
+    def chose(self, selections: Sequence[Selection]) -> None:
+        """Best answers before the filters on chosen answers, for diversity before/after."""
+        for s in selections:
+            if s.chosen is not None:
+                self.samples["answers_before"].add(s.chosen.candidate.text)
+
+    def quality_summary(self, embed: Callable | None) -> dict:
+        """What each filter dropped, and diversity before and after the quality stage, on uniform
+        samples (`n` counts every text). The embedding spread reads at most EMBEDDED_SAMPLE texts per
+        set, each text embedded once however many sets hold it: a bounded cost whatever the run's size."""
+        embedded = {}
+        if embed is not None:
+            chosen = {k: random.Random(0).sample(s.items, min(len(s.items), EMBEDDED_SAMPLE)) for k, s in self.samples.items()}
+            unique = list(dict.fromkeys(t for texts in chosen.values() for t in texts))
+            vectors = dict(zip(unique, embed(unique, max_tokens=EMBEDDED_TOKENS), strict=True)) if unique else {}
+            embedded = {k: [vectors[t] for t in texts] for k, texts in chosen.items()}
+
+        def metrics(key: str, when: str | None) -> dict:
+            sample = self.samples[key]
+            result = {"n": len(sample.items), **sample.grams.distinct()}
+            if embed is not None:
+                result["embedding_spread"] = diversity.spread(embedded[key])
+            result["n"] = sample.seen
+            if sample.seen > len(sample.items):
+                result["sample"] = len(sample.items)
+            result["coverage"] = {k: len(v) for k, v in self.facets[when].items()} if when else {}
+            return result
+
+        return {
+            "dropped": dict(self.quality),
+            "prompts_before": metrics("prompts_before", "before"),
+            "prompts_after": metrics("prompts_after", "after"),
+            "answers_before": metrics("answers_before", None),
+            "answers_after": metrics("answers_after", None),
+        }
+
+    def teacher_summary(self, name: str, price, engine_stats, teacher_stats: dict) -> TeacherSummary:
+        busy = teacher_stats.get("generate_s") or None
+        return TeacherSummary(
+            calls=self.calls[name],
+            failed=self.failed[name],
+            tokens_in=self.tokens_in[name],
+            tokens_out=self.tokens_out[name],
+            usd=None if price is None else round(price.cost(self.tokens_in[name], self.tokens_out[name]), 6),
+            wins=self.wins[name],
+            mean_score=round(self.score_sum[name] / self.scored[name], 4) if self.scored[name] else None,
+            requests_sent=engine_stats.sent,
+            retries=engine_stats.retries,
+            resumed=engine_stats.resumed,
+            unsent=engine_stats.unsent,
+            failures=dict(engine_stats.failures),
+            tok_per_s=round(self.tokens_out[name] / busy, 1) if busy else None,
+            load_s=round(teacher_stats["load_s"], 2) if "load_s" in teacher_stats else None,
+            generate_s=round(busy, 2) if busy else None,
+        )
+
+    def coverage(self) -> dict:
+        return {
+            "languages": sorted(self.languages),
+            "by_language": dict(sorted(self.by_language.items())),
+            "by_task": dict(sorted(self.by_task.items())),
+            "rejected_reasons": dict(self.rejected_reasons),
+            "checks": self.checks,
+            "pairs_dropped": dict(self.pairs_dropped),
+        }
