@@ -329,7 +329,9 @@ def main() -> None:
     parser.add_argument("--scenarios", default="efficiency,throughput,faults,kill,rss,peers")
     parser.add_argument("--rss-n", default="10000,100000", help="comma-separated prompt counts for the memory scenario")
     parser.add_argument("--routers-n", default="10000,100000", help="prompt counts for the routers scenario")
-    parser.add_argument("--learned-n", default="10000,50000", help="prompt counts for the learned router (it embeds every prompt)")
+    parser.add_argument(
+        "--learned-n", default="10000,50000", help="prompt counts for the learned router (it embeds every prompt)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engine.json")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     opts = parser.parse_args()

@@ -148,7 +148,9 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for name, wall in median.items():
         print(f"| {name} | {wall:.2f} | {wall / median['raw aiohttp']:.2f} | {cpu[name]:.2f} |")
-    print(f"\ndefaults / filters off = {result['defaults_over_filters_off']:.2f}; quality stage CPU {quality_ms:.2f} ms per prompt")
+    print(
+        f"\ndefaults / filters off = {result['defaults_over_filters_off']:.2f}; quality stage CPU {quality_ms:.2f} ms per prompt"
+    )
     for name, timings in phases.items():
         print(f"{name} phases (s): " + ", ".join(f"{k.removesuffix('_s')}={v}" for k, v in timings.items()))
 

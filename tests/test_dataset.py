@@ -84,7 +84,9 @@ def test_a_crash_at_any_step_of_the_swap_leaves_the_old_or_the_new_dataset_whole
 
 def test_rejected_rows_keep_the_prompts_constraints(tmp_path):
     prompt = make_prompt([{"type": "lowercase"}, {"type": "max_words", "n": 5}], prompt_id="x")
-    failed = select(prompt, Route(("a",), "all"), [Scored(make_candidate(None, error="HTTP 500", prompt_id="x"), None)], SelectionSpec())
+    failed = select(
+        prompt, Route(("a",), "all"), [Scored(make_candidate(None, error="HTTP 500", prompt_id="x"), None)], SelectionSpec()
+    )
     rows = dataset.build_rows([failed])["rejected_rows"]
     assert rows[0]["constraints"] == '[{"type": "lowercase"}, {"type": "max_words", "n": 5}]'
     assert "HTTP 500" in rows[0]["reason"]

@@ -56,7 +56,9 @@ class EchoTeacher:
 def prompts(tmp_path):
     path = tmp_path / "prompts.jsonl"
     checks = '[{"type": "lowercase"}, {"type": "no_commas"}]'
-    path.write_text("".join(f'{{"id": "q{i}", "prompt": "Say hello, number {i}.", "constraints": {checks}}}\n' for i in range(12)))
+    path.write_text(
+        "".join(f'{{"id": "q{i}", "prompt": "Say hello, number {i}.", "constraints": {checks}}}\n' for i in range(12))
+    )
     return path
 
 
