@@ -227,11 +227,11 @@ def _run(cfg: DictConfig) -> None:
     except ArbitrageError as exc:
         _fail(str(exc))
     print_summary(summary)
-    if summary.prompts_finished <= REPORT_MAX_PROMPTS:
+    if cfg.report and summary.prompts_finished <= REPORT_MAX_PROMPTS:
         from arbitrage import report
 
         report.write(spec.out_dir)
-    else:
+    elif cfg.report:
         log.info(
             "%d prompts: skipped the automatic report — `arbitrage report %s` builds it", summary.prompts_finished, spec.out_dir
         )

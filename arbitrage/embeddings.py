@@ -162,7 +162,7 @@ def batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
 
 def embed_texts(texts: Sequence[str], max_tokens: int | None = None) -> np.ndarray:
     """Unit-length 384-d float32 vectors, [len(texts), 384]. `max_tokens` embeds only each text's
-    beginning (cost grows with tokens: the diversity sample reads 48 of each)."""
+    beginning (cost grows with tokens: the diversity sample reads 40 of each)."""
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)
     m = model()

@@ -20,8 +20,8 @@ FACETS = ("language", "task", "domain", "persona_id")
 SAMPLES = ("prompts_before", "prompts_after", "answers_before", "answers_after")
 # The embedding spread reads EMBEDDED_SAMPLE texts per set, the first EMBEDDED_TOKENS tokens of each:
 # MiniLM costs ~0.35 ms a token on 2 cores (compute bound), so this is ~3 s whatever the run's size.
-EMBEDDED_SAMPLE = 64
-EMBEDDED_TOKENS = 48
+EMBEDDED_SAMPLE = 48
+EMBEDDED_TOKENS = 40
 
 
 class Reservoir:

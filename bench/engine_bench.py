@@ -219,7 +219,7 @@ def scenario_routers(work: Path, sizes: list[int], learned_sizes: list[int]) -> 
         "teacher=[openai_compat,api]", f"teacher.openai_compat.base_url={url}", f"teacher.openai_compat.model={MODEL}",
         f"teacher.api.api_base={url}", f"teacher.api.model=openai/{MODEL}", "teacher.api.api_key_env=BENCH_KEY",
         "teacher.openai_compat.max_concurrency=50", "teacher.api.max_concurrency=50", "filters=none",
-        "diversity.embedding_spread=false", "progress=false",
+        "diversity.embedding_spread=false", "progress=false", "report=false",
     ]  # fmt: skip
     results = []
     with Server("--latency-ms", "0") as url:
@@ -326,11 +326,11 @@ def table(results: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scenarios", default="efficiency,throughput,faults,kill,rss,peers")
+    parser.add_argument("--scenarios", default="efficiency,throughput,faults,kill,rss,routers,peers")
     parser.add_argument("--rss-n", default="10000,100000", help="comma-separated prompt counts for the memory scenario")
     parser.add_argument("--routers-n", default="10000,100000", help="prompt counts for the routers scenario")
     parser.add_argument(
-        "--learned-n", default="10000,50000", help="prompt counts for the learned router (it embeds every prompt)"
+        "--learned-n", default="2000,10000,30000", help="prompt counts for the learned router (it embeds every prompt)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engine.json")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")

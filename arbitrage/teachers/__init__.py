@@ -32,6 +32,9 @@ class Sampling:
     seed: int | None = 0
     n: int = 1
     logprobs: int | None = None  # top first-token log-probs to return (judges read them)
+    # > 1 discourages repeating tokens (vLLM and servers built on it; not OpenAI's API): small
+    # models otherwise loop until max_tokens (BENCHMARKS.md, "Defaults").
+    repetition_penalty: float = 1.0
     where: str = field(default="sampling", compare=False, repr=False)  # for error messages only
 
     def __post_init__(self):
@@ -43,6 +46,7 @@ class Sampling:
             _check_number(self.where, "seed", self.seed, int)
         if self.logprobs is not None:
             _check_number(self.where, "logprobs", self.logprobs, int, 1, 20)
+        _check_number(self.where, "repetition_penalty", self.repetition_penalty, float, 0.5, 2)
         if self.top_p == 0:
             raise ConfigError(f"{self.where}.top_p must be above 0, got 0")
 
@@ -58,7 +62,10 @@ class Sampling:
         return cls(**value, where=where)
 
     def key(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("n", "where")}
+        key = {k: v for k, v in asdict(self).items() if k not in ("n", "where")}
+        if key["repetition_penalty"] == 1.0:
+            del key["repetition_penalty"]  # the default: call ids stay those of runs that predate it
+        return key
 
     def seed_for(self, prompt_id: str, sample: int) -> int | None:
         """A per-call seed: an answer is reproducible whatever batch or retry it lands in, and each

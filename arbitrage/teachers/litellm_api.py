@@ -85,6 +85,11 @@ class LiteLLMTeacher:
     def check(self) -> None:
         if "/" not in self.model:
             raise ConfigError(f"teacher '{self.name}': model '{self.model}' needs a provider prefix, e.g. openai/gpt-4o-mini")
+        if self.sampling.repetition_penalty != 1.0:
+            raise ConfigError(
+                f"teacher '{self.name}': sampling.repetition_penalty is not an option of litellm's providers — "
+                "leave it at 1.0, or serve the model with vLLM and use the openai_compat teacher"
+            )
         api_key_from_env(self.name, self.api_key_env, required=True)
 
     def stats(self) -> dict[str, float]:

@@ -163,6 +163,8 @@ class OpenAICompatTeacher:
             body["seed"] = seed
         if s.logprobs:
             body |= {"logprobs": True, "top_logprobs": s.logprobs}
+        if s.repetition_penalty != 1.0:  # vLLM, TGI and llama.cpp servers take it; OpenAI's API does not
+            body["repetition_penalty"] = s.repetition_penalty
         return body
 
     async def _one(self, call: Call) -> Completion:

@@ -149,6 +149,7 @@ class VLLMTeacher:
             seed=s.seed_for(call.prompt.prompt_id, call.sample),
             stop=self.stop or None,
             logprobs=s.logprobs,
+            repetition_penalty=s.repetition_penalty,
         )
 
     def render(self, prompt: Prompt) -> str:
