@@ -77,10 +77,11 @@ ablation: install ## SFT the same student on arbitrage / single-teacher / random
 	test -f $(ABLATION_RUN)/summary.json || $(BIN)/arbitrage teacher=[smollm2,gemma3] router=all personas=all n_prompts=200 out=$(ABLATION_RUN)
 	$(BIN)/python bench/ablation.py $(ABLATION_RUN) --steps $(ABLATION_STEPS) --heldout $(ABLATION_HELDOUT) --out runs/ablation
 
-bench: install ## benchmarks on our fake OpenAI server: engine (efficiency, faults, kill -9, RSS per router), whole-process overhead, quality stage CPU
+bench: install ## benchmarks on our fake OpenAI server: engine (efficiency, faults, kill -9, RSS per router), whole-process overhead, quality stage CPU, failing servers
 	PEERS_VENV=$(PEERS_VENV) $(BIN)/python bench/engine_bench.py --rss-n $(BENCH_RSS_N)
 	$(BIN)/python bench/overhead_bench.py --n 2000 --concurrency 100 --latency-ms 200 --repeats 3
 	$(BIN)/python bench/quality_bench.py --n 2000
+	$(BIN)/python bench/failfast_bench.py --n 2000 --concurrency 16
 
 bench-peers: ## install distilabel and bespokelabs-curator in $(PEERS_VENV) (not project dependencies) for `make bench`
 	$(PY) -m venv $(PEERS_VENV)

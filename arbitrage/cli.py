@@ -17,12 +17,11 @@ import hydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from arbitrage import pipeline
+from arbitrage import pipeline, settings
 from arbitrage.engine import RetryPolicy
+from arbitrage.engine.journal import disk_error
 from arbitrage.errors import ArbitrageError, ConfigError
-from arbitrage.markdown import markdown_table, usd
 from arbitrage.select import SelectionSpec
-from arbitrage.stats import RunSummary
 
 log = logging.getLogger("arbitrage")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -83,8 +82,15 @@ def check_overrides(argv: list[str]) -> DictConfig | None:
         for name in names:
             if name is not None and str(name) not in known:
                 raise ConfigError(f"unknown {group} '{name}' — known: {', '.join(known)}")
-    if any(o.is_sweep_override() for o in overrides) or {"-m", "--multirun"} & set(argv):
+    sweeps = [o.input_line for o in overrides if o.is_sweep_override()]
+    if {"-m", "--multirun"} & set(argv):
         return None
+    if sweeps:  # Hydra reads `key=a,b` as a sweep, which needs --multirun
+        key, _, value = sweeps[0].partition("=")
+        raise ConfigError(
+            f"a comma in {sweeps[0]!r} makes a sweep — quote the value ({key}='{value}'), "
+            f"write {key}=[...] for a list, or add --multirun to sweep"
+        )
     return _compose(args)
 
 
@@ -137,6 +143,11 @@ def build(cfg: DictConfig) -> pipeline.RunSpec:
     """Config → typed objects. Constructors only store and validate settings: no model loads here."""
     if not cfg.teacher:
         raise ConfigError("no teachers configured — e.g. teacher=[smollm2,gemma3]")
+    settings.number("seed", cfg.seed, int)
+    settings.text("out", cfg.out, optional=False)
+    settings.choice("log_level", cfg.log_level, ("DEBUG", "INFO", "WARNING", "ERROR"))
+    for key in ("retry_failed", "progress", "report", "diversity.embedding_spread"):
+        settings.flag(key, OmegaConf.select(cfg, key))
     with open_dict(cfg):  # paths in the config are relative to the project, wherever the command runs
         cfg.personas.files = [str(_path(f)) for f in cfg.personas.files]
         if cfg.source.get("path"):
@@ -153,59 +164,13 @@ def build(cfg: DictConfig) -> pipeline.RunSpec:
         retry=RetryPolicy(**OmegaConf.to_container(cfg.engine, resolve=True)),
         budget_usd=cfg.get("budget_usd"),
         prompt_writer=cfg.personas.get("prompt_writer"),
-        retry_failed=bool(cfg.get("retry_failed", False)),
-        embedding_spread=bool(cfg.diversity.embedding_spread),
-        progress=bool(cfg.get("progress", True)),
+        retry_failed=cfg.retry_failed,
+        embedding_spread=cfg.diversity.embedding_spread,
+        progress=cfg.progress,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
 
 
-def print_summary(summary: RunSummary) -> None:
-    rows = summary.rows
-    print(
-        f"\nwrote {summary.out_dir}: sft={rows['sft']} dpo={rows['dpo']} candidates={rows['candidates']} rejected_rows={rows['rejected_rows']}"
-    )
-    header = ["teacher", "calls", "failed", "retries", "resumed", "wins", "mean score", "tokens in", "tokens out", "$", "tok/s"]
-    body = [
-        [
-            name,
-            t.calls,
-            t.failed,
-            t.retries,
-            t.resumed,
-            t.wins,
-            "—" if t.mean_score is None else f"{t.mean_score:.3f}",
-            t.tokens_in,
-            t.tokens_out,
-            usd(t.usd),
-            t.tok_per_s or "—",
-        ]
-        for name, t in summary.teachers.items()
-    ]
-    print(markdown_table(header, body))
-    failures = {f"{name}: {why}": n for name, t in summary.teachers.items() for why, n in t.failures.items()}
-    if failures:
-        print("failures by reason: " + ", ".join(f"{k} ×{n}" for k, n in sorted(failures.items())))
-    timings = summary.timings_s
-    print(
-        f"wall {timings.get('total_s')} s · {summary.requests_per_s or '—'} requests/s · spent {usd(summary.spent_usd)}"
-        + (f" of budget {usd(summary.budget_usd)}" if summary.budget_usd else "")
-    )
-    print("time (s): " + ", ".join(f"{k.removesuffix('_s')}={v}" for k, v in timings.items()))
-    for name, hint in EMPTY_HINTS.items():
-        if not rows[name]:
-            print(f"no {name} rows: {hint}")
-    left = summary.prompts_unfinished
-    if summary.stopped == "budget":
-        print(f"stopped: budget_usd reached with {left} prompts unfinished — rerun with a higher budget_usd= to continue")
-    elif summary.stopped and not summary.error:
-        print(f"stopped ({summary.stopped}) with {left} prompts unfinished — rerun the same command to finish them")
-
-
-EMPTY_HINTS = {
-    "sft": "no prompt has a usable answer — see the rejected_rows config and summary.json",
-    "dpo": "no two answers to a prompt differ by output.min_margin — add teachers, prompts, or lower it",
-}
 REPORT_MAX_PROMPTS = 50_000  # larger runs skip the automatic report (`arbitrage report` builds it)
 
 
@@ -226,7 +191,12 @@ def _run(cfg: DictConfig) -> None:
         _fail(_missing_hint(exc))
     except ArbitrageError as exc:
         _fail(str(exc))
-    print_summary(summary)
+    except OSError as exc:  # a full disk while the dataset was written: the journal has every call
+        error = disk_error(exc, Path(exc.filename or cfg.out))
+        if isinstance(error, ArbitrageError):
+            _fail(str(error))
+        raise
+    print(summary.text())
     if cfg.report and summary.prompts_finished <= REPORT_MAX_PROMPTS:
         from arbitrage import report
 
@@ -237,6 +207,11 @@ def _run(cfg: DictConfig) -> None:
         )
     if summary.stopped == "interrupted":
         sys.exit(130)
+    if not summary.rows["sft"] and not summary.stopped:
+        _fail(
+            f"the run produced no usable answer ({summary.why_nothing()}) — see the rejected_rows config in {summary.out_dir}",
+            code=1,
+        )
 
 
 def _logging(level: str) -> None:
@@ -245,9 +220,9 @@ def _logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
 
 
 TOOLS = {

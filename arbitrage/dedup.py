@@ -15,6 +15,7 @@ import numpy as np
 
 from arbitrage.errors import ConfigError
 from arbitrage.filters import checked, normalise, normalised_words, text_of
+from arbitrage.settings import number
 
 
 class ExactDedup:
@@ -90,7 +91,11 @@ class NearDedup:
     ):
         self.name = name or self.name
         self.stage, self.field = checked(self.name, stage, field)
-        self.threshold, self.shingle, self.num_perm, self.bands = threshold, shingle, num_perm, bands
+        where = f"filters.{self.name}"
+        self.threshold = number(f"{where}.threshold", threshold, float, 0, 1)
+        self.shingle = number(f"{where}.shingle", shingle, int, 1)
+        self.num_perm = number(f"{where}.num_perm", num_perm, int, 1)
+        self.bands = number(f"{where}.bands", bands, int, 1)
         # Stateful across calls (a run streams items through in chunks): ~1 KB per kept item.
         self._buckets: dict[tuple, list[int]] = defaultdict(list)  # band key → rows of `_sigs`
         self._sigs = np.empty((1024, num_perm), dtype=np.uint64)  # kept signatures, grown by doubling
@@ -187,7 +192,7 @@ class Decontaminate:
     ):
         self.eval_files = [Path(p) for p in eval_files]
         self.name = name or self.name
-        self.n = n
+        self.n = number(f"filters.{self.name}.n", n, int, 1)
         self.stage, self.field = checked(self.name, stage, field)
         self._index: dict[int, str] | None = None
 

@@ -7,3 +7,8 @@ class ArbitrageError(Exception):
 
 class ConfigError(ArbitrageError):
     """The configuration or an input file is wrong; raised before any model loads."""
+
+
+class TeacherUnusable(ArbitrageError):
+    """A teacher fails every call the same way (a bad key, URL or model, a server that is down):
+    the run stops, keeping what is done, with one line naming the likely fix."""

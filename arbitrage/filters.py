@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 from arbitrage import constraints as C
 from arbitrage.errors import ConfigError
 from arbitrage.rows import Prompt, Scored
+from arbitrage.settings import number
 
 # Multilingual refusal / assistant boilerplate (en, es, fr, de, pt, it).
 REFUSALS = [
@@ -127,7 +128,8 @@ class Length(_PerItem):
 
     def __init__(self, min_words: int = 1, max_words: int = 2000, name: str | None = None):
         super().__init__(name)
-        self.min_words, self.max_words = min_words, max_words
+        self.min_words = number(f"filters.{self.name}.min_words", min_words, int, 0)
+        self.max_words = number(f"filters.{self.name}.max_words", max_words, int, self.min_words)
 
     def reason(self, item: Any) -> str | None:
         count = len(C.words(text_of(item, "response")))
@@ -192,7 +194,7 @@ class WrongLanguage(_PerItem):
 
     def __init__(self, min_words: int = 8, skip_tasks: Sequence[str] = ("code", "math"), name: str | None = None):
         super().__init__(name)
-        self.min_words, self.skip_tasks = min_words, set(skip_tasks)
+        self.min_words, self.skip_tasks = number(f"filters.{self.name}.min_words", min_words, int, 0), set(skip_tasks)
 
     def reason(self, item: Any) -> str | None:
         prompt, _ = item
@@ -212,7 +214,8 @@ class Repetition(_PerItem):
 
     def __init__(self, n: int = 4, max_repeated: float = 0.3, name: str | None = None):
         super().__init__(name)
-        self.n, self.max_repeated = n, max_repeated
+        self.n = number(f"filters.{self.name}.n", n, int, 1)
+        self.max_repeated = number(f"filters.{self.name}.max_repeated", max_repeated, float, 0, 1)
 
     def repeated_share(self, text: str) -> float:
         words = normalised_words(text)
@@ -236,7 +239,7 @@ class MinReward(_PerItem):
 
     def __init__(self, threshold: float, name: str | None = None):
         super().__init__(name)
-        self.threshold = threshold
+        self.threshold = number(f"filters.{self.name}.threshold", threshold, float)
 
     def reason(self, item: Any) -> str | None:
         score = item[1].score

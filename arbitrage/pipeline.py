@@ -126,7 +126,11 @@ async def run(spec: RunSpec) -> RunSummary:
         summary.timings_s = _timings(stats, engine, time.perf_counter() - started)
         summary.save(spec.out_dir / "summary.json")
     if engine.error is not None:
-        log.warning("the dataset holds the %d prompts finished before the error", stats.finished)
+        log.warning(
+            "the run folder keeps the %d prompts finished before the error (%d sft rows); rerun after the fix for the rest",
+            stats.finished,
+            stats.rows["sft"],
+        )
         raise engine.error
     return summary
 

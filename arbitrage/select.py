@@ -58,6 +58,9 @@ def _problem(s: Scored) -> str:
     return f"{c.teacher}: {s.filtered or c.error or s.error or 'empty answer'}"
 
 
+NO_CANDIDATE = "no usable candidate"  # every answer failed (or its scoring did)
+
+
 def select(prompt: Prompt, route: Route, scored: list[Scored], spec: SelectionSpec) -> Selection:
     """The best unfiltered answer is chosen; a lower-scored answer with another text, filtered ones
     included (a refusal or a wrong-language answer is a fine DPO negative), can be rejected. An
@@ -67,7 +70,7 @@ def select(prompt: Prompt, route: Route, scored: list[Scored], spec: SelectionSp
     eligible = [s for s in usable if not s.filtered]
     if not eligible:
         problems = sorted({_problem(s) for s in scored})
-        label = "every answer filtered" if usable else "no usable candidate"
+        label = "every answer filtered" if usable else NO_CANDIDATE
         selection.reason = f"{label} (" + "; ".join(problems)[:300] + ")" if problems else "no candidate"
         return selection
     best = _rank(prompt, eligible)[0]

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 from arbitrage import personas
 from arbitrage.errors import ConfigError
 from arbitrage.rows import Prompt, make_call, stable_hash
+from arbitrage.settings import number, text
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,11 @@ class PersonaSource:
         self.spec = personas.SynthesisSpec(
             tasks={task: {lang: list(t) for lang, t in spec["templates"].items()} for task, spec in tasks.items()},
             n_prompts=self.n_prompts,
-            seed=seed,
-            min_constraints=min_constraints,
-            max_constraints=max_constraints,
+            seed=number("seed", seed, int),
+            min_constraints=number("personas.min_constraints", min_constraints, int, 0),
+            max_constraints=number("personas.max_constraints", max_constraints, int, 0),
             languages=tuple(languages) if languages else None,
-            system_prompt=system_prompt,
+            system_prompt=text("personas.system_prompt", system_prompt),
         )
         self._personas: list[personas.Persona] | None = None
 

@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from arbitrage import diversity
+from arbitrage.markdown import markdown_table, usd
 from arbitrage.rows import Prompt
-from arbitrage.select import Selection
+from arbitrage.select import NO_CANDIDATE, Selection
 
 FACETS = ("language", "task", "domain", "persona_id")
 SAMPLES = ("prompts_before", "prompts_after", "answers_before", "answers_after")
@@ -110,6 +111,70 @@ class RunSummary:
     @classmethod
     def load(cls, path: Path) -> RunSummary | None:
         return cls.from_dict(json.loads(path.read_text())) if path.exists() else None
+
+    def text(self) -> str:
+        """What the CLI prints when a run ends: rows, a table per teacher, failures, time, stops."""
+        rows = self.rows
+        lines = [
+            f"\nwrote {self.out_dir}: "
+            + " ".join(f"{name}={rows.get(name, 0)}" for name in ("sft", "dpo", "candidates", "rejected_rows"))
+        ]
+        header = [
+            "teacher",
+            "calls",
+            "failed",
+            "retries",
+            "resumed",
+            "wins",
+            "mean score",
+            "tokens in",
+            "tokens out",
+            "$",
+            "tok/s",
+        ]
+        body = [
+            [name, t.calls, t.failed, t.retries, t.resumed, t.wins, "—" if t.mean_score is None else f"{t.mean_score:.3f}",
+             t.tokens_in, t.tokens_out, usd(t.usd), t.tok_per_s or "—"]
+            for name, t in self.teachers.items()
+        ]  # fmt: skip
+        lines.append(markdown_table(header, body))
+        failures = {f"{name}: {why}": n for name, t in self.teachers.items() for why, n in t.failures.items()}
+        if failures:
+            lines.append("failures by reason: " + ", ".join(f"{k} ×{n}" for k, n in sorted(failures.items())))
+        budget = f" of budget {usd(self.budget_usd)}" if self.budget_usd else ""
+        lines.append(
+            f"wall {self.timings_s.get('total_s')} s · {self.requests_per_s or '—'} requests/s · spent {usd(self.spent_usd)}{budget}"
+        )
+        lines.append("time (s): " + ", ".join(f"{k.removesuffix('_s')}={v}" for k, v in self.timings_s.items()))
+        lines += [f"no {name} rows: {hint}" for name, hint in EMPTY_HINTS.items() if not rows.get(name)]
+        if self.stopped == "budget":
+            lines.append(
+                f"stopped: budget_usd reached with {self.prompts_unfinished} prompts unfinished — rerun with a higher budget_usd= to continue"
+            )
+        elif self.stopped and not self.error:
+            lines.append(
+                f"stopped ({self.stopped}) with {self.prompts_unfinished} prompts unfinished — rerun the same command to finish them"
+            )
+        return "\n".join(lines)
+
+    def why_nothing(self) -> str:
+        """The commonest reasons the run has no sft row: why its prompts were rejected (one reason
+        per prompt, so a filter that dropped everything is named), else the teachers' failures."""
+        failures = Counter()
+        for name, t in self.teachers.items():
+            for why, n in t.failures.items():
+                failures[f"{name}: {why}"] += n
+        reasons = Counter(self.rejected_reasons)
+        if failures:  # prompts with no usable candidate: say why their calls failed
+            reasons.pop(NO_CANDIDATE, None)
+            reasons.update(failures)
+        return ", ".join(f"{why} ×{n}" for why, n in reasons.most_common(3)) or f"{self.prompts} prompts, 0 sft rows"
+
+
+EMPTY_HINTS = {
+    "sft": "no prompt has a usable answer — see the rejected_rows config and summary.json",
+    "dpo": "no two answers to a prompt differ by output.min_margin — add teachers, prompts, or lower it",
+}
 
 
 class RunStats:

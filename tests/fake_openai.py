@@ -23,6 +23,8 @@ class Script:
     garbage_first: int = 0  # per distinct prompt: the next N answers are truncated JSON
     always_fail_marker: str | None = None  # prompts containing this always get HTTP 400
     empty_marker: str | None = None  # prompts containing this get an empty answer (status 200)
+    models_status: int = 200  # what GET /v1/models answers (a bad key: 401 there too)
+    error_message: str = "scripted failure"  # the server's words in failed responses
     answers: dict = field(default_factory=dict)  # model name → fixed answer text
     # Usage reported for a prompt: None counts words; a number bills that many tokens per character
     # of every message (CJK text is about one token per character), and max_tokens for the answer.
@@ -51,6 +53,7 @@ class FakeOpenAI:
     def __init__(self, script: Script | None = None):
         self.script = script or Script()
         self.requests: list[dict] = []
+        self.gets: list[str] = []
         self.seen: Counter = Counter()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -85,10 +88,18 @@ class FakeOpenAI:
                 self.wfile.write(body)
 
             def do_GET(self):
-                self._send(200, b'{"status": "ok"}')
+                with fake._lock:
+                    fake.gets.append(self.path)
+                if self.path != "/v1/models":
+                    return self._send(404, b'{"error": {"message": "Not Found"}}')
+                status = fake.script.models_status
+                body = {"object": "list", "data": []} if status == 200 else {"error": {"message": fake.script.error_message}}
+                self._send(status, json.dumps(body).encode())
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                if self.path != "/v1/chat/completions":  # e.g. a base_url that already ends in /chat/completions
+                    return self._send(404, b'{"error": {"message": "Not Found"}}')
                 text = body["messages"][-1]["content"]
                 script = fake.script
                 with fake._lock:
@@ -102,7 +113,8 @@ class FakeOpenAI:
                     return self._send(400, b'{"error": {"message": "bad request"}}')
                 if nth <= script.fail_first:
                     headers = {"Retry-After": script.retry_after} if script.retry_after else {}
-                    return self._send(script.fail_status, b'{"error": {"message": "scripted failure"}}', headers)
+                    message = json.dumps({"error": {"message": script.error_message}}).encode()
+                    return self._send(script.fail_status, message, headers)
                 if nth <= script.fail_first + script.garbage_first:
                     return self._send(200, b'{"choices": [{"message": {"content": "trunc')
                 if script.empty_marker and script.empty_marker in text:

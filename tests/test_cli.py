@@ -86,7 +86,9 @@ def test_api_run_writes_a_loadable_dataset_and_resumes_without_new_requests(serv
     strict = arbitrage(
         *api_args(server, out, "+filters.min_reward._target_=arbitrage.filters.MinReward", "+filters.min_reward.threshold=1.01")
     )
-    assert strict.returncode == 0, strict.stderr[-2000:]
+    # Nothing usable is an error (exit 1, one line naming the reason), but the data is still written.
+    assert strict.returncode == 1, strict.stderr[-2000:]
+    assert "error: the run produced no usable answer (" in strict.stderr and "min_reward" in strict.stderr.splitlines()[-1]
     assert len(datasets.load_dataset(str(out), "rejected_rows", split="train")) == 24
     assert "config_name: sft" not in (out / "README.md").read_text()  # empty: not a loadable config
     assert "no sft rows" in strict.stdout + strict.stderr

@@ -86,6 +86,7 @@ def test_demo_experiment_sets_the_demo_run():
         (["personas=klingon"], "unknown personas 'klingon'"),
         (["teacher=[smollm2,"], "malformed override"),
         (["n_promps=3"], "unknown config key 'n_promps'"),
+        (["out=runs/a,b"], "a comma in 'out=runs/a,b' makes a sweep — quote the value"),
     ],
 )
 def test_bad_overrides_are_one_line_naming_the_fix(overrides, message):

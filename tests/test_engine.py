@@ -10,7 +10,7 @@ from fake_openai import FakeOpenAI, Script
 
 from arbitrage.cost import Price
 from arbitrage.engine import Budget, Engine, Journal, RateLimit, RetryPolicy, TokenBucket
-from arbitrage.errors import ArbitrageError, ConfigError
+from arbitrage.errors import ArbitrageError, ConfigError, TeacherUnusable
 from arbitrage.rows import Completion, make_call
 from arbitrage.teachers import teacher_key
 from arbitrage.teachers.litellm_api import LiteLLMTeacher, api_teacher
@@ -219,16 +219,17 @@ def test_an_empty_answer_is_a_final_failure_that_a_resume_does_not_send_again(tm
         assert len(server.requests) == sent + 1 and forced[0].final  # retry_failed=true sends it once more
 
 
-def test_unreachable_server_is_a_failure_not_a_crash(tmp_path):
+def test_unreachable_server_stops_the_engine_with_one_reason_and_sends_nothing(tmp_path):
+    """The preflight finds the closed port before any prompt is sent (the run then ends in one line)."""
     journal = Journal(tmp_path)
-    engine, _ = run_calls(
+    engine, results = run_calls(
         OpenAICompatTeacher("t", "m", "http://127.0.0.1:9", timeout_s=2),
         prompts(2),
         journal,
         RetryPolicy(max_attempts=2, base_delay_s=0.01),
     )
-    assert all(r.error and "Connect" in r.error for r in journal.records())
-    assert engine.stats["t"].failures == {"connection": 2}
+    assert isinstance(engine.error, TeacherUnusable) and "cannot connect to http://127.0.0.1:9" in str(engine.error)
+    assert all(r.error for r in results) and not list(journal.records())  # unsent, so a rerun sends them
 
 
 def test_calls_stream_in_no_faster_than_the_teacher_takes_them(tmp_path):

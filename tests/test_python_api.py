@@ -51,6 +51,9 @@ class EchoTeacher:
     def stats(self) -> dict[str, float]:
         return {}
 
+    def diagnose(self, completion: Completion) -> str:
+        return f"teacher '{self.name}': {completion.error}"
+
 
 @pytest.fixture
 def prompts(tmp_path):

@@ -151,15 +151,17 @@ def test_bandit_cost_weight_trades_reward_for_price():
 
 def test_bandit_settings_are_checked_in_one_line():
     cases = [
-        (BanditRouter(strategy="ucb"), "router.strategy must be one of epsilon, thompson"),
-        (BanditRouter(epsilon=1.5), "router.epsilon must be between 0 and 1"),
-        (BanditRouter(wave_size=0), "router.wave_size must be ≥ 1"),
-        (BanditRouter(usd_per_mtok={"gpt5": 1.0}), "router.usd_per_mtok names gpt5, not configured"),
+        (dict(strategy="ucb"), "router.strategy must be one of epsilon, thompson"),
+        (dict(epsilon=1.5), r"router.epsilon must be a number in \[0, 1\], got 1.5"),
+        (dict(wave_size=0), "router.wave_size must be an integer ≥ 1, got 0"),
+        (dict(epsilon="high"), r"router.epsilon must be a number in \[0, 1\], got 'high'"),
     ]
-    for router, message in cases:
+    for settings, message in cases:  # refused when built, before any folder is claimed
         with pytest.raises(ConfigError, match=message) as info:
-            router.check(["a", "b"])
+            BanditRouter(**settings)
         assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="router.usd_per_mtok names gpt5, not configured"):
+        BanditRouter(usd_per_mtok={"gpt5": 1.0}).check(["a", "b"])
 
 
 def test_ridge_recovers_a_linear_signal_and_shrinks_noise():

@@ -25,8 +25,10 @@ from arbitrage.engine.journal import Journal
 from arbitrage.engine.policy import RetryPolicy, failure_reason
 from arbitrage.engine.ratelimit import RateLimit
 from arbitrage.engine.streams import Finished, Pending, Stream, TeacherStats, aiter_calls, bar_interval, unsent
+from arbitrage.errors import TeacherUnusable
 from arbitrage.rows import Call, Candidate, Completion
 from arbitrage.teachers import Teacher
+from arbitrage.teachers.diagnose import breaks_after
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ class Engine:
         self._retrying: dict[asyncio.Task, Pending] = {}
         self._streams: set[Stream] = set()
         self._inflation = dict.fromkeys(teachers, 1.0)  # prompt tokens billed / bound, when a server bills more
+        self._streak = dict.fromkeys(teachers, 0)  # failures in a row of a kind that can stop a teacher
+        self._answered_before: set[str] = set()  # teachers with an answer read back from the journal
         self.error: BaseException | None = None  # what ended the run early (see _fail)
         self._bar: tqdm | None = None
         self._last_postfix = 0.0
@@ -144,6 +148,8 @@ class Engine:
                 record = self.journal.get(call.call_id)
                 if record is not None:  # settled by an earlier run: read back, not sent
                     self.stats[call.teacher].resumed += 1
+                    if record.error is None:
+                        self._answered_before.add(call.teacher)
                     self._tick(1)
                     await stream.put(Finished(call, record))
                     continue
@@ -273,6 +279,7 @@ class Engine:
         finished = []
         for item, completion in zip(batch, completions, strict=True):
             self._account(name, item, completion, limit)
+            self._watch(name, completion)
             if not completion.ok and completion.error and self._retry(name, item, completion):
                 item.handed_on = True
                 continue
@@ -299,6 +306,22 @@ class Engine:
         if limit is not None:
             limit.settle(item.estimate, completion.tokens_in + completion.tokens_out)
             limit.observe(completion.ratelimit)
+
+    def _watch(self, name: str, completion: Completion) -> None:
+        """The circuit breaker: a teacher that has not answered once and fails alike again and again
+        (a bad key, URL or model; nothing listening) stops the run with one line, instead of
+        sending it every prompt. Its failures stay journaled, so a rerun after the fix retries them."""
+        if completion.ok:
+            self._streak[name] = 0
+            return
+        limit = breaks_after(completion)
+        if limit is None or self.stats[name].ok:
+            return
+        if completion.status == 400 and name in self._answered_before:
+            return  # it answered in an earlier run: these 400s are about their prompts (a rerun retries just them)
+        self._streak[name] += 1
+        if self._streak[name] >= limit:
+            self._fail(TeacherUnusable(self.teachers[name].diagnose(completion)))
 
     def _retry(self, name: str, item: Pending, completion: Completion) -> bool:
         if not self.policy.retryable(completion) or item.attempts >= self.policy.max_attempts or self.stop_reason:

@@ -7,6 +7,7 @@ settled: answered, or failed for good (an empty answer: the same request gets it
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -21,6 +22,15 @@ from arbitrage.errors import ArbitrageError
 from arbitrage.rows import Candidate
 
 log = logging.getLogger(__name__)
+
+
+def disk_error(exc: OSError, path: Path) -> OSError | ArbitrageError:
+    """A full disk (or file-size limit) as one line naming the fix; other OS errors unchanged."""
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return ArbitrageError(
+            f"no space left to write {path} ({exc.strerror}) — free space and rerun: the journal has every finished call"
+        )
+    return exc
 
 
 def _key(call_id: str) -> int:
@@ -58,7 +68,9 @@ class Journal:
         self._undelivered = np.empty(0, dtype=np.int64)  # per teacher id
         if self.path.exists():
             self._load()
-        self._file = self.path.open("rb" if read_only else "ab")
+        # Unbuffered: each batch is one os.write we can undo, with no leftover buffer that a
+        # later flush could write after a failure.
+        self._file = self.path.open("rb" if read_only else "ab", buffering=0)
         self._reader = self.path.open("rb")
         self._last_sync = time.monotonic()
         self.appended = 0
@@ -142,8 +154,6 @@ class Journal:
 
     def records(self) -> Iterator[Candidate]:
         """Every record on disk, last one per call id winning (reads the whole file: tests, tools)."""
-        if not self._file.closed and not self.read_only:
-            self._file.flush()
         latest: dict[str, Candidate] = {}
         with self.path.open("rb") as f:
             for line in f:
@@ -155,17 +165,23 @@ class Journal:
 
     def append(self, candidates: Iterable[Candidate]) -> None:
         assert not self.read_only, "a read-only journal takes no records"
-        for candidate in candidates:
-            self._file.write((json.dumps(vars(candidate), ensure_ascii=False) + "\n").encode())
-            self.appended += 1
-        self._file.flush()  # in the OS after every batch: a kill -9 of this process loses nothing flushed
+        data = b"".join((json.dumps(vars(c), ensure_ascii=False) + "\n").encode() for c in candidates)
+        end = self._file.seek(0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:  # a raw write may be partial
+                view = view[self._file.write(view) :]
+        except OSError as exc:
+            os.truncate(self.path, end)  # back to whole records: no torn line after a full disk
+            self._file.seek(end)
+            raise disk_error(exc, self.path) from None
+        self.appended += data.count(b"\n")
         if time.monotonic() - self._last_sync > 1.0:  # fsync in batches: durable without a sync per row
             os.fsync(self._file.fileno())
             self._last_sync = time.monotonic()
 
     def sync(self) -> None:
         if not self._file.closed and not self.read_only:
-            self._file.flush()
             os.fsync(self._file.fileno())
 
     def close(self) -> None:

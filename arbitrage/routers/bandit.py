@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from arbitrage.errors import ConfigError
 from arbitrage.routers import Observation, Route
 from arbitrage.rows import Candidate, Prompt
+from arbitrage.settings import choice, number
 
 STRATEGIES = ("epsilon", "thompson")
 
@@ -50,14 +51,14 @@ class BanditRouter:
         wave_size: int = 10,
         seed: int = 0,
     ):
-        self.strategy = strategy
-        self.epsilon = epsilon
-        self.cost_weight = cost_weight
-        self.latency_weight = latency_weight
-        self.usd_per_mtok = dict(usd_per_mtok or {})
-        self.prior_strength = prior_strength
-        self.wave_size = wave_size  # prompts routed between two rounds of feedback
-        self.seed = seed
+        self.strategy = choice("router.strategy", strategy, STRATEGIES)
+        self.epsilon = number("router.epsilon", epsilon, float, 0, 1)
+        self.cost_weight = number("router.cost_weight", cost_weight, float, 0)
+        self.latency_weight = number("router.latency_weight", latency_weight, float, 0)
+        self.usd_per_mtok = {t: number(f"router.usd_per_mtok.{t}", v, float, 0) for t, v in dict(usd_per_mtok or {}).items()}
+        self.prior_strength = number("router.prior_strength", prior_strength, float, 0)
+        self.wave_size = number("router.wave_size", wave_size, int, 1)  # prompts routed between two rounds of feedback
+        self.seed = number("router.seed", seed, int)
         self.rng = random.Random(seed)
         self.overall: dict[str, _Stats] = defaultdict(_Stats)
         self.cluster: dict[tuple, _Stats] = defaultdict(_Stats)
@@ -68,12 +69,6 @@ class BanditRouter:
         return {"router": "bandit", **{k: getattr(self, k) for k in keys}}
 
     def check(self, teachers: Sequence[str]) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"router.strategy must be one of {', '.join(STRATEGIES)}, got '{self.strategy}'")
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise ConfigError(f"router.epsilon must be between 0 and 1, got {self.epsilon}")
-        if int(self.wave_size) < 1:
-            raise ConfigError(f"router.wave_size must be ≥ 1, got {self.wave_size}")
         unknown = sorted(set(self.usd_per_mtok) - set(teachers))
         if unknown:
             raise ConfigError(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from arbitrage.errors import ConfigError
 from arbitrage.routers import Route, known
 from arbitrage.rows import Prompt, stable_hash
+from arbitrage.settings import number, text
 
 
 class AllTeachers:
@@ -32,7 +33,7 @@ class FixedRouter:
     name = "fixed"
 
     def __init__(self, teacher: str | None = None, by_language: dict | None = None, by_task: dict | None = None):
-        self.teacher = teacher
+        self.teacher = text("router.teacher", teacher)
         self.by_language = dict(by_language or {})
         self.by_task = dict(by_task or {})
 
@@ -62,8 +63,8 @@ class RandomRouter:
     name = "random"
 
     def __init__(self, k: int = 1, seed: int = 0):
-        self.k = k
-        self.seed = seed
+        self.k = number("router.k", k, int, 1)
+        self.seed = number("router.seed", seed, int)
 
     def check(self, teachers: Sequence[str]) -> None:
         if not isinstance(self.k, int) or not 1 <= self.k <= len(teachers):

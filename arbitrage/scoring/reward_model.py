@@ -14,6 +14,7 @@ from pathlib import Path
 from arbitrage.errors import ConfigError
 from arbitrage.rows import Call, Candidate, Prompt
 from arbitrage.scoring import Item, Score
+from arbitrage.settings import choice, number, text
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +23,11 @@ class RewardModelScorer:
     name = "reward_model"
 
     def __init__(self, model: str, batch_size: int = 8, max_length: int = 2048, device: str = "auto", dtype: str = "auto"):
-        self.model_name = model
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.device = device
-        self.dtype = dtype
+        self.model_name = text("reward.model", model, optional=False)
+        self.batch_size = number("reward.batch_size", batch_size, int, 1)
+        self.max_length = number("reward.max_length", max_length, int, 1)
+        self.device = text("reward.device", device, optional=False)
+        self.dtype = choice("reward.dtype", dtype, ("auto", "float32", "bfloat16"))
         self._model = None
         self._tokenizer = None
         self.teachers = {}  # a local model: no engine calls
@@ -47,6 +48,7 @@ class RewardModelScorer:
                 raise ConfigError(
                     f"reward model '{self.model_name}' is not in the local HF cache and HF_HUB_OFFLINE=1 — download it first or point reward.model at a local dir"
                 )
+        self._load()  # before any teacher is called: a model without a trained head is refused here
 
     def _load(self) -> None:
         import torch
@@ -60,8 +62,25 @@ class RewardModelScorer:
             "float32": torch.float32,
             "bfloat16": torch.bfloat16,
         }[self.dtype]
+        if self._model is not None:
+            return
+        from transformers.utils import logging as hf_logging
+
+        # Our own error line says what a missing head means; transformers' load report and
+        # progress bars would bury it.
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_name)
-        self._model = AutoModelForSequenceClassification.from_pretrained(self.model_name, dtype=dtype).to(device).eval()
+        model, info = AutoModelForSequenceClassification.from_pretrained(self.model_name, dtype=dtype, output_loading_info=True)
+        # transformers fills weights a checkpoint lacks with random numbers (a base model has no
+        # score head): such a "reward" would rank answers at random.
+        if info["missing_keys"]:
+            missing = ", ".join(sorted(info["missing_keys"])[:3])
+            raise ConfigError(
+                f"reward model '{self.model_name}' has no trained classification head ({missing} would be random) — "
+                "set reward.model to a reward model, e.g. Skywork/Skywork-Reward-V2-Llama-3.1-8B"
+            )
+        self._model = model.to(device).eval()
         if self._tokenizer.pad_token is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token or self._tokenizer.unk_token
         if self._model.config.pad_token_id is None:

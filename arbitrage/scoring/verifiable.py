@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from arbitrage import constraints as C
 from arbitrage.rows import Call, Candidate, Prompt
 from arbitrage.scoring import Item, Score
+from arbitrage.settings import number
 
 
 class VerifiableScorer:
@@ -19,7 +20,7 @@ class VerifiableScorer:
 
     def __init__(self, truncated_penalty: float = 0.0):
         # A response cut off at max_tokens rarely satisfies "end with…"; optionally mark it down further.
-        self.truncated_penalty = truncated_penalty
+        self.truncated_penalty = number("reward.truncated_penalty", truncated_penalty, float, 0, 1)
         self.teachers = {}
 
     def check(self) -> None:

@@ -3,7 +3,6 @@ teachers implement it. `Sampling` and `Limits` are the settings every teacher ha
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Protocol, runtime_checkable
@@ -11,14 +10,11 @@ from typing import Protocol, runtime_checkable
 from arbitrage.cost import Price
 from arbitrage.errors import ConfigError
 from arbitrage.rows import Call, Completion, stable_hash
+from arbitrage.settings import number
 
 
 def _check_number(where: str, key: str, value, kind: type, low: float | None = None, high: float | None = None) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and (kind is float or float(value).is_integer())
-    ok = ok and math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high)
-    if not ok:
-        bounds = f" in [{low}, {high}]" if high is not None else (f" ≥ {low}" if low is not None else "")
-        raise ConfigError(f"{where}.{key} must be {'an integer' if kind is int else 'a number'}{bounds}, got {value!r}")
+    number(f"{where}.{key}", value, kind, low, high)
 
 
 @dataclass(frozen=True)
@@ -124,6 +120,9 @@ class Teacher(Protocol):
 
     def stats(self) -> dict[str, float]:
         """Engine-side figures for the summary (load_s, generate_s); {} for API teachers."""
+
+    def diagnose(self, completion: Completion) -> str:
+        """One line for a failure that stops the run: what the server said and the likely fix."""
 
 
 def teacher_key(teacher: Teacher) -> str:

@@ -9,12 +9,15 @@ high concurrency it caps throughput. `openai/...` models are plain OpenAI-compat
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 
 from arbitrage.cost import Price, api_price
 from arbitrage.errors import ConfigError
 from arbitrage.rows import Call, Completion
+from arbitrage.settings import number
 from arbitrage.teachers import Limits, Sampling, Teacher
+from arbitrage.teachers.diagnose import explain
 from arbitrage.teachers.openai_compat import OpenAICompatTeacher, api_key_from_env, ratelimit_headers
 
 # litellm fetches its price map from the network at import unless told not to (no network here).
@@ -75,7 +78,7 @@ class LiteLLMTeacher:
         self.api_base = api_base
         self.sampling = Sampling.of(sampling, f"teacher.{name}.sampling")
         self.limits = Limits(max_concurrency, 1, rpm, tpm, from_headers=True, where=f"teacher.{name}")
-        self.timeout_s = timeout_s
+        self.timeout_s = number(f"teacher.{name}.timeout_s", timeout_s, float, 0.1)
         self.price = api_price(model, api_base, price)
         self._key: str | None = None
 
@@ -94,6 +97,9 @@ class LiteLLMTeacher:
 
     def stats(self) -> dict[str, float]:
         return {}
+
+    def diagnose(self, completion: Completion) -> str:
+        return explain(self.name, self.api_base, self.api_key_env, self.model, completion)
 
     async def start(self) -> None:
         import litellm
@@ -152,16 +158,19 @@ class LiteLLMTeacher:
 
 
 def _failure(exc: Exception) -> Completion:
-    """A litellm exception as data. Connection failures surface as APIConnectionError with status 500:
-    they keep no status, so they read as connection errors, not server errors."""
+    """A litellm exception as data. litellm reports a connection that failed as an HTTP 500
+    (`InternalServerError: OpenAIException - Connection error.`, or APIConnectionError): those keep
+    no status, so they read as the connection errors they are, not as server errors."""
     status = getattr(exc, "status_code", None)
-    if type(exc).__name__ in ("APIConnectionError", "Timeout"):
+    if type(exc).__name__ in ("APIConnectionError", "Timeout") or "connection error" in str(exc).lower():
         status = None
     headers = getattr(getattr(exc, "response", None), "headers", None) or {}
     retry_after = headers.get("retry-after") if isinstance(headers, Mapping) or hasattr(headers, "items") else None
+    # "litellm.AuthenticationError: AuthenticationError: OpenAIException - Incorrect API key" → the server's words
+    said = re.sub(r"^(litellm\.\w+: )?(\w+: )?(\w+Exception - )?", "", str(exc))
     return Completion(
         text=None,
-        error=f"{type(exc).__name__}: {str(exc)[:200]}",
+        error=f"{type(exc).__name__}: {said[:200]}",
         status=status if isinstance(status, int) else None,
         retry_after=float(retry_after) if retry_after and str(retry_after).replace(".", "", 1).isdigit() else None,
         ratelimit=ratelimit_headers(headers) if hasattr(headers, "get") else None,

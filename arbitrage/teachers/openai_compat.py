@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -18,9 +19,13 @@ from dataclasses import replace
 import aiohttp
 
 from arbitrage.cost import Price, api_price
-from arbitrage.errors import ConfigError
+from arbitrage.errors import ConfigError, TeacherUnusable
 from arbitrage.rows import Call, Completion
+from arbitrage.settings import number
 from arbitrage.teachers import Limits, Sampling
+from arbitrage.teachers.diagnose import explain, refused
+
+log = logging.getLogger(__name__)
 
 
 def api_key_from_env(teacher: str, api_key_env: str | None, required: bool) -> str | None:
@@ -121,7 +126,7 @@ class OpenAICompatTeacher:
         self.api_key_env = api_key_env
         self.sampling = Sampling.of(sampling, f"teacher.{name}.sampling")
         self.limits = Limits(max_concurrency, 1, rpm, tpm, from_headers=True, where=f"teacher.{name}")
-        self.timeout_s = timeout_s
+        self.timeout_s = number(f"teacher.{name}.timeout_s", timeout_s, float, 0.1)
         self.price = api_price(price_model or model, self.base_url, price)
         self._session: aiohttp.ClientSession | None = None
 
@@ -136,6 +141,9 @@ class OpenAICompatTeacher:
     def stats(self) -> dict[str, float]:
         return {}
 
+    def diagnose(self, completion: Completion) -> str:
+        return explain(self.name, self.base_url, self.api_key_env, self.model, completion)
+
     async def start(self) -> None:
         if self._session is None:
             headers = {"Content-Type": "application/json"}
@@ -148,6 +156,36 @@ class OpenAICompatTeacher:
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),  # a hung request becomes a retryable timeout
             )
             self._url = f"{self.base_url}/chat/completions"
+            await self._preflight()
+
+    async def _preflight(self) -> None:
+        """GET /models before the first call (free on every OpenAI-compatible server): a wrong key,
+        URL or port then costs no prompt. Runs when the first call is sent, so a run that only
+        reads its journal back never needs the server."""
+        try:
+            async with self._session.get(f"{self.base_url}/models", timeout=aiohttp.ClientTimeout(total=10)) as response:
+                status, raw = response.status, await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            failed = Completion(None, error=f"{type(exc).__name__}: {exc}")
+            if refused(failed):
+                raise TeacherUnusable(self.diagnose(failed)) from None
+            return  # a slow or odd /models says nothing about chat completions: the calls will tell
+        failed = Completion(None, error=f"HTTP {status}: {raw[:300].decode('utf-8', 'replace')}", status=status)
+        if status in (401, 403) or (status == 404 and self.base_url.endswith("/chat/completions")):
+            raise TeacherUnusable(self.diagnose(failed))
+        if status == 200:
+            try:
+                served = [m.get("id") for m in json.loads(raw).get("data", [])]
+            except (ValueError, AttributeError):
+                return
+            if served and self.model not in served:
+                log.warning(
+                    "teacher %s: %s does not list model '%s' (it lists %s)",
+                    self.name,
+                    self.base_url,
+                    self.model,
+                    ", ".join(map(str, served[:8])),
+                )
 
     def _body(self, call: Call) -> dict:
         s = self.sampling

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from arbitrage.cost import LOCAL_PRICE
 from arbitrage.rows import Call, Completion, Prompt
+from arbitrage.settings import choice, number, text
 from arbitrage.teachers import Limits, Sampling, models
 
 log = logging.getLogger(__name__)
@@ -56,14 +57,14 @@ class VLLMTeacher:
         engine_kwargs: Mapping | None = None,  # straight to vllm.LLM: tensor_parallel_size, quantization, max_num_seqs, …
     ):
         self.name = name
-        self.model = model
-        self.mode = mode
+        self.model = text(f"teacher.{name}.model", model, optional=False)
+        self.mode = choice(f"teacher.{name}.mode", mode, ("chat", "completion"))
         self.sampling = Sampling.of(sampling, f"teacher.{name}.sampling")
         self.limits = Limits(max_concurrency, batch_size, where=f"teacher.{name}")
         self.price = LOCAL_PRICE
         self.prompt_template = prompt_template
         self.stop = list(stop)
-        self.kv_cache_gib = kv_cache_gib
+        self.kv_cache_gib = number(f"teacher.{name}.kv_cache_gib", kv_cache_gib, float, 0.1)
         self.engine_kwargs = dict(engine_kwargs or {})
         self._llm = None
         self._busy = asyncio.Lock()  # one LLM.generate at a time: the prompt writer may share this engine
@@ -74,8 +75,6 @@ class VLLMTeacher:
     def check(self) -> None:
         from arbitrage.errors import ConfigError
 
-        if self.mode not in ("chat", "completion"):
-            raise ConfigError(f"teacher '{self.name}': mode must be chat or completion, got '{self.mode}'")
         if self.mode == "completion" and (not self.prompt_template or "{question}" not in self.prompt_template):
             raise ConfigError(f"teacher '{self.name}': completion mode needs a prompt_template containing {{question}}")
         if models.is_local_source(self.model) or self.model.startswith("pypi:"):
@@ -100,6 +99,9 @@ class VLLMTeacher:
 
     def stats(self) -> dict[str, float]:
         return dict(self._stats)
+
+    def diagnose(self, completion: Completion) -> str:
+        return f"teacher '{self.name}': {completion.error}"
 
     def _engine_settings(self) -> dict:
         """vllm.LLM's keyword arguments: this machine's defaults, then the teacher's engine_kwargs."""
