@@ -1,7 +1,8 @@
 """The run folder: claimed under a lock, refused when it holds another run.
 
 Rerunning the same identity on the same folder resumes it; a different identity is refused with
-one line naming what differs. The lock keeps two runs from interleaving in one folder.
+one line naming what differs, unless the folder's run finished no call (then there is nothing to
+protect, and the corrected command takes it over). The lock keeps two runs from interleaving in one folder.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from arbitrage.errors import ConfigError
 from arbitrage.rows import stable_hash
 
 LOCK = ".lock"
+log = logging.getLogger(__name__)
 OURS = {".hydra", "arbitrage.log", LOCK}  # what may be in a folder before its first run
 
 
@@ -89,6 +92,12 @@ def _check_identity(out_dir: Path, identity: dict) -> None:
         previous = json.loads(run_file.read_text())
         previous.pop("run_id", None)
         differs = differences(previous, identity)
+        journal = out_dir / "journal" / "calls.jsonl"
+        if differs and not (journal.exists() and journal.stat().st_size):
+            # It finished no call (refused at start: a wrong URL, key or setting): nothing to protect,
+            # so the fixed command takes the folder over instead of being refused as another run.
+            log.info("%s holds settings of a run that finished no call: replacing them", out_dir)
+            return
         if differs:
             shown = "; ".join(differs[:4]) + (f"; and {len(differs) - 4} more" if len(differs) > 4 else "")
             raise ConfigError(

@@ -93,7 +93,9 @@ def test_a_full_chat_completions_url_as_base_url_is_one_line_naming_the_fix(tmp_
         pasted = server.url + "/chat/completions"
         line = one_line(arbitrage(*args(pasted, tmp_path / "run", prompts_file(tmp_path))))
         assert not server.requests
-    assert f"base_url must stop before /chat/completions, e.g. {server.url}" in line
+        assert f"base_url must stop before /chat/completions, e.g. {server.url}" in line
+        fixed = arbitrage(*args(server.url, tmp_path / "run", prompts_file(tmp_path)))  # not "a different run"
+        assert fixed.returncode == 0, fixed.stderr[-2000:]
 
 
 def test_a_closed_port_is_one_line_and_no_retry_storm(tmp_path):
