@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from arbitrage import constraints
 from arbitrage.select import Selection
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
@@ -36,6 +37,9 @@ PROVENANCE = [
     ("n_candidates", pa.int32()),
     ("router_decision", pa.string()),
     ("constraints", pa.string()),  # JSON: the checks the prompt carries
+    # The same checks in IFEval / Tulu 3 form, so the rows also serve as RLVR data
+    ("instruction_id_list", pa.list_(pa.string())),
+    ("kwargs", pa.string()),  # JSON list, one object per instruction id
     ("score_details", pa.string()),  # JSON: per-check / per-scorer breakdown of the chosen answer
 ]
 
@@ -85,6 +89,7 @@ def _assistant(text: str) -> list[dict]:
 
 def _provenance(s: Selection) -> dict:
     p, chosen, rejected = s.prompt, s.chosen, s.rejected
+    ids, kwargs = constraints.to_ifeval(p.constraints)
     return {
         "prompt_id": p.prompt_id,
         "persona_id": p.persona_id,
@@ -99,6 +104,8 @@ def _provenance(s: Selection) -> dict:
         "n_candidates": len(s.candidates),
         "router_decision": s.route.decision,
         "constraints": json.dumps(list(p.constraints), ensure_ascii=False),
+        "instruction_id_list": ids,
+        "kwargs": json.dumps(kwargs, ensure_ascii=False),
         "score_details": json.dumps(chosen.breakdown, ensure_ascii=False),
     }
 

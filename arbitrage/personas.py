@@ -124,18 +124,18 @@ def _user_text(rng: random.Random, persona: Persona, task: str, templates: list[
         a, b, c = rng.randint(12, 99), rng.randint(3, 19), rng.randint(10, 500)
         values |= {"a": a, "b": b, "c": c}
         reference = str(a * b + c)
-        fixed.append({"type": "final_number", "answer": reference})
+        fixed.append({"type": "arbitrage:final_number", "answer": reference})
     elif task == "code":
-        fixed.append({"type": "code_block"})
+        fixed.append({"type": "arbitrage:code_block"})
     if persona.language != "en":
         # Small teachers drift into English; a multilingual dataset must check the answer's language.
-        fixed.append({"type": "language", "language": persona.language})
+        fixed.append({"type": "language:response_language", "language": persona.language})
     return template.format(**values), topic, fixed, reference
 
 
 def _with_instructions(text: str, constraints: list[dict], language: str) -> str:
     # The math templates already ask for the final number; every other check adds its sentence.
-    instructions = [C.instruction(c, language) for c in constraints if c["type"] != "final_number"]
+    instructions = [C.instruction(c, language) for c in constraints if c["type"] != "arbitrage:final_number"]
     return " ".join([text, *instructions])
 
 
@@ -261,11 +261,7 @@ def _file_prompt(path: Path, number: int, line: str) -> Prompt:
     ):
         raise ConfigError(f"{where}: needs 'prompt' (a string) or 'messages' (role/content objects ending with a user turn)")
     messages = [{"role": m["role"], "content": m["content"]} for m in messages]
-    constraints = record.get("constraints") or []
-    if not isinstance(constraints, list) or not all(isinstance(c, dict) and c.get("type") in C.REGISTRY for c in constraints):
-        raise ConfigError(
-            f"{where}: 'constraints' must be a list of {{\"type\": ...}} objects, types from: {', '.join(sorted(C.REGISTRY))}"
-        )
+    constraints = _file_constraints(where, record)
     return Prompt(
         prompt_id=str(record.get("id") or stable_hash(messages)),
         persona_id=str(record.get("persona_id") or ""),
@@ -277,6 +273,22 @@ def _file_prompt(path: Path, number: int, line: str) -> Prompt:
         constraints=tuple(constraints),
         reference=record.get("reference"),
     )
+
+
+def _file_constraints(where: str, record: dict) -> list[dict]:
+    """`constraints` (our dicts) or IFEval / Tulu 3 annotations (`instruction_id_list` + `kwargs`)."""
+    constraints = record.get("constraints") or []
+    try:
+        if record.get("instruction_id_list") is not None:
+            ids, kwargs = record["instruction_id_list"], record.get("kwargs")
+            if not isinstance(ids, list) or not (kwargs is None or isinstance(kwargs, list)):
+                raise ValueError("'instruction_id_list' and 'kwargs' must be lists")
+            return [*map(C.normalise, constraints), *C.from_ifeval(ids, kwargs)]
+        if not isinstance(constraints, list) or not all(isinstance(c, dict) for c in constraints):
+            raise ValueError("'constraints' must be a list of {\"type\": ...} objects")
+        return [C.normalise(c) for c in constraints]
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def check_prompt_file(path: Path) -> str:

@@ -107,6 +107,8 @@ def _markdown(run_dir, table, labels, summary, ref, evaluation, min_margin, figu
             ),
             "",
         ]
+    if table.complete and table.samples > 1:
+        lines += _samples_section(table)
     teacher_rows = []
     for j, t in enumerate(table.teachers):
         called = ~np.isnan(table.reward[:, j])
@@ -171,6 +173,29 @@ def _markdown(run_dir, table, labels, summary, ref, evaluation, min_margin, figu
     lines += _routing_section(run_dir, table, ref, evaluation, figures)
     squeezed = [line for i, line in enumerate(lines) if line or (i and lines[i - 1])]  # no runs of blank lines
     return "\n".join(squeezed) + "\n"
+
+
+def _samples_section(table: ScoreTable) -> list[str]:
+    """More samples against more teachers: one answer per teacher, best of n, across teachers."""
+    n, rows = table.samples, []
+
+    def row(label: str, values: np.ndarray) -> list[str]:
+        return [label, f"{np.mean(values):.3f}", f"{np.mean(values >= 1.0 - 1e-9):.2f}"]
+
+    for j, t in enumerate(table.teachers):
+        rows += [row(f"{t}, 1 sample", table.first[:, j]), row(f"{t}, best of {n}", table.reward[:, j])]
+    rows += [
+        row("all teachers, 1 sample each", np.max(table.first, axis=1)),
+        row(f"all teachers, best of {n} each", table.oracle()),
+    ]
+    return [
+        "## More samples against more teachers",
+        f"Each teacher gave {n} samples per prompt; what the dataset would keep from one sample, from the best of {n}, "
+        "and from every teacher.",
+        "",
+        markdown_table(["", "mean reward", "all checks passed"], rows),
+        "",
+    ]
 
 
 def _routing_section(run_dir, table, ref, evaluation, figures) -> list[str]:

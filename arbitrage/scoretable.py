@@ -36,6 +36,11 @@ class ScoreTable:
     failed: np.ndarray  # bool: no usable answer (an error or empty text), so its reward is 0
     filtered: np.ndarray  # bool: an answer filter dropped it (the candidates' `filtered` column), reward 0
     decisions: list[str | None]  # the run's router_decision per prompt
+    # With n samples per teacher, `reward` is the best of them (what calling the teacher is worth
+    # to the dataset) and `first` the first sample's alone (one call): their gap is the gain from
+    # more samples, the columns' gap the gain from more teachers.
+    first: np.ndarray | None = None
+    samples: int = 1
 
     @property
     def complete(self) -> bool:
@@ -60,6 +65,8 @@ class ScoreTable:
             self.failed[rows],
             self.filtered[rows],
             [self.decisions[i] for i in rows],
+            None if self.first is None else self.first[rows],
+            self.samples,
         )
 
 
@@ -81,13 +88,26 @@ def load(run_dir: Path | str) -> ScoreTable:
     row = {pid: i for i, pid in enumerate(order)}
     col = {t: j for j, t in enumerate(teachers)}
     shape = (len(order), len(teachers))
-    reward, latency, tok_in, tok_out = (np.full(shape, np.nan) for _ in range(4))
-    failed, filtered = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
+    reward, first, latency, tok_in, tok_out = (np.full(shape, np.nan) for _ in range(5))
+    failed, filtered = np.ones(shape, dtype=bool), np.ones(shape, dtype=bool)
+    samples = 1
     for c in candidates:
         i, j = row[c["prompt_id"]], col[c["teacher"]]
-        failed[i, j], filtered[i, j] = c["score"] is None, bool(c.get("filtered"))  # runs before the filters lack it
-        reward[i, j] = 0.0 if failed[i, j] or filtered[i, j] else c["score"]
-        latency[i, j], tok_in[i, j], tok_out[i, j] = c["latency_s"], c["tokens_in"], c["tokens_out"]
+        sample = c.get("sample") or 0
+        samples = max(samples, sample + 1)
+        bad, dropped = c["score"] is None, bool(c.get("filtered"))  # runs before the filters lack `filtered`
+        value = 0.0 if bad or dropped else c["score"]
+        if sample == 0:
+            first[i, j] = value
+            latency[i, j], tok_in[i, j], tok_out[i, j] = c["latency_s"], c["tokens_in"], c["tokens_out"]
+        if np.isnan(reward[i, j]) or value > reward[i, j]:
+            reward[i, j] = value
+        # a teacher failed (was filtered) on a prompt only if every sample did
+        failed[i, j] &= bad
+        filtered[i, j] &= dropped
+    called = ~np.isnan(reward)
+    failed &= called
+    filtered &= called
     missing = [pid for pid in order if pid not in prompts]
     if missing:
         raise ConfigError(
@@ -104,6 +124,8 @@ def load(run_dir: Path | str) -> ScoreTable:
         failed,
         filtered,
         [prompts[pid][1] for pid in order],
+        first,
+        samples,
     )
 
 

@@ -54,10 +54,10 @@ def test_prompts_carry_checkable_constraints_in_their_language(all_personas, tas
         if p.task == "math":
             a, b, c = (int(x) for x in __import__("re").search(r"(\d+) × (\d+) \+ (\d+)", p.user_text).groups())
             assert p.reference == str(a * b + c)
-            assert {"type": "final_number", "answer": p.reference} in p.constraints
+            assert {"type": "arbitrage:final_number", "answer": p.reference} in p.constraints
         if p.task == "code":
-            assert {"type": "code_block"} in p.constraints
-        assert ({"type": "language", "language": p.language} in p.constraints) == (p.language != "en")
+            assert {"type": "arbitrage:code_block"} in p.constraints
+        assert ({"type": "language:response_language", "language": p.language} in p.constraints) == (p.language != "en")
         row = p.to_row()
         assert json.loads(row["constraints"]) == list(p.constraints)
 
@@ -131,3 +131,29 @@ def test_a_larger_n_prompts_extends_the_same_prompt_stream(all_personas, tasks):
     small = synthesise(all_personas, SynthesisSpec(tasks=tasks, n_prompts=50, seed=3))
     large = synthesise(all_personas, SynthesisSpec(tasks=tasks, n_prompts=200, seed=3))
     assert [p.prompt_id for p in large[:50]] == [p.prompt_id for p in small]
+
+
+def test_a_prompts_file_line_may_carry_ifeval_annotations(tmp_path):
+    """IFEval's input_data.jsonl form (instruction_id_list + kwargs, None for unused arguments)."""
+    path = tmp_path / "ifeval.jsonl"
+    line = {
+        "key": 1000,
+        "prompt": "Write a 300+ word summary of the wikipedia page.",
+        "instruction_id_list": ["punctuation:no_comma", "length_constraints:number_words"],
+        "kwargs": [{}, {"num_words": 300, "relation": "at least", "keyword": None}],
+    }
+    old_names = {"prompt": "Say hi.", "constraints": [{"type": "max_words", "n": 5}]}
+    path.write_text(json.dumps(line) + "\n" + json.dumps(old_names) + "\n")
+    personas.check_prompt_file(path)
+    first, second = personas.iter_prompt_file(path)
+    assert list(first.constraints) == [
+        {"type": "punctuation:no_comma"},
+        {"type": "length_constraints:number_words", "num_words": 300, "relation": "at least"},
+    ]
+    assert list(second.constraints) == [{"type": "length_constraints:number_words", "num_words": 5, "relation": "less than"}]
+    path.write_text(json.dumps({"prompt": "x", "instruction_id_list": ["keywords:vibes"], "kwargs": [{}]}) + "\n")
+    with pytest.raises(ConfigError, match=r"line 1: unknown constraint type 'keywords:vibes'"):
+        personas.check_prompt_file(path)
+    path.write_text(json.dumps({"prompt": "x", "instruction_id_list": ["keywords:existence"], "kwargs": [{}]}) + "\n")
+    with pytest.raises(ConfigError, match=r"line 1: constraint 'keywords:existence' needs the argument 'keywords'"):
+        personas.check_prompt_file(path)

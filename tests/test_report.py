@@ -38,22 +38,24 @@ def synthetic_run(out, rewards, languages, tasks, teachers=("a", "b"), filtered=
     for i, (row, language, task) in enumerate(zip(rewards, languages, tasks, strict=True)):
         p = Prompt(f"p{i:03d}", f"{language}-x-01", language, "food", task, "t", ({"role": "user", "content": f"q{i}"},))
         scored = []
-        for t, score in zip(teachers, row, strict=True):
-            failed = score is None
-            c = Candidate(
-                f"c{i}{t}",
-                p.prompt_id,
-                t,
-                None if failed else f"answer {t}",
-                "stop",
-                5,
-                20 + i,
-                0.5,
-                1,
-                "HTTP 500" if failed else None,
-            )
-            why = "truncated: cut off at max_tokens" if (i, teachers.index(t)) in filtered else None
-            scored.append(Scored(c, None if failed else score, {}, why))
+        for t, scores in zip(teachers, row, strict=True):
+            for sample, score in enumerate(scores if isinstance(scores, list) else [scores]):  # a list: n samples
+                failed = score is None
+                c = Candidate(
+                    f"c{i}{t}{sample}",
+                    p.prompt_id,
+                    t,
+                    None if failed else f"answer {t} {sample}",
+                    "stop",
+                    5,
+                    20 + i,
+                    0.5,
+                    1,
+                    "HTTP 500" if failed else None,
+                    sample=sample,
+                )
+                why = "truncated: cut off at max_tokens" if (i, teachers.index(t)) in filtered else None
+                scored.append(Scored(c, None if failed else score, {}, why))
         selections.append(select(p, Route(tuple(teachers), "all"), scored, SelectionSpec()))
     writer, stats = dataset.DatasetWriter(out), RunStats(teachers)
     writer.add(selections)
@@ -69,6 +71,23 @@ def synthetic_run(out, rewards, languages, tasks, teachers=("a", "b"), filtered=
 REWARDS = [[1.0, 0.0], [1.0, 0.5], [0.0, 1.0], [0.5, 0.5], [None, 1.0], [1.0, 1.0], [0.0, 0.5], [1.0, 0.0]]
 LANGS = ["en", "en", "es", "es", "fr", "fr", "en", "es"]
 TASKS = ["math", "code", "math", "code", "math", "code", "math", "code"]
+
+
+def test_more_samples_against_more_teachers(tmp_path):
+    """n samples per teacher: the table keeps the best sample and the first; the report sets the
+    gain from more samples against the gain from more teachers."""
+    rewards = [[[0.0, 1.0], [0.5, 0.0]], [[1.0, 0.0], [0.0, 0.5]], [[0.5, 0.5], [None, 1.0]], [[0.0, 0.0], [0.0, 0.0]]]
+    run = synthetic_run(tmp_path / "run", rewards, LANGS[:4], TASKS[:4])
+    table = scoretable.load(run)
+    assert table.samples == 2 and table.complete
+    assert table.first.tolist() == [[0.0, 0.5], [1.0, 0.0], [0.5, 0.0], [0.0, 0.0]]
+    assert table.reward.tolist() == [[1.0, 0.5], [1.0, 0.5], [0.5, 1.0], [0.0, 0.0]]
+    assert not table.failed[2, 1]  # one sample failed, the other answered
+    text = (report.write(run)).read_text()
+    section = text.split("## More samples against more teachers")[1].split("##")[0]
+    assert "| a, 1 sample | 0.375 | 0.25 |" in section and "| a, best of 2 | 0.625 | 0.50 |" in section
+    assert "| all teachers, 1 sample each | 0.500 | 0.25 |" in section
+    assert "| all teachers, best of 2 each | 0.750 | 0.75 |" in section
 
 
 def test_score_table_reads_a_run_folder(tmp_path):

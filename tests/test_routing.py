@@ -112,14 +112,29 @@ def test_evaluate_replays_every_router_and_averages_the_seeded_ones(monkeypatch)
         "round_robin",
         "random",
         "learned (4-fold CV)",
+        "selective, min_gain 0.1 (4-fold CV)",
+        "selective, min_gain 0.05 (4-fold CV)",
+        "selective, min_gain 0.02 (4-fold CV)",
         "bandit",
     ]
     assert results["all (arbitrage)"].mean_reward == results["oracle (hindsight, 1 call)"].mean_reward == t.oracle().mean()
     assert results["fixed: a"].spread == 0 and results["random"].spread > 0
     best_fixed = max(results["fixed: a"].mean_reward, results["fixed: b"].mean_reward)
     assert results["learned (4-fold CV)"].mean_reward > best_fixed + 0.1  # it learns the per-language winner
+    calls = [results[f"selective, min_gain {g} (4-fold CV)"].calls_per_prompt for g in (0.1, 0.05, 0.02)]
+    assert 1.0 <= calls[0] <= calls[1] <= calls[2] <= 2.0  # a lower bar buys more second calls
     text = router_eval.markdown(list(results.values()), t)
     assert text.count("\n| ") == len(results) and "| fixed: a |" in text and "Best single teacher:" in text
+
+
+def test_selective_calls_a_second_teacher_only_where_it_may_change_the_answer():
+    assert router_model.expected_gain(0.9, 0.05, 0.1, 0.05) < 1e-6  # one teacher clearly ahead
+    assert router_model.expected_gain(0.5, 0.2, 0.5, 0.2) == pytest.approx(0.2 * 2**0.5 / (2 * np.pi) ** 0.5)
+    model = router_model.RouterModel(["a", "b"], {}, torch.zeros(1, 2), torch.zeros(2), [1.0, 1.0], [], "", error=[0.1, 0.1])
+    predicted = torch.tensor([[0.9, 0.1], [0.5, 0.48], [0.2, 0.8]], dtype=torch.float64)
+    assert model.plan(predicted, ["a", "b"], max_calls=1) == [["a"], ["a"], ["b"]]
+    assert model.plan(predicted, ["a", "b"], max_calls=2, min_gain=0.02) == [["a"], ["a", "b"], ["b"]]
+    assert model.plan(predicted, ["b"], max_calls=2, min_gain=0.0) == [["b"], ["b"], ["b"]]  # only configured teachers
 
 
 @pytest.mark.parametrize("strategy", ["thompson", "epsilon"])

