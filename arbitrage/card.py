@@ -117,7 +117,9 @@ A config with 0 rows is left out of `configs:` (datasets cannot load an empty sp
 
 Provenance columns on `sft` and `dpo`: prompt_id, persona_id, language, domain, task,
 teacher_chosen, teacher_rejected, score_chosen, score_rejected, margin, n_candidates,
-router_decision, constraints (JSON), score_details (JSON).
+router_decision, constraints (JSON), instruction_id_list and kwargs (the same checks in IFEval /
+Tulu 3 form, kwargs as JSON), score_details (JSON: IFEval's strict verdict per check under
+`checks`, its loose one under `loose`).
 
 ## Teachers
 {markdown_table(["teacher", "calls", "failed", "wins", "win share", "mean score", "tokens in", "tokens out", "$"], teacher_rows)}

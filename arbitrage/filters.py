@@ -177,7 +177,7 @@ def _iso639_1(label: str) -> str | None:
 
 def detect_answer_language(text: str) -> str | None:
     """ISO 639-1 code of an answer's language (py3langid, about 0.3 ms), or None without letters.
-    The `language` constraint keeps langdetect (constraints.detect_language), as IFEval does."""
+    The `language:response_language` check keeps langdetect (arbitrage/ifeval), as IFEval does."""
     text = text.strip()
     if not any(ch.isalpha() for ch in text):
         return None
