@@ -41,7 +41,9 @@ class VerifiableScorer:
         strict, loose = {}, {}
         for c in prompt.constraints:
             key = _key(c["type"], strict)
-            strict[key], loose[key] = C.check(c, text), C.check_loose(c, text)
+            strict[key] = C.check(c, text)
+            # the loose variants start with the response itself: a strict pass is a loose pass
+            loose[key] = strict[key] or C.check_loose(c, text)
         results = loose if self.loose else strict
         value = sum(results.values()) / len(results) if results else 1.0
         if candidate.finish_reason == "length":
