@@ -14,12 +14,11 @@ and/or last line, or its asterisks, removed). Names from before IFEval ids (`max
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 
 from arbitrage import ifeval
 from arbitrage.constraints import extensions
-from arbitrage.constraints.catalog import CONFLICTS, SAMPLED, TASK_EXCLUDES, Context, sample, texts
+from arbitrage.constraints.catalog import CONFLICTS, SAMPLED, TASK_EXCLUDES, WORD, Context, sample, texts
 
 __all__ = [
     "CONFLICTS",
@@ -40,9 +39,7 @@ __all__ = [
     "detect_language",
 ]
 
-WORD = re.compile(r"\w+(?:['’-]\w+)*", re.UNICODE)
 KWARGS: dict[str, tuple[str, ...]] = {**ifeval.KWARGS, **extensions.KWARGS}
-REGISTRY = KWARGS  # every known id
 
 # The names our first releases used, and the constraint each meant.
 ALIASES = {
@@ -110,7 +107,7 @@ def check_loose(constraint: dict, text: str) -> bool:
     constraint = normalise(constraint)
     kind = constraint["type"]
     if kind in extensions.CHECKS:
-        return any(extensions.CHECKS[kind](variant, constraint) for variant in ifeval.loose_variants(text))
+        return any(extensions.CHECKS[kind](variant, constraint) for variant in dict.fromkeys(ifeval.loose_variants(text)))
     return ifeval.check_loose(constraint, text)
 
 

@@ -8,6 +8,7 @@ from the topic, the end phrase, the section word, a paragraph's first word).
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -17,7 +18,7 @@ import yaml
 
 from arbitrage import ifeval
 
-WORD_CHARS = r"\w+(?:['’-]\w+)*"
+WORD = re.compile(r"\w+(?:['’-]\w+)*", re.UNICODE)  # a word, contractions and hyphenations whole
 
 
 @cache
@@ -36,9 +37,7 @@ class Context:
 
 
 def _topic_words(ctx: Context) -> list[str]:
-    import re
-
-    found = re.findall(WORD_CHARS, ctx.topic)
+    found = WORD.findall(ctx.topic)
     return [w.lower() for w in found if len(w) >= 5] or [w.lower() for w in found] or ["idea"]
 
 

@@ -13,10 +13,6 @@ from arbitrage.rows import Call, Completion, stable_hash
 from arbitrage.settings import number
 
 
-def _check_number(where: str, key: str, value, kind: type, low: float | None = None, high: float | None = None) -> None:
-    number(f"{where}.{key}", value, kind, low, high)
-
-
 @dataclass(frozen=True)
 class Sampling:
     """How a teacher samples. Everything but `n` changes each answer, so `key()` is part of every
@@ -34,15 +30,15 @@ class Sampling:
     where: str = field(default="sampling", compare=False, repr=False)  # for error messages only
 
     def __post_init__(self):
-        _check_number(self.where, "max_tokens", self.max_tokens, int, 1)
-        _check_number(self.where, "temperature", self.temperature, float, 0, 100)
-        _check_number(self.where, "top_p", self.top_p, float, 0, 1)
-        _check_number(self.where, "n", self.n, int, 1)
+        number(f"{self.where}.max_tokens", self.max_tokens, int, 1)
+        number(f"{self.where}.temperature", self.temperature, float, 0, 100)
+        number(f"{self.where}.top_p", self.top_p, float, 0, 1)
+        number(f"{self.where}.n", self.n, int, 1)
         if self.seed is not None:
-            _check_number(self.where, "seed", self.seed, int)
+            number(f"{self.where}.seed", self.seed, int)
         if self.logprobs is not None:
-            _check_number(self.where, "logprobs", self.logprobs, int, 1, 20)
-        _check_number(self.where, "repetition_penalty", self.repetition_penalty, float, 0.5, 2)
+            number(f"{self.where}.logprobs", self.logprobs, int, 1, 20)
+        number(f"{self.where}.repetition_penalty", self.repetition_penalty, float, 0.5, 2)
         if self.top_p == 0:
             raise ConfigError(f"{self.where}.top_p must be above 0, got 0")
 
@@ -84,11 +80,11 @@ class Limits:
     where: str = field(default="teacher", compare=False, repr=False)
 
     def __post_init__(self):
-        _check_number(self.where, "max_concurrency", self.max_concurrency, int, 1)
-        _check_number(self.where, "batch_size", self.batch_size, int, 1)
+        number(f"{self.where}.max_concurrency", self.max_concurrency, int, 1)
+        number(f"{self.where}.batch_size", self.batch_size, int, 1)
         for key in ("rpm", "tpm"):
             if getattr(self, key) is not None:
-                _check_number(self.where, key, getattr(self, key), float, 1)
+                number(f"{self.where}.{key}", getattr(self, key), float, 1)
 
     @property
     def queue_size(self) -> int:
