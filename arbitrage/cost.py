@@ -1,4 +1,5 @@
-"""What a run costs: prices per teacher, a streaming estimate before the run, spend during it.
+"""What a run costs: prices per teacher, token bounds, spend during it (the estimate before a run
+is arbitrage/estimate.py).
 
 Prices come from the teacher config (`price: {input_per_mtok, output_per_mtok}`) or from the
 price map bundled inside litellm; local vLLM teachers cost nothing; a model nobody prices stays
@@ -12,7 +13,7 @@ import importlib.util
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -113,6 +114,49 @@ def api_price(model: str, endpoint: str | None, override: Mapping | Price | None
     return litellm_price(model)
 
 
+# OpenAI, Anthropic, Gemini and Together price batch requests at half their online price.
+DEFAULT_BATCH_DISCOUNT = 0.5
+
+
+def online_price(override: Mapping | Price | None) -> Mapping | Price | None:
+    """The price override without `batch_discount` (which only `mode: batch` reads)."""
+    if not isinstance(override, Mapping):
+        return override
+    rest = {k: v for k, v in override.items() if k != "batch_discount"}
+    return rest or None
+
+
+def batch_price(model: str, endpoint: str | None, override: Mapping | Price | None = None) -> Price | None:
+    """A batch teacher's price: the config's prices × `price.batch_discount`; else litellm's batch
+    price for the model; else its online price × the discount (0.5 unless `price.batch_discount`)."""
+    if isinstance(override, Price):
+        return override
+    discount = (override or {}).get("batch_discount")
+    if discount is not None:
+        if isinstance(discount, bool) or not isinstance(discount, int | float) or not 0 < discount <= 1:
+            raise ConfigError(f"price.batch_discount must be a fraction in (0, 1], got {discount!r} — e.g. 0.5 for half price")
+    online = api_price(model, endpoint, online_price(override))
+    if online is None:
+        return None
+    if discount is None and online.source != "config" and (listed := litellm_batch_price(model)) is not None:
+        return listed
+    discount = DEFAULT_BATCH_DISCOUNT if discount is None else float(discount)
+    source = f"{online.source} × batch_discount {discount:g}"
+    return Price(online.input_per_token * discount, online.output_per_token * discount, source)
+
+
+@lru_cache(maxsize=256)
+def litellm_batch_price(model: str) -> Price | None:
+    """litellm's `*_cost_per_token_batches` entries, where the map lists them (OpenAI models do)."""
+    prices = _price_map()
+    for key in _names_to_try(model):
+        entry = prices.get(key) or {}
+        if entry.get("input_cost_per_token_batches") is not None and entry.get("output_cost_per_token_batches") is not None:
+            source = f"litellm {_litellm_version()} price map ({key}, batch)"
+            return Price(float(entry["input_cost_per_token_batches"]), float(entry["output_cost_per_token_batches"]), source)
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Token counting
 
@@ -185,125 +229,6 @@ def _count_with_tokenizer(tokenizer: Tokenizer, messages: Sequence[dict]) -> int
         ids = encoded["input_ids"] if isinstance(encoded, Mapping) else encoded
         tokens += len(ids) + TOKENS_PER_MESSAGE
     return tokens + TOKENS_REPLY_PRIMING
-
-
-# ---------------------------------------------------------------------------------------------
-# Estimate before a run
-
-
-@dataclass(frozen=True)
-class TeacherInfo:
-    """What an estimate needs to know about one teacher."""
-
-    model: str
-    max_tokens: int
-    price: Price | None
-    mean_tokens_out: float | None = None  # observed in an earlier run; None → max_tokens bound
-    tokenizer: Tokenizer | None = None  # for local teachers, when one is at hand
-
-    @property
-    def is_local(self) -> bool:
-        return self.price is not None and self.price.source == "local"
-
-
-def mean_tokens_out(candidates: Iterable) -> dict[str, float]:
-    """Mean completion length per teacher over answered calls (e.g. an earlier run's journal)."""
-    totals: dict[str, list[int]] = {}
-    for candidate in candidates:
-        if candidate.error is None and candidate.tokens_out:
-            count_and_sum = totals.setdefault(candidate.teacher, [0, 0])
-            count_and_sum[0] += 1
-            count_and_sum[1] += candidate.tokens_out
-    return {teacher: total / count for teacher, (count, total) in totals.items()}
-
-
-@dataclass
-class TeacherEstimate:
-    teacher: str
-    calls: int
-    tokens_in: int
-    tokens_out_expected: int
-    tokens_out_max: int
-    usd: float | None  # None: no price for this model
-    price_source: str | None
-    out_is_upper_bound: bool  # no observed mean: completion tokens are max_tokens per call
-
-
-def estimate(calls: Iterable[tuple[str, Sequence[dict]]], teacher_info: Mapping[str, TeacherInfo]) -> list[TeacherEstimate]:
-    """Cost of the calls a run would make, one row per teacher, in `teacher_info` order.
-
-    Streams: `calls` is consumed once, so a generator of millions of calls needs flat memory."""
-    calls_per_teacher = dict.fromkeys(teacher_info, 0)
-    tokens_in = dict.fromkeys(teacher_info, 0)
-    for teacher, messages in calls:
-        info = teacher_info.get(teacher)
-        if info is None:
-            raise ConfigError(f"estimate: unknown teacher '{teacher}' — known: {', '.join(teacher_info)}")
-        calls_per_teacher[teacher] += 1
-        tokens_in[teacher] += count_prompt_tokens(_counter_for(info), messages)
-    return [_teacher_estimate(name, info, calls_per_teacher[name], tokens_in[name]) for name, info in teacher_info.items()]
-
-
-def _counter_for(info: TeacherInfo) -> str | Tokenizer | None:
-    if info.tokenizer is not None:
-        return info.tokenizer
-    return None if info.is_local else info.model  # a local model name never needs litellm
-
-
-def _teacher_estimate(name: str, info: TeacherInfo, calls: int, tokens_in: int) -> TeacherEstimate:
-    tokens_out_max = calls * info.max_tokens
-    bound = info.mean_tokens_out is None
-    tokens_out = tokens_out_max if bound else round(calls * info.mean_tokens_out)
-    return TeacherEstimate(
-        teacher=name,
-        calls=calls,
-        tokens_in=tokens_in,
-        tokens_out_expected=tokens_out,
-        tokens_out_max=tokens_out_max,
-        usd=info.price.cost(tokens_in, tokens_out) if info.price else None,
-        price_source=info.price.source if info.price else None,
-        out_is_upper_bound=bound,
-    )
-
-
-def format_estimate(rows: Sequence[TeacherEstimate]) -> str:
-    """A markdown table, one line per teacher and a total; `≤` marks max_tokens bounds."""
-    lines = [
-        "| teacher | calls | prompt tokens | completion tokens | $ | price |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row.teacher} | {row.calls:,} | {row.tokens_in:,} | {_completion_cell(row)} | {_usd_cell(row.usd, row.out_is_upper_bound)} "
-            f"| {row.price_source or 'none'} |"
-        )
-    lines.append(_total_line(rows))
-    return "\n".join(lines)
-
-
-def _completion_cell(row: TeacherEstimate) -> str:
-    if row.out_is_upper_bound:
-        return f"≤ {row.tokens_out_max:,} (max_tokens)"
-    return f"~{row.tokens_out_expected:,} (observed mean)"
-
-
-def _usd_cell(usd: float | None, upper_bound: bool) -> str:
-    if usd is None:
-        return "unknown (no price)"
-    return f"{'≤ ' if upper_bound and usd > 0 else ''}{format_usd(usd)}"
-
-
-def _total_line(rows: Sequence[TeacherEstimate]) -> str:
-    priced = [row for row in rows if row.usd is not None]
-    usd = _usd_cell(sum(row.usd for row in priced), any(row.out_is_upper_bound for row in priced))
-    unpriced = [row.teacher for row in rows if row.usd is None and row.calls]
-    if unpriced:
-        usd += f" + unknown ({', '.join(unpriced)})"
-    calls = sum(row.calls for row in rows)
-    tokens_in = sum(row.tokens_in for row in rows)
-    tokens_out = sum(row.tokens_out_expected for row in rows)
-    marker = "≤ " if any(row.out_is_upper_bound for row in rows if row.calls) else "~"
-    return f"| **total** | {calls:,} | {tokens_in:,} | {marker}{tokens_out:,} | {usd} | |"
 
 
 def format_usd(usd: float) -> str:

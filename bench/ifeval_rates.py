@@ -5,8 +5,8 @@
     python bench/ifeval_rates.py runs/ifeval200
 
 A prompt passes fully when its answer passes every check; rates are over all prompts. Rows: each
-teacher with its first sample and with the best of its n, the best single teacher, and arbitrage
-(the best answer across teachers) with one sample each and with n each. The best answer is picked
+teacher with its first sample and with the best of its first k samples (k = 2, 4, … and n), the
+best single teacher, and arbitrage (the best answer across teachers) with one and with k samples each. The best answer is picked
 by the strict fraction of checks passed, as the dataset picks it; loose rates are those same
 answers' loose verdicts. Verdicts are recomputed from the answers and the prompts' constraints with
 the checks of this checkout (an answer the quality stage filtered counts as failing).
@@ -50,17 +50,20 @@ def main() -> None:
         picked = [pick(by) for by in prompts]
         return sum(p[2] for p in picked) / len(picked), sum(p[3] for p in picked) / len(picked)
 
+    def first(options, k):  # samples 0..k-1: the answers a run with n=k would have had
+        return [o for o in options if o[0] < k]
+
+    ks = sorted({2**i for i in range(1, n.bit_length()) if 2**i < n} | {n} - {1})
     rows = []
     for t in teachers:
-        first = rate(lambda by, t=t: sorted(by[t])[0])
-        rows.append((f"{t}, 1 sample", first))
-        if n > 1:
-            rows.append((f"{t}, best of {n}", rate(lambda by, t=t: best(by[t]))))
+        rows.append((f"{t}, 1 sample", rate(lambda by, t=t: sorted(by[t])[0])))
+        for k in ks:
+            rows.append((f"{t}, best of {k}", rate(lambda by, t=t, k=k: best(first(by[t], k)))))
     single = max((r for r in rows if r[0].endswith("1 sample")), key=lambda r: r[1][0])
     rows.append((f"best single teacher ({single[0].split(',')[0]}), 1 sample", single[1]))
     rows.append(("arbitrage, 1 sample each", rate(lambda by: best([sorted(by[t])[0] for t in teachers]))))
-    if n > 1:
-        rows.append((f"arbitrage, best of {n} each", rate(lambda by: best([o for t in teachers for o in by[t]]))))
+    for k in ks:
+        rows.append((f"arbitrage, best of {k} each", rate(lambda by, k=k: best([o for t in teachers for o in first(by[t], k)]))))
     print(f"{len(prompts)} prompts answered by {', '.join(teachers)}, {n} samples each ({run_dir})\n")
     print("| answers kept | full pass, strict | full pass, loose |\n|---|---:|---:|")
     for label, (strict, loose) in rows:

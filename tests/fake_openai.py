@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from fake_batches import FakeBatches, with_batches
+
 
 @dataclass
 class Script:
@@ -29,6 +31,7 @@ class Script:
     # Usage reported for a prompt: None counts words; a number bills that many tokens per character
     # of every message (CJK text is about one token per character), and max_tokens for the answer.
     tokens_per_char: float | None = None
+    ignore_n: bool = False  # answer one choice whatever `n` asks (servers that do not implement it)
 
 
 def answer_for(model: str, text: str, script: Script) -> str:
@@ -56,7 +59,8 @@ class FakeOpenAI:
         self.gets: list[str] = []
         self.seen: Counter = Counter()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.batches = FakeBatches(lambda: self.url)  # /v1/files and /v1/batches (tests/fake_batches.py)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), with_batches(self._handler(), self.batches))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -125,6 +129,12 @@ class FakeOpenAI:
                     top = [{"token": str(rating), "logprob": -0.1}, {"token": str(rating + 1), "logprob": -2.5}]
                 else:
                     content, top = answer_for(body["model"], text, script), []
+                # `n` choices, each its own answer (as distinct samples are); usage covers them all, as OpenAI's does
+                n = 1 if script.ignore_n else int(body.get("n") or 1)
+                contents = [content] + [
+                    answer_for(body["model"], f"{text}#{i}", script) if content and not top else content for i in range(1, n)
+                ]
+                usages = [usage(body, text, c, script) for c in contents]
                 response = {
                     "id": "fake",
                     "object": "chat.completion",
@@ -132,15 +142,20 @@ class FakeOpenAI:
                     "model": body["model"],
                     "choices": [
                         {
-                            "index": 0,
+                            "index": i,
                             "message": {"role": "assistant", "content": content},
                             "finish_reason": "stop",
                             "logprobs": {"content": [{"token": content[:1], "logprob": -0.1, "top_logprobs": top}]}
                             if body.get("logprobs")
                             else None,
                         }
+                        for i, content in enumerate(contents)
                     ],
-                    "usage": usage(body, text, content, script),
+                    "usage": {
+                        "prompt_tokens": usages[0]["prompt_tokens"],
+                        "completion_tokens": sum(u["completion_tokens"] for u in usages),
+                        "total_tokens": 0,
+                    },
                 }
                 self._send(200, json.dumps(response).encode())
 

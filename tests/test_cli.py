@@ -248,9 +248,11 @@ def test_quality_stage_drops_with_reasons_and_reports_diversity(tmp_path):
 def test_n_samples_per_teacher_are_calls_with_their_own_seed_and_extend_on_resume(server, tmp_path):
     """teacher.<name>.sampling.n: each sample is its own call (journal record, score, `sample`
     column) with a distinct seed, for the OpenAI-compatible and the litellm path alike; raising n
-    later sends only the new samples."""
+    later sends only the new samples. With native_n=false, one request per sample (native `n`:
+    tests/test_nsamples.py)."""
     out = tmp_path / "run"
     two = ("teacher.openai_compat.sampling.n=2", "teacher.api.sampling.n=2", "teacher.api.fast_path=false", "n_prompts=6")
+    two += ("teacher.openai_compat.native_n=false", "teacher.api.native_n=false")
     result = arbitrage(*api_args(server, out, *two))
     assert result.returncode in (0, 1), result.stderr[-2000:]
     candidates = datasets.load_dataset(str(out), "candidates", split="train")

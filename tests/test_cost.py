@@ -14,17 +14,14 @@ from arbitrage.cost import (
     LOCAL_PRICE,
     Price,
     Spend,
-    TeacherInfo,
     api_price,
     count_prompt_tokens,
-    estimate,
-    format_estimate,
     heuristic_tokens,
     litellm_price,
     max_prompt_tokens,
-    mean_tokens_out,
 )
 from arbitrage.errors import ConfigError
+from arbitrage.estimate import TeacherInfo, estimate, format_estimate, mean_tokens_out
 
 MESSAGES = [
     {"role": "system", "content": "You are a careful teacher."},

@@ -20,15 +20,17 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from tqdm import tqdm
 
 from arbitrage.cost import Spend, heuristic_tokens, max_prompt_tokens
+from arbitrage.engine import streams
 from arbitrage.engine.budget import Budget
 from arbitrage.engine.journal import Journal
 from arbitrage.engine.policy import RetryPolicy, failure_reason
 from arbitrage.engine.ratelimit import RateLimit
-from arbitrage.engine.streams import Finished, Pending, Stream, TeacherStats, aiter_calls, bar_interval, unsent
+from arbitrage.engine.streams import CallQueue, Finished, Pending, Stream, TeacherStats, aiter_calls, bar_interval, unsent
 from arbitrage.errors import TeacherUnusable
 from arbitrage.rows import Call, Candidate, Completion
-from arbitrage.teachers import Teacher
+from arbitrage.teachers import Teacher, WaitsElsewhere
 from arbitrage.teachers.diagnose import breaks_after
+from arbitrage.teachers.samples import request_starts
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class Engine:
         budget: Budget | None = None,
         progress: bool = False,
         label: str = "calls",
+        rate_limits: dict[str, RateLimit] | None = None,  # shared with other engines (Ray: one per cluster)
     ):
         self.teachers, self.journal = teachers, journal
         self.policy = policy or RetryPolicy()
@@ -58,8 +61,8 @@ class Engine:
         self.spend = Spend({name: teacher.price for name, teacher in teachers.items()})
         self.stop_reason: str | None = None
         self._progress, self._label = progress, label
-        self._queues: dict[str, asyncio.Queue[Pending]] = {}
-        self._limits: dict[str, RateLimit] = {}
+        self._queues: dict[str, CallQueue[Pending]] = {}
+        self._limits: dict[str, RateLimit] = dict(rate_limits or {})
         self._started: dict[str, asyncio.Future] = {}
         self._load_span = [float("inf"), float("-inf")]
         self._tasks: list[asyncio.Task] = []
@@ -68,16 +71,18 @@ class Engine:
         self._inflation = dict.fromkeys(teachers, 1.0)  # prompt tokens billed / bound, when a server bills more
         self._streak = dict.fromkeys(teachers, 0)  # failures in a row of a kind that can stop a teacher
         self._answered_before: set[str] = set()  # teachers with an answer read back from the journal
-        self.error: BaseException | None = None  # what ended the run early (see _fail)
+        self.error: BaseException | None = None  # what ended the run early (see fail)
         self._bar: tqdm | None = None
         self._last_postfix = 0.0
 
     # lifecycle ----------------------------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
         for name, teacher in self.teachers.items():
-            self._queues[name] = asyncio.Queue(maxsize=teacher.limits.queue_size)
+            self._queues[name] = CallQueue(maxsize=teacher.limits.queue_size)
+            if isinstance(teacher, WaitsElsewhere):  # a batch teacher keeps its batch ledger beside the journal
+                teacher.attach_journal(self.journal.path.parent)
             limits = teacher.limits
-            if limits.rpm or limits.tpm or limits.from_headers:
+            if (limits.rpm or limits.tpm or limits.from_headers) and name not in self._limits:
                 self._limits[name] = RateLimit(limits.rpm, limits.tpm)
             self._tasks += [asyncio.ensure_future(self._worker(name)) for _ in range(limits.max_concurrency)]
         self._bar = tqdm(desc=self._label, unit="call", disable=not self._progress, mininterval=bar_interval(), position=0)
@@ -164,7 +169,7 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the source failed (a bad prompt line): finish what is in flight
-            self._fail(exc)
+            self.fail(exc)
         finally:
             stream.fed_all = True
             stream.ready.set()
@@ -192,6 +197,9 @@ class Engine:
         if self.stop_reason is not None:
             return
         self.stop_reason = reason
+        for teacher in self.teachers.values():
+            if isinstance(teacher, WaitsElsewhere):  # batches keep running at the provider; a rerun collects them
+                teacher.halt(reason)
         for queue in self._queues.values():
             while not queue.empty():
                 self._drop(queue.get_nowait())
@@ -218,7 +226,7 @@ class Engine:
         item.stream.ready.set()
 
     # workers ----------------------------------------------------------------------------------------
-    def _fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> None:
         """The first error that ends a run (a source that fails, a teacher that cannot start): stop
         gracefully — calls in flight finish, settled calls are still read back — and keep it for
         the caller, who writes what is done and then reports it."""
@@ -241,9 +249,7 @@ class Engine:
     async def _worker(self, name: str) -> None:
         teacher, queue = self.teachers[name], self._queues[name]
         while True:
-            batch = [await queue.get()]
-            while len(batch) < teacher.limits.batch_size and not queue.empty():
-                batch.append(queue.get_nowait())
+            batch = queue.batch(await queue.get(), teacher.limits.batch_size)
             for item in batch:
                 item.handed_on = False
             try:
@@ -251,7 +257,7 @@ class Engine:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a teacher that cannot start, or a bug: stop the run, lose nothing
-                self._fail(exc)
+                self.fail(exc)
                 for item in batch:
                     if not item.handed_on:
                         self._drop(item)
@@ -263,10 +269,10 @@ class Engine:
                 self._drop(item)
             return
         await self._start(name)
-        for item in batch:
-            if limit is not None:
+        for item, starts in zip(batch, request_starts([i.call for i in batch], teacher), strict=True):
+            if limit is not None:  # a native-n request answers several calls: one request, each call's tokens
                 item.estimate = heuristic_tokens(item.call.prompt.messages) + teacher.sampling.max_tokens
-                await limit.acquire(item.estimate)
+                await limit.acquire(item.estimate, requests=int(starts))
             item.attempts += 1
             item.started = item.started or time.perf_counter()
         stats.sent += len(batch)
@@ -321,7 +327,7 @@ class Engine:
             return  # it answered in an earlier run: these 400s are about their prompts (a rerun retries just them)
         self._streak[name] += 1
         if self._streak[name] >= limit:
-            self._fail(TeacherUnusable(self.teachers[name].diagnose(completion)))
+            self.fail(TeacherUnusable(self.teachers[name].diagnose(completion)))
 
     def _retry(self, name: str, item: Pending, completion: Completion) -> bool:
         if not self.policy.retryable(completion) or item.attempts >= self.policy.max_attempts or self.stop_reason:
@@ -389,10 +395,6 @@ class Engine:
         now = time.monotonic()
         if now - self._last_postfix > 0.5:
             self._last_postfix = now
-            s = self.stats.values()
-            postfix = (
-                f"ok={sum(x.ok + x.resumed for x in s)} failed={sum(x.failed for x in s)} retries={sum(x.retries for x in s)}"
-            )
-            if any(t.price for t in self.teachers.values()):
-                postfix += f" ${self.budget.total:.4f}"
+            usd = self.budget.total if any(t.price for t in self.teachers.values()) else None
+            postfix = streams.bar_postfix(self.stats.values(), usd)
             self._bar.set_postfix_str(postfix, refresh=False)

@@ -67,9 +67,9 @@ class RateLimit:
         self.requests = TokenBucket(rpm) if rpm else None
         self.tokens = TokenBucket(tpm) if tpm else None
 
-    async def acquire(self, tokens: float) -> None:
-        if self.requests:
-            await self.requests.take(1)
+    async def acquire(self, tokens: float, requests: int = 1) -> None:
+        if self.requests and requests:
+            await self.requests.take(requests)
         if self.tokens:
             await self.tokens.take(tokens)
 

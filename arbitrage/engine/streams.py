@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from arbitrage.rows import Call, Candidate, Completion
+from arbitrage.teachers.samples import next_sample
 
 
 class Finished(NamedTuple):
@@ -43,6 +45,18 @@ class Pending:
     handed_on: bool = False  # finished, dropped or waiting for a retry: no longer the worker's
 
 
+class CallQueue(asyncio.Queue):
+    """A teacher's queue of calls. A batch never ends inside a prompt's run of samples: a teacher
+    with native `n` sends them as one request, and a cut would split that prompt into two requests,
+    and every prompt after it too (batches would stay out of step with prompts after one retry)."""
+
+    def batch(self, first: Pending, size: int) -> list[Pending]:
+        batch = [first]
+        while not self.empty() and (len(batch) < size or next_sample(batch[-1].call, self._queue[0].call)):
+            batch.append(self.get_nowait())
+        return batch
+
+
 class Stream:
     """One consumer's calls: how many are out, and the finished ones not yet taken (bounded)."""
 
@@ -73,6 +87,15 @@ class Stream:
 def bar_interval() -> float:
     """Live on a terminal; a line every 30 s in a log (CI), not one per redraw."""
     return 0.5 if sys.stderr.isatty() else 30.0
+
+
+def bar_postfix(stats: Iterable[TeacherStats], usd: float | None) -> str:
+    """The calls bar's tail: answers (read back included), failures, retries, and $ where priced."""
+    stats = list(stats)
+    text = (
+        f"ok={sum(x.ok + x.resumed for x in stats)} failed={sum(x.failed for x in stats)} retries={sum(x.retries for x in stats)}"
+    )
+    return text if usd is None else f"{text} ${usd:.4f}"
 
 
 def unsent(call: Call, reason: str | None) -> Candidate:

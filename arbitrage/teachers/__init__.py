@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from arbitrage.cost import Price
@@ -61,11 +62,12 @@ class Sampling:
 
     def seed_for(self, prompt_id: str, sample: int) -> int | None:
         """A per-call seed: an answer is reproducible whatever batch or retry it lands in, and each
-        sample of a prompt differs (sample 0 keeps the seed runs had before samples existed)."""
+        sample of a prompt differs. Samples take consecutive seeds because a request with native `n`
+        and seed s gives its i-th choice seed s + i (vLLM), so grouping never changes an answer
+        (teachers/samples.py). Sample 0 keeps the seed runs had before samples existed."""
         if self.seed is None:
             return None
-        parts = (self.seed, prompt_id) if sample == 0 else (self.seed, prompt_id, sample)
-        return int(stable_hash(*parts, length=8), 16)
+        return int(stable_hash(self.seed, prompt_id, length=8), 16) + sample
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,11 @@ class Limits:
     """How hard the engine may drive a teacher."""
 
     max_concurrency: int = 16  # complete() calls in flight at once
-    batch_size: int = 1  # calls per complete(): large for a local engine, 1 for an API
+    batch_size: int = 1  # calls per complete(): large for a local engine; an API's is its native n (or 1)
     rpm: float | None = None  # requests per minute
     tpm: float | None = None  # tokens per minute
     from_headers: bool = False  # learn and obey the server's x-ratelimit-* headers (API servers)
+    native_n: bool = False  # a prompt's consecutive samples go out as one request: rpm counts requests, not calls
     where: str = field(default="teacher", compare=False, repr=False)
 
     def __post_init__(self):
@@ -119,6 +122,17 @@ class Teacher(Protocol):
 
     def diagnose(self, completion: Completion) -> str:
         """One line for a failure that stops the run: what the server said and the likely fix."""
+
+
+@runtime_checkable
+class WaitsElsewhere(Protocol):
+    """A teacher whose calls wait at the provider (Batch APIs, arbitrage/teachers/batch.py): it
+    keeps its batch ledger beside the run's journal, and stops waiting when the run stops (the
+    batches keep running there; the same command collects them)."""
+
+    def attach_journal(self, directory: Path) -> None: ...
+
+    def halt(self, reason: str) -> None: ...
 
 
 def teacher_key(teacher: Teacher) -> str:

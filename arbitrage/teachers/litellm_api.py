@@ -12,13 +12,14 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
-from arbitrage.cost import Price, api_price
+from arbitrage.cost import Price, api_price, online_price
 from arbitrage.errors import ConfigError
 from arbitrage.rows import Call, Completion
 from arbitrage.settings import number
 from arbitrage.teachers import Limits, Sampling, Teacher
 from arbitrage.teachers.diagnose import explain
 from arbitrage.teachers.openai_compat import OpenAICompatTeacher, api_key_from_env, ratelimit_headers
+from arbitrage.teachers.samples import NativeN, split_usage
 
 # litellm fetches its price map from the network at import unless told not to (no network here).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -37,12 +38,19 @@ def api_teacher(
     tpm: float | None = None,
     price: Mapping | Price | None = None,
     fast_path: bool = True,
+    native_n: bool = True,
+    mode: str = "online",
+    batch: Mapping | None = None,
 ) -> Teacher:
-    """The `api` teacher: `openai/<model>` over our aiohttp client when `fast_path`, else litellm."""
+    """The `api` teacher: `openai/<model>` over our aiohttp client when `fast_path`, else litellm.
+    `mode: batch` sends through the provider's Batch API (arbitrage/teachers/batch.py)."""
+    from arbitrage.teachers.batch import batch_mode
+
     if "/" not in str(model):
         raise ConfigError(f"teacher '{name}': model '{model}' needs a provider prefix, e.g. openai/gpt-4o-mini")
+    online = online_price(price)  # without batch_discount, which only mode=batch reads
     if fast_path and model.startswith("openai/"):
-        return OpenAICompatTeacher(
+        teacher = OpenAICompatTeacher(
             name,
             model.removeprefix("openai/"),
             api_base or OPENAI_BASE_URL,
@@ -52,10 +60,13 @@ def api_teacher(
             max_concurrency=max_concurrency,
             rpm=rpm,
             tpm=tpm,
-            price=price,
+            price=online,
             price_model=model,
+            native_n=native_n,
         )
-    return LiteLLMTeacher(name, model, api_key_env, api_base, sampling, timeout_s, max_concurrency, rpm, tpm, price)
+        return batch_mode(teacher, mode, batch, price, model)
+    teacher = LiteLLMTeacher(name, model, api_key_env, api_base, sampling, timeout_s, max_concurrency, rpm, tpm, online, native_n)
+    return batch_mode(teacher, mode, batch, price, model)
 
 
 class LiteLLMTeacher:
@@ -71,15 +82,19 @@ class LiteLLMTeacher:
         rpm: float | None = None,  # requests per minute (None: learnt from x-ratelimit-* headers)
         tpm: float | None = None,  # tokens per minute
         price: Mapping | Price | None = None,
+        native_n: bool = True,  # a prompt's samples as one request with `n` (false: providers that mishandle it)
     ):
         self.name = name
         self.model = model
         self.api_key_env = api_key_env
         self.api_base = api_base
         self.sampling = Sampling.of(sampling, f"teacher.{name}.sampling")
-        self.limits = Limits(max_concurrency, 1, rpm, tpm, from_headers=True, where=f"teacher.{name}")
+        native = bool(native_n) and self.sampling.n > 1
+        batch = self.sampling.n if native else 1  # a prompt's samples in one batch, sent as one request
+        self.limits = Limits(max_concurrency, batch, rpm, tpm, from_headers=True, native_n=native, where=f"teacher.{name}")
         self.timeout_s = number(f"teacher.{name}.timeout_s", timeout_s, float, 0.1)
         self.price = api_price(model, api_base, price)
+        self._native = NativeN(name, native, seeded=self.sampling.seed is not None)
         self._key: str | None = None
 
     def identity(self) -> dict:
@@ -107,11 +122,13 @@ class LiteLLMTeacher:
         litellm.suppress_debug_info = True  # else a help banner per failed attempt
         self._key = api_key_from_env(self.name, self.api_key_env, required=True)
 
-    async def _one(self, call: Call) -> Completion:
+    async def _send(self, calls: Sequence[Call]) -> list[Completion | None]:
+        """One request for consecutive samples of one prompt (`n`, seed of the first): an answer per
+        call (None: no such choice came back), or the request's failure for every call."""
         import litellm
 
-        s = self.sampling
-        kwargs = {}
+        s, call, n = self.sampling, calls[0], len(calls)
+        kwargs = {"n": n} if n > 1 else {}
         seed = s.seed_for(call.prompt.prompt_id, call.sample)
         if seed is not None:
             kwargs["seed"] = seed
@@ -131,27 +148,39 @@ class LiteLLMTeacher:
                 **kwargs,
             )
         except Exception as exc:  # litellm maps provider errors onto its own classes
-            return _failure(exc)
-        choice = response.choices[0]
-        top = None
-        logprobs = getattr(choice, "logprobs", None)
-        if logprobs is not None and getattr(logprobs, "content", None):
-            top = [{"token": t.token, "logprob": t.logprob} for t in logprobs.content[0].top_logprobs]
+            return [_failure(exc)] * n
+        by_index = {}
+        for position, choice in enumerate(response.choices or ()):
+            index = getattr(choice, "index", position)
+            if isinstance(index, int) and 0 <= index < n:
+                by_index.setdefault(index, choice)
+        if not by_index:
+            return [Completion(text=None, error="invalid response: no choices", status=200)] * n
         usage = getattr(response, "usage", None)
+        texts = {i: (c.message.content or "").strip() for i, c in by_index.items()}
+        # usage covers the request: prompt tokens once (first answer), completion tokens shared by characters
+        shares = dict(zip(texts, split_usage(getattr(usage, "completion_tokens", 0) or 0, list(texts.values())), strict=True))
         # litellm passes the provider's headers on with an "llm_provider-" prefix.
         provider = (getattr(response, "_hidden_params", None) or {}).get("additional_headers") or {}
         headers = {k.removeprefix("llm_provider-"): v for k, v in provider.items()}
-        return Completion(
-            text=(choice.message.content or "").strip(),
-            finish_reason=choice.finish_reason,
-            tokens_in=getattr(usage, "prompt_tokens", 0) or 0,
-            tokens_out=getattr(usage, "completion_tokens", 0) or 0,
-            logprobs=top,
-            ratelimit=ratelimit_headers(headers),
-        )
+        answers: list[Completion | None] = [None] * n
+        for i, choice in by_index.items():
+            top = None
+            logprobs = getattr(choice, "logprobs", None)
+            if logprobs is not None and getattr(logprobs, "content", None):
+                top = [{"token": t.token, "logprob": t.logprob} for t in logprobs.content[0].top_logprobs]
+            answers[i] = Completion(
+                text=texts[i],
+                finish_reason=choice.finish_reason,
+                tokens_in=(getattr(usage, "prompt_tokens", 0) or 0) if i == min(by_index) else 0,
+                tokens_out=shares[i],
+                logprobs=top,
+                ratelimit=ratelimit_headers(headers),
+            )
+        return answers
 
     async def complete(self, calls: Sequence[Call]) -> list[Completion]:
-        return [await self._one(c) for c in calls]
+        return await self._native.complete(calls, self._send)
 
     async def close(self) -> None:
         return None

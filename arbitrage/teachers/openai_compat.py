@@ -24,6 +24,7 @@ from arbitrage.rows import Call, Completion
 from arbitrage.settings import number
 from arbitrage.teachers import Limits, Sampling
 from arbitrage.teachers.diagnose import explain, refused
+from arbitrage.teachers.samples import NativeN, split_usage
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +90,37 @@ def ratelimit_headers(headers) -> dict | None:
 
 
 def parse_chat_response(body: dict) -> Completion:
-    choice = body["choices"][0]
+    return parse_choices(body, 1)[0]
+
+
+def parse_choices(body: dict, n: int) -> list[Completion | None]:
+    """The answers to a request with `n` choices, by choice index (None where the server sent no such
+    choice). Usage covers the whole request: its prompt tokens go on the first answer (the prompt was
+    read once) and its completion tokens are shared out by characters (`split_usage`)."""
     usage = body.get("usage") or {}
-    content = choice["message"].get("content")
-    top = None
-    logprobs = choice.get("logprobs") or {}
-    if logprobs.get("content"):
-        top = [{"token": t["token"], "logprob": t["logprob"]} for t in logprobs["content"][0].get("top_logprobs", [])]
-    return Completion(  # no content (a filtered answer): the engine records an empty answer
-        text=(content or "").strip(),
-        finish_reason=choice.get("finish_reason"),
-        tokens_in=int(usage.get("prompt_tokens") or 0),
-        tokens_out=int(usage.get("completion_tokens") or 0),
-        logprobs=top,
-    )
+    by_index: dict[int, dict] = {}
+    for position, choice in enumerate(body["choices"]):
+        index = choice.get("index", position)
+        if isinstance(index, int) and 0 <= index < n:
+            by_index.setdefault(index, choice)
+    if not by_index:
+        raise IndexError("no choices in the response")
+    texts = {i: (c["message"].get("content") or "").strip() for i, c in by_index.items()}
+    shares = dict(zip(texts, split_usage(int(usage.get("completion_tokens") or 0), list(texts.values())), strict=True))
+    answers: list[Completion | None] = [None] * n
+    for i, choice in by_index.items():
+        top = None
+        logprobs = choice.get("logprobs") or {}
+        if logprobs.get("content"):
+            top = [{"token": t["token"], "logprob": t["logprob"]} for t in logprobs["content"][0].get("top_logprobs", [])]
+        answers[i] = Completion(  # no content (a filtered answer): the engine records an empty answer
+            text=texts[i],
+            finish_reason=choice.get("finish_reason"),
+            tokens_in=int(usage.get("prompt_tokens") or 0) if i == min(by_index) else 0,
+            tokens_out=shares[i],
+            logprobs=top,
+        )
+    return answers
 
 
 class OpenAICompatTeacher:
@@ -119,15 +137,20 @@ class OpenAICompatTeacher:
         tpm: float | None = None,  # tokens per minute
         price: Mapping | Price | None = None,  # {input_per_mtok, output_per_mtok}; None: litellm's price map
         price_model: str | None = None,  # the name to look up in the price map (default: model)
+        native_n: bool = True,  # a prompt's samples as one request with `n` (false: servers that mishandle it)
     ):
         self.name = name
         self.model = model
         self.base_url = str(base_url).rstrip("/")
         self.api_key_env = api_key_env
         self.sampling = Sampling.of(sampling, f"teacher.{name}.sampling")
-        self.limits = Limits(max_concurrency, 1, rpm, tpm, from_headers=True, where=f"teacher.{name}")
+        native = bool(native_n) and self.sampling.n > 1
+        # A batch of n calls holds a prompt's samples (the engine never splits them), sent as one request.
+        batch = self.sampling.n if native else 1
+        self.limits = Limits(max_concurrency, batch, rpm, tpm, from_headers=True, native_n=native, where=f"teacher.{name}")
         self.timeout_s = number(f"teacher.{name}.timeout_s", timeout_s, float, 0.1)
         self.price = api_price(price_model or model, self.base_url, price)
+        self._native = NativeN(name, native, seeded=self.sampling.seed is not None)
         self._session: aiohttp.ClientSession | None = None
 
     def identity(self) -> dict:
@@ -187,7 +210,8 @@ class OpenAICompatTeacher:
                     ", ".join(map(str, served[:8])),
                 )
 
-    def _body(self, call: Call) -> dict:
+    def _body(self, call: Call, n: int = 1) -> dict:
+        """The request for `n` consecutive samples from `call`'s (its seed: the first one's)."""
         s = self.sampling
         body = {
             "model": self.model,
@@ -196,6 +220,8 @@ class OpenAICompatTeacher:
             "temperature": s.temperature,
             "top_p": s.top_p,
         }
+        if n > 1:
+            body["n"] = n
         seed = s.seed_for(call.prompt.prompt_id, call.sample)
         if seed is not None:
             body["seed"] = seed
@@ -205,32 +231,47 @@ class OpenAICompatTeacher:
             body["repetition_penalty"] = s.repetition_penalty
         return body
 
-    async def _one(self, call: Call) -> Completion:
+    async def _send(self, calls: Sequence[Call]) -> list[Completion | None]:
+        """One request for consecutive samples of one prompt: an answer per call (None: no such
+        choice came back), or the request's failure for every call."""
         assert self._session is not None, "start() first"
+        n = len(calls)
         try:
-            async with self._session.post(self._url, data=json.dumps(self._body(call))) as response:
+            async with self._session.post(self._url, data=json.dumps(self._body(calls[0], n))) as response:
                 raw = await response.read()
                 status, headers = response.status, response.headers
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # timeouts, refused and dropped connections: retryable
-            return Completion(text=None, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
+            return [Completion(text=None, error=f"{type(exc).__name__}: {exc}".rstrip(": "))] * n
         if status != 200:
-            return Completion(
+            failed = Completion(
                 text=None,
                 error=f"HTTP {status}: {raw[:200].decode('utf-8', 'replace')}",
                 status=status,
                 retry_after=retry_after_seconds(headers),
                 ratelimit=ratelimit_headers(headers),
             )
+            return [failed] * n
         try:
-            completion = parse_chat_response(json.loads(raw))
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            return Completion(text=None, error=f"invalid response body: {exc!r}"[:300], status=200)
-        return replace(completion, ratelimit=ratelimit_headers(headers))
+            answers = parse_choices(json.loads(raw), n)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            return [Completion(text=None, error=f"invalid response body: {exc!r}"[:300], status=200)] * n
+        limits = ratelimit_headers(headers)
+        return [replace(a, ratelimit=limits) if a is not None else None for a in answers]
 
     async def complete(self, calls: Sequence[Call]) -> list[Completion]:
-        return [await self._one(c) for c in calls]
+        return await self._native.complete(calls, self._send)
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def openai_compat_teacher(mode: str = "online", batch: Mapping | None = None, price: Mapping | Price | None = None, **settings):
+    """conf/teacher/openai_compat.yaml: the teacher online, or through the server's Batch API
+    (`mode: batch`, arbitrage/teachers/batch.py)."""
+    from arbitrage.cost import online_price
+    from arbitrage.teachers.batch import batch_mode
+
+    online = OpenAICompatTeacher(price=online_price(price), **settings)
+    return batch_mode(online, mode, batch, price, settings.get("price_model") or online.model)

@@ -17,6 +17,7 @@ from arbitrage.cost import LOCAL_PRICE
 from arbitrage.rows import Call, Completion, Prompt
 from arbitrage.settings import choice, number, text
 from arbitrage.teachers import Limits, Sampling, models
+from arbitrage.teachers.samples import sample_runs
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class VLLMTeacher:
         stop: Sequence[str] = (),
         kv_cache_gib: float = 1.0,  # CPU: the KV cache's size (vLLM would otherwise take ~92 % of RAM)
         engine_kwargs: Mapping | None = None,  # straight to vllm.LLM: tensor_parallel_size, quantization, max_num_seqs, …
+        native_n: bool = True,  # a prompt's samples as one request with SamplingParams.n (same answers either way)
     ):
         self.name = name
         self.model = text(f"teacher.{name}.model", model, optional=False)
@@ -66,6 +68,7 @@ class VLLMTeacher:
         self.stop = list(stop)
         self.kv_cache_gib = number(f"teacher.{name}.kv_cache_gib", kv_cache_gib, float, 0.1)
         self.engine_kwargs = dict(engine_kwargs or {})
+        self.native_n = bool(native_n)
         self._llm = None
         self._busy = asyncio.Lock()  # one LLM.generate at a time: the prompt writer may share this engine
         self._bos = ""
@@ -140,11 +143,13 @@ class VLLMTeacher:
         self._stats["load_s"] = time.perf_counter() - started
         log.info("teacher %s: vLLM engine for %s ready in %.1fs", self.name, path, self._stats["load_s"])
 
-    def _params(self, call: Call):
+    def _params(self, call: Call, n: int = 1):
+        """For `n` consecutive samples from `call`'s: vLLM gives child i the seed + i, each sample's own."""
         from vllm import SamplingParams
 
         s = self.sampling
         return SamplingParams(
+            n=n,
             temperature=s.temperature,
             top_p=s.top_p,
             max_tokens=s.max_tokens,
@@ -160,29 +165,34 @@ class VLLMTeacher:
         return self._bos + self.prompt_template.replace("{question}", question)
 
     def _generate(self, calls: Sequence[Call]) -> list[Completion]:
-        params = [self._params(c) for c in calls]
+        seeded = self.sampling.seed is not None
+        runs = sample_runs(calls, seeded) if self.native_n else [[i] for i in range(len(calls))]
+        firsts = [calls[run[0]] for run in runs]
+        params = [self._params(c, len(run)) for c, run in zip(firsts, runs, strict=True)]
         with _ENGINE_LOCK:
             started = time.perf_counter()
             if self.mode == "chat":
-                outputs = self._llm.chat([list(c.prompt.messages) for c in calls], params, use_tqdm=False)
+                outputs = self._llm.chat([list(c.prompt.messages) for c in firsts], params, use_tqdm=False)
             else:
-                outputs = self._llm.generate([self.render(c.prompt) for c in calls], params, use_tqdm=False)
+                outputs = self._llm.generate([self.render(c.prompt) for c in firsts], params, use_tqdm=False)
             self._stats["generate_s"] += time.perf_counter() - started
         completions = []
         for out in outputs:
-            best = out.outputs[0]
-            top = None
-            if self.sampling.logprobs and best.logprobs:
-                top = [{"token": lp.decoded_token or "", "logprob": lp.logprob} for lp in best.logprobs[0].values()]
-            completions.append(
-                Completion(
-                    text=best.text.strip(),
-                    finish_reason=best.finish_reason,
-                    tokens_in=len(out.prompt_token_ids or ()),
-                    tokens_out=len(best.token_ids),
-                    logprobs=top,
+            for i, sample in enumerate(sorted(out.outputs, key=lambda o: o.index)):
+                top = None
+                if self.sampling.logprobs and sample.logprobs:
+                    top = [{"token": lp.decoded_token or "", "logprob": lp.logprob} for lp in sample.logprobs[0].values()]
+                completions.append(
+                    Completion(
+                        text=sample.text.strip(),
+                        finish_reason=sample.finish_reason,
+                        tokens_in=len(out.prompt_token_ids or ()) if i == 0 else 0,  # one prompt, read once
+                        tokens_out=len(sample.token_ids),
+                        logprobs=top,
+                    )
                 )
-            )
+        if len(completions) != len(calls):  # the protocol's promise: one per call, in order
+            raise RuntimeError(f"vLLM returned {len(completions)} samples for {len(calls)} calls")
         return completions
 
     async def complete(self, calls: Sequence[Call]) -> list[Completion]:

@@ -1,0 +1,129 @@
+"""`arbitrage estimate`: calls, tokens and $ per teacher before anything is sent (prices and token
+counts from arbitrage/cost.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from arbitrage.cost import Price, Tokenizer, count_prompt_tokens, format_usd
+from arbitrage.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TeacherInfo:
+    """What an estimate needs to know about one teacher."""
+
+    model: str
+    max_tokens: int
+    price: Price | None
+    mean_tokens_out: float | None = None  # observed in an earlier run; None → max_tokens bound
+    tokenizer: Tokenizer | None = None  # for local teachers, when one is at hand
+
+    @property
+    def is_local(self) -> bool:
+        return self.price is not None and self.price.source == "local"
+
+
+def mean_tokens_out(candidates: Iterable) -> dict[str, float]:
+    """Mean completion length per teacher over answered calls (e.g. an earlier run's journal)."""
+    totals: dict[str, list[int]] = {}
+    for candidate in candidates:
+        if candidate.error is None and candidate.tokens_out:
+            count_and_sum = totals.setdefault(candidate.teacher, [0, 0])
+            count_and_sum[0] += 1
+            count_and_sum[1] += candidate.tokens_out
+    return {teacher: total / count for teacher, (count, total) in totals.items()}
+
+
+@dataclass
+class TeacherEstimate:
+    teacher: str
+    calls: int
+    tokens_in: int
+    tokens_out_expected: int
+    tokens_out_max: int
+    usd: float | None  # None: no price for this model
+    price_source: str | None
+    out_is_upper_bound: bool  # no observed mean: completion tokens are max_tokens per call
+
+
+def estimate(
+    calls: Iterable[tuple[str, Sequence[dict] | None]], teacher_info: Mapping[str, TeacherInfo]
+) -> list[TeacherEstimate]:
+    """Cost of the calls a run would make, one row per teacher, in `teacher_info` order. Messages
+    None: a call whose prompt is billed with another's (a later sample in one request with native n).
+
+    Streams: `calls` is consumed once, so a generator of millions of calls needs flat memory."""
+    calls_per_teacher = dict.fromkeys(teacher_info, 0)
+    tokens_in = dict.fromkeys(teacher_info, 0)
+    for teacher, messages in calls:
+        info = teacher_info.get(teacher)
+        if info is None:
+            raise ConfigError(f"estimate: unknown teacher '{teacher}' — known: {', '.join(teacher_info)}")
+        calls_per_teacher[teacher] += 1
+        if messages is not None:
+            tokens_in[teacher] += count_prompt_tokens(_counter_for(info), messages)
+    return [_teacher_estimate(name, info, calls_per_teacher[name], tokens_in[name]) for name, info in teacher_info.items()]
+
+
+def _counter_for(info: TeacherInfo) -> str | Tokenizer | None:
+    if info.tokenizer is not None:
+        return info.tokenizer
+    return None if info.is_local else info.model  # a local model name never needs litellm
+
+
+def _teacher_estimate(name: str, info: TeacherInfo, calls: int, tokens_in: int) -> TeacherEstimate:
+    tokens_out_max = calls * info.max_tokens
+    bound = info.mean_tokens_out is None
+    tokens_out = tokens_out_max if bound else round(calls * info.mean_tokens_out)
+    return TeacherEstimate(
+        teacher=name,
+        calls=calls,
+        tokens_in=tokens_in,
+        tokens_out_expected=tokens_out,
+        tokens_out_max=tokens_out_max,
+        usd=info.price.cost(tokens_in, tokens_out) if info.price else None,
+        price_source=info.price.source if info.price else None,
+        out_is_upper_bound=bound,
+    )
+
+
+def format_estimate(rows: Sequence[TeacherEstimate]) -> str:
+    """A markdown table, one line per teacher and a total; `≤` marks max_tokens bounds."""
+    lines = [
+        "| teacher | calls | prompt tokens | completion tokens | $ | price |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.teacher} | {row.calls:,} | {row.tokens_in:,} | {_completion_cell(row)} | {_usd_cell(row.usd, row.out_is_upper_bound)} "
+            f"| {row.price_source or 'none'} |"
+        )
+    lines.append(_total_line(rows))
+    return "\n".join(lines)
+
+
+def _completion_cell(row: TeacherEstimate) -> str:
+    if row.out_is_upper_bound:
+        return f"≤ {row.tokens_out_max:,} (max_tokens)"
+    return f"~{row.tokens_out_expected:,} (observed mean)"
+
+
+def _usd_cell(usd: float | None, upper_bound: bool) -> str:
+    if usd is None:
+        return "unknown (no price)"
+    return f"{'≤ ' if upper_bound and usd > 0 else ''}{format_usd(usd)}"
+
+
+def _total_line(rows: Sequence[TeacherEstimate]) -> str:
+    priced = [row for row in rows if row.usd is not None]
+    usd = _usd_cell(sum(row.usd for row in priced), any(row.out_is_upper_bound for row in priced))
+    unpriced = [row.teacher for row in rows if row.usd is None and row.calls]
+    if unpriced:
+        usd += f" + unknown ({', '.join(unpriced)})"
+    calls = sum(row.calls for row in rows)
+    tokens_in = sum(row.tokens_in for row in rows)
+    tokens_out = sum(row.tokens_out_expected for row in rows)
+    marker = "≤ " if any(row.out_is_upper_bound for row in rows if row.calls) else "~"
+    return f"| **total** | {calls:,} | {tokens_in:,} | {marker}{tokens_out:,} | {usd} | |"

@@ -1,0 +1,162 @@
+"""The batch ledger, `journal/batches.jsonl`: which calls each provider batch carries, written before
+the batch exists, so that no crash ever submits a call twice.
+
+One append-only JSONL, fsynced per record. The order of a batch's records makes kill -9 safe:
+
+    prepared (tag, call ids)  →  upload, create with metadata {arbitrage_tag: tag}  →  submitted (batch id)
+    → … poll …  →  done (status, output/error file ids, the calls that failed)
+
+A crash before `prepared` lost nothing; between `prepared` and `submitted` the batch may or may not
+exist, and the rerun looks it up by its tag (`resolve`, listing the provider's batches) before any
+of its calls is sent again; after `submitted` the rerun polls it. Answers are journaled in
+`calls.jsonl` as they are parsed; a call whose answer was downloaded but not journaled is read again
+from the batch's output file, never paid for twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from arbitrage.engine.journal import disk_error
+
+log = logging.getLogger(__name__)
+
+LEDGER_NAME = "batches.jsonl"
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+
+
+@dataclass
+class BatchRecord:
+    """What the ledger knows about one batch, by its client-side tag."""
+
+    tag: str
+    teacher: str
+    calls: list[str]
+    prepared_at: float
+    batch_id: str | None = None
+    input_file_id: str | None = None
+    status: str | None = None  # set once terminal
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    failed: set[str] = field(default_factory=set)  # calls whose line failed (they are free to go again)
+    abandoned: bool = False  # prepared, but the provider never created it: its calls are free
+
+    @property
+    def live(self) -> bool:
+        """Submitted and not finished: its calls are awaited by polling, never sent again."""
+        return self.batch_id is not None and self.status is None
+
+    @property
+    def unresolved(self) -> bool:
+        """Prepared, with no batch id on record: it may exist at the provider (a crash after create)."""
+        return self.batch_id is None and not self.abandoned
+
+
+class BatchLedger:
+    """The batches of one teacher, read from and appended to `journal/batches.jsonl`."""
+
+    def __init__(self, directory: Path, teacher: str):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / LEDGER_NAME
+        self.teacher = teacher
+        self.batches: dict[str, BatchRecord] = {}
+        self._carrier: dict[str, str] = {}  # call id → tag of the latest batch that carries it
+        if self.path.exists():
+            self._load()
+        # O_APPEND, one write per record: two batch teachers of a run can share the file.
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _load(self) -> None:
+        offset = 0
+        with self.path.open("rb") as f:
+            for line in f:
+                if not line.endswith(b"\n"):  # torn by a crash mid-write: the step it guards never ran
+                    log.warning("batch ledger: cutting a torn last line from %s", self.path)
+                    os.truncate(self.path, offset)  # else the next record would be glued onto it
+                    break
+                offset += len(line)
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    log.warning("batch ledger %s: skipping a corrupt line", self.path)
+                    continue
+                if record.get("teacher") == self.teacher:
+                    self._apply(record)
+
+    def _apply(self, record: dict) -> None:
+        event, tag = record["event"], record["tag"]
+        if event == "prepared":
+            self.batches[tag] = BatchRecord(tag, record["teacher"], record["calls"], record["time"])
+            for call_id in record["calls"]:
+                self._carrier[call_id] = tag
+            return
+        batch = self.batches.get(tag)
+        if batch is None:
+            return
+        if event == "submitted":
+            batch.batch_id, batch.input_file_id = record["batch_id"], record.get("input_file_id")
+        elif event == "abandoned":
+            batch.abandoned = True
+        elif event == "done":
+            batch.batch_id = batch.batch_id or record.get("batch_id")
+            batch.status = record["status"]
+            batch.output_file_id, batch.error_file_id = record.get("output_file_id"), record.get("error_file_id")
+            batch.failed = set(record.get("failed") or ())
+
+    def _write(self, record: dict) -> None:
+        record = {"teacher": self.teacher, **record}
+        data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)  # durable before the step it guards: a batch is never created unrecorded
+        except OSError as exc:
+            raise disk_error(exc, self.path) from None
+        self._apply(record)
+
+    # the steps of a batch ------------------------------------------------------------------------
+    def prepared(self, tag: str, calls: Iterable[str]) -> BatchRecord:
+        self._write({"event": "prepared", "tag": tag, "time": round(time.time(), 3), "calls": list(calls)})
+        return self.batches[tag]
+
+    def submitted(self, tag: str, batch_id: str, input_file_id: str | None) -> None:
+        self._write({"event": "submitted", "tag": tag, "batch_id": batch_id, "input_file_id": input_file_id})
+
+    def abandoned(self, tag: str, why: str) -> None:
+        self._write({"event": "abandoned", "tag": tag, "why": why})
+
+    def done(self, tag: str, status: str, output_file_id: str | None, error_file_id: str | None, failed: Iterable[str]) -> None:
+        batch = self.batches[tag]
+        record = {"event": "done", "tag": tag, "batch_id": batch.batch_id, "status": status}
+        record |= {"output_file_id": output_file_id, "error_file_id": error_file_id, "failed": sorted(failed)}
+        self._write(record)
+
+    # what the rerun reads ------------------------------------------------------------------------
+    def carrier(self, call_id: str) -> BatchRecord | None:
+        """The latest batch that carries this call, if any."""
+        tag = self._carrier.get(call_id)
+        return None if tag is None else self.batches[tag]
+
+    def unresolved(self) -> list[BatchRecord]:
+        return [b for b in self.batches.values() if b.unresolved]
+
+    def counts(self) -> dict[str, int]:
+        """Batches submitted (ever), still running, and finished."""
+        submitted = [b for b in self.batches.values() if b.batch_id is not None]
+        return {
+            "submitted": len(submitted),
+            "running": sum(b.live for b in submitted),
+            "done": sum(b.status is not None for b in submitted),
+        }
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

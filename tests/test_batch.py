@@ -1,0 +1,273 @@
+"""`mode=batch` through the CLI against our fake server's Files + Batches endpoints: a full run whose
+rows match an online run's, kill -9 and Ctrl-C between submit and completion then resume (every call
+submitted once), partial failures, a budget, a mixed batch + online run, and the batch price."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import datasets
+import pytest
+from fake_openai import FakeOpenAI, Script, answer_for
+
+from arbitrage import cli
+from arbitrage.cost import batch_price, litellm_batch_price, litellm_price
+from arbitrage.errors import ConfigError
+from arbitrage.teachers.batch_ledger import BatchLedger
+from arbitrage.teachers.litellm_api import api_teacher
+
+N = 36
+FAST = [  # tiny intervals: the tests wait on the fake server, not on production defaults
+    "teacher.openai_compat.mode=batch",
+    "teacher.openai_compat.batch.linger_s=0.05",
+    "teacher.openai_compat.batch.poll_first_s=0.05",
+    "teacher.openai_compat.batch.poll_max_s=0.2",
+    "teacher.openai_compat.batch.max_requests=10",
+]
+
+
+def prompts_file(tmp_path, n=N):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Explain topic number {i}.", "language": "en"}) + "\n" for i in range(n)))
+    return path
+
+
+def args(server, out, prompts, *extra, n=N):
+    return [
+        "teacher=[openai_compat]",
+        f"teacher.openai_compat.base_url={server.url}",
+        "teacher.openai_compat.model=good",
+        "source=jsonl",
+        f"source.path={prompts}",
+        f"n_prompts={n}",
+        "filters=none",
+        "diversity.embedding_spread=false",
+        "progress=false",
+        "report=false",
+        "engine.base_delay_s=0.01",
+        f"out={out}",
+        *extra,
+    ]
+
+
+def command(*a):
+    return [sys.executable, "-m", "arbitrage.cli", *a]
+
+
+def run(*a, env=None):
+    return subprocess.run(command(*a), capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+def sft_rows(out):
+    rows = datasets.load_dataset(str(out), "sft", split="train")
+    return sorted((row["messages"][-2]["content"], row["messages"][-1]["content"]) for row in rows)
+
+
+def assert_every_prompt_once_and_correct(out, script, n=N, model="good"):
+    rows = sft_rows(out)
+    assert [prompt for prompt, _ in rows] == sorted(f"Explain topic number {i}." for i in range(n))
+    assert all(answer == answer_for(model, prompt, script) for prompt, answer in rows)
+
+
+def ledger(out):
+    path = out / "journal" / "batches.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_batch_run_gives_the_rows_of_an_online_run_in_batches_within_the_limits(tmp_path):
+    script = Script()
+    with FakeOpenAI(script) as server:
+        prompts = prompts_file(tmp_path)
+        batch = run(*args(server, tmp_path / "batch", prompts, *FAST))
+        assert batch.returncode == 0, batch.stderr[-3000:]
+        carried = server.batches.carried
+        assert len(server.batches.batches) == 4 and sorted(carried.values()) == [1] * N  # 10 + 10 + 10 + 6
+        sizes = [b["request_counts"]["total"] for b in server.batches.batches.values()]
+        assert max(sizes) <= 10 and sum(sizes) == N
+        online = run(*args(server, tmp_path / "online", prompts))
+        assert online.returncode == 0, online.stderr[-3000:]
+    assert_every_prompt_once_and_correct(tmp_path / "batch", script)
+    assert sft_rows(tmp_path / "batch") == sft_rows(tmp_path / "online")
+    assert "batches 4 submitted, 0 running, 4 done" in batch.stderr and f"{N} rows so far" in batch.stderr
+    events = [r["event"] for r in ledger(tmp_path / "batch")]
+    assert events.count("prepared") == events.count("submitted") == events.count("done") == 4
+
+
+def wait_for_submitted(process, out, batches):
+    deadline = time.time() + 60
+    while sum(r["event"] == "submitted" for r in ledger(out)) < batches:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.time() < deadline, "no batch was submitted"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("lose_ids", [False, True], ids=["kill-9", "kill-9-before-the-batch-id-was-recorded"])
+def test_kill_9_between_submit_and_completion_then_resume_submits_every_call_once(tmp_path, lose_ids):
+    script = Script()
+    with FakeOpenAI(script) as server:
+        server.batches.script.delay_s = 2.0
+        out, prompts = tmp_path / "run", prompts_file(tmp_path)
+        process = subprocess.Popen(command(*args(server, out, prompts, *FAST)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for_submitted(process, out, 4)
+        process.kill()  # SIGKILL: the batches are running at the provider, nothing is journaled yet
+        process.wait()
+        assert not (out / "journal" / "calls.jsonl").exists() or not (out / "journal" / "calls.jsonl").read_text()
+        if lose_ids:  # as if killed after create, before the batch id reached the ledger
+            path = out / "journal" / "batches.jsonl"
+            path.write_text("".join(line + "\n" for line in path.read_text().splitlines() if '"submitted"' not in line))
+        server.batches.finish_now()
+        result = run(*args(server, out, prompts, *FAST))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert len(server.batches.batches) == 4  # the rerun polled them, and submitted nothing
+        assert sorted(server.batches.carried.values()) == [1] * N and sorted(server.seen.values()) == [1] * N
+    assert_every_prompt_once_and_correct(out, script)
+    assert "4 batches of an earlier run are still running" in result.stderr
+
+
+def test_ctrl_c_leaves_the_batches_running_and_the_same_command_collects_them(tmp_path):
+    script = Script()
+    with FakeOpenAI(script) as server:
+        server.batches.script.delay_s = 30.0
+        out, prompts = tmp_path / "run", prompts_file(tmp_path)
+        process = subprocess.Popen(command(*args(server, out, prompts, *FAST)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for_submitted(process, out, 4)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+        assert process.returncode == 130, stderr[-3000:]
+        assert all(b["status"] == "in_progress" for b in server.batches.batches.values())  # it did not wait for them
+        assert b"batches keep running at the provider (not cancelled)" in stderr
+        assert not any(b["status"].startswith("cancel") for b in server.batches.batches.values())
+        server.batches.finish_now()
+        result = run(*args(server, out, prompts, *FAST))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert len(server.batches.batches) == 4 and sorted(server.batches.carried.values()) == [1] * N
+    assert_every_prompt_once_and_correct(out, script)
+
+
+def test_failed_lines_and_expired_or_failed_batches_are_retried_in_new_batches_then_become_failure_rows(tmp_path):
+    # every line fails once (HTTP 500); the 1st batch fails for a full token quota; the 2nd expires
+    # half done; the prompt with 'number 7.' is refused (HTTP 400): failure rows, never retried.
+    script = Script(fail_first=1, fail_status=500, always_fail_marker="number 7.")
+    with FakeOpenAI(script) as server:
+        server.batches.script.fail_first, server.batches.script.fail_code = 1, "token_limit_exceeded"
+        server.batches.script.expire_first = 1
+        out = tmp_path / "run"
+        result = run(*args(server, out, prompts_file(tmp_path), *FAST, "engine.max_attempts=6"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        statuses = [b["status"] for b in server.batches.batches.values()]
+        assert statuses[:2] == ["failed", "expired"] and "completed" in statuses
+    summary = json.loads((out / "summary.json").read_text())
+    teacher = summary["teachers"]["openai_compat"]
+    assert teacher["failed"] == 1 and teacher["retries"] >= N  # 500s, the quota and the expiry were retried
+    rows = sft_rows(out)
+    assert len(rows) == N - 1 and all(answer == answer_for("good", prompt, script) for prompt, answer in rows)
+    rejected = datasets.load_dataset(str(out), "rejected_rows", split="train")
+    assert len(rejected) == 1 and "number 7." in json.dumps(rejected[0])
+
+    # a line that fails every time ends, after max_attempts, as a failure row with its reason
+    script = Script(fail_first=99, fail_status=503)
+    with FakeOpenAI(script) as server:
+        out = tmp_path / "always"
+        result = run(*args(server, out, prompts_file(tmp_path, 4), *FAST, "engine.max_attempts=2", n=4))
+        assert result.returncode == 1, result.stderr[-3000:]  # nothing usable: one line, the folder kept
+        assert sorted(server.batches.carried.values()) == [2] * 4
+    records = [json.loads(line) for line in (out / "journal" / "calls.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and all(r["attempts"] == 2 and "HTTP 503" in r["error"] for r in records)
+
+
+def test_a_budget_holds_each_batch_and_a_higher_budget_continues(tmp_path):
+    price = "teacher.openai_compat.price={input_per_mtok:200,output_per_mtok:1000}"  # × 0.5 in batch mode
+    script = Script()
+    with FakeOpenAI(script) as server:
+        out, prompts = tmp_path / "run", prompts_file(tmp_path)
+        a = args(server, out, prompts, *FAST, price, "teacher.openai_compat.sampling.max_tokens=20")
+        first = run(*a, "budget_usd=0.15")
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert "budget_usd reached" in first.stdout
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["stopped"] == "budget" and summary["spent_usd"] <= 0.15 and 0 < summary["prompts_finished"] < N
+        tokens = summary["teachers"]["openai_compat"]
+        assert summary["spent_usd"] == pytest.approx((tokens["tokens_in"] * 100 + tokens["tokens_out"] * 500) / 1e6, rel=1e-3)
+        assert tokens["usd"] == pytest.approx(summary["spent_usd"], rel=1e-3)  # the card's $ is the batch price too
+        more = run(*a, "budget_usd=100")
+        assert more.returncode == 0, more.stderr[-3000:]
+        assert sorted(server.batches.carried.values()) == [1] * N  # the second run sent only what the first did not
+    assert_every_prompt_once_and_correct(out, script)
+
+
+def test_a_batch_teacher_and_an_online_teacher_in_one_run(tmp_path):
+    script = Script()
+    with FakeOpenAI(script) as server:
+        out = tmp_path / "run"
+        extra = ["teacher=[openai_compat,api]", "teacher.api.model=openai/online-model", f"teacher.api.api_base={server.url}"]
+        a = [x for x in args(server, out, prompts_file(tmp_path), *FAST) if not x.startswith("teacher=")]
+        result = run(*a, *extra, env={"OPENAI_API_KEY": "sk-test"})
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert sorted(server.batches.carried.values()) == [1] * N  # only the batch teacher's calls went in batches
+        assert len(server.requests) == 2 * N  # N online requests + N batch lines run by the fake
+    candidates = datasets.load_dataset(str(out), "candidates", split="train")
+    by_teacher = {}
+    for row in candidates:
+        by_teacher.setdefault(row["teacher"], []).append(row)
+    assert {t: len(rows) for t, rows in by_teacher.items()} == {"openai_compat": N, "api": N}
+    for teacher, model in (("openai_compat", "good"), ("api", "online-model")):
+        expected = {answer_for(model, f"Explain topic number {i}.", script) for i in range(N)}
+        assert {row["response"] for row in by_teacher[teacher]} == expected
+
+
+def test_the_batch_price_comes_from_the_price_map_or_the_discount():
+    online, batch = litellm_price("gpt-4o-mini"), litellm_batch_price("gpt-4o-mini")
+    assert batch.input_per_token == online.input_per_token / 2 and "batch" in batch.source
+    assert api_teacher("a", "openai/gpt-4o-mini", mode="batch").price == batch
+    assert api_teacher("a", "openai/gpt-4o-mini").price == online  # online unchanged
+    configured = batch_price("m", None, {"input_per_mtok": 2, "output_per_mtok": 8, "batch_discount": 0.4})
+    assert (configured.input_per_token, configured.output_per_token) == pytest.approx((0.8e-6, 3.2e-6))
+    only_discount = batch_price("openai/gpt-4o-mini", None, {"batch_discount": 0.3})
+    assert only_discount.output_per_token == pytest.approx(online.output_per_token * 0.3)
+    assert api_teacher("a", "openai/gpt-4o-mini", price={"batch_discount": 0.3}).price == online  # online ignores it
+    with pytest.raises(ConfigError, match="batch_discount must be a fraction"):
+        batch_price("m", None, {"batch_discount": 2})
+    with pytest.raises(ConfigError, match="mode=batch needs the OpenAI-compatible client"):
+        api_teacher("a", "anthropic/claude-haiku-4-5", mode="batch")
+    with pytest.raises(ConfigError, match="mode must be one of online, batch"):
+        api_teacher("a", "openai/gpt-4o-mini", mode="offline")
+    with pytest.raises(ConfigError, match="batch has no setting linger"):
+        api_teacher("a", "openai/gpt-4o-mini", mode="batch", batch={"linger": 1})
+
+
+def total_usd(text):
+    total = next(line for line in text.splitlines() if line.startswith("| **total**"))
+    return float(re.search(r"\$([0-9.,]+)", total).group(1).replace(",", ""))
+
+
+def test_estimate_shows_the_batch_price(tmp_path, capsys):
+    a = ["teacher=[api]", "teacher.api.model=openai/gpt-4o-mini", "teacher.api.sampling.max_tokens=16000", "n_prompts=10"]
+    a += ["personas=all", f"out={tmp_path / 'never'}"]
+    cli._estimate(a)
+    online = capsys.readouterr().out
+    cli._estimate([*a, "teacher.api.mode=batch"])
+    batch = capsys.readouterr().out
+    assert "(gpt-4o-mini, batch)" in batch and "batch" not in online
+    assert total_usd(batch) == pytest.approx(total_usd(online) / 2, rel=3e-3)
+
+
+def test_the_ledger_keeps_each_calls_latest_batch_and_cuts_a_torn_last_line(tmp_path):
+    ledger = BatchLedger(tmp_path, "t")
+    ledger.prepared("a", ["c1", "c2"])
+    ledger.submitted("a", "batch_1", "file-1")
+    ledger.done("a", "completed", "file-2", "file-3", ["c2"])
+    ledger.prepared("b", ["c2"])  # c2 failed in a: retried in b
+    ledger.close()
+    with ledger.path.open("ab") as f:
+        f.write(b'{"teacher":"t","event":"submitted","tag":"b","batch_')  # kill -9 mid-write
+    again = BatchLedger(tmp_path, "t")
+    assert again.carrier("c1").status == "completed" and again.carrier("c1").batch_id == "batch_1"
+    assert again.carrier("c2").tag == "b" and again.carrier("c2").unresolved  # the rerun asks the provider
+    again.submitted("b", "batch_2", "file-4")
+    again.close()
+    assert BatchLedger(tmp_path, "t").carrier("c2").live  # the record after the cut line reads back whole
+    assert BatchLedger(tmp_path, "other").carrier("c1") is None  # each teacher reads its own batches
