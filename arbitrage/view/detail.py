@@ -1,0 +1,197 @@
+"""One prompt as the viewer shows it: persona, constraints with their arguments, every teacher's
+answers with scores, per-check verdicts, latency, tokens, cost and filter reasons, and why one
+answer became `chosen` and another `rejected` (the rules of arbitrage/select.py, re-read from rows)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+
+from arbitrage import cost
+from arbitrage.cost import LOCAL_PRICE, Price
+from arbitrage.errors import ArbitrageError
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_COLUMNS = ("call_id", "teacher", "response", "finish_reason", "tokens_in", "tokens_out", "latency_s", "attempts")
+CANDIDATE_COLUMNS += ("sample", "error", "last_status", "score", "score_details", "chosen", "filtered")
+DPO_COLUMNS = ("rejected", "teacher_rejected", "score_rejected", "margin")  # what names the rejected answer
+PERSONA_FILES_MAX_BYTES = 64 << 20  # bigger persona sets are not read just to show one line
+
+
+class RunConfig:
+    """What the detail view reads from the run's config.yaml: selection settings, prices, personas."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        path = run_dir / "config.yaml"
+        self.config = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
+
+    @property
+    def output(self) -> dict:
+        return self.config.get("output") or {}
+
+    @cached_property
+    def prices(self) -> dict[str, Price | None]:
+        out = {}
+        for name, teacher in (self.config.get("teacher") or {}).items():
+            teacher = teacher or {}
+            if "vllm_local" in str(teacher.get("_target_", "")):
+                out[name] = LOCAL_PRICE
+                continue
+            model = str(teacher.get("price_model") or teacher.get("model") or "")
+            endpoint, override = teacher.get("base_url") or teacher.get("api_base"), teacher.get("price")
+            try:
+                if teacher.get("mode") == "batch":
+                    out[name] = cost.batch_price(model, endpoint, override)
+                else:  # `batch_discount` belongs to batch mode only
+                    out[name] = cost.api_price(model, endpoint, cost.online_price(override))
+            except ArbitrageError:
+                out[name] = None
+        return out
+
+    @cached_property
+    def personas(self) -> dict[str, str]:
+        files = (self.config.get("personas") or {}).get("files") or (self.config.get("source") or {}).get("files") or []
+        found = [p for f in files for p in self._where(f)]
+        if sum(p.stat().st_size for p in found) > PERSONA_FILES_MAX_BYTES:
+            return {}
+        out = {}
+        for path in found:
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                    out[str(record["id"])] = str(record.get("persona") or "")
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return out
+
+    def _where(self, name: str) -> list[Path]:
+        """A persona file as the run named it: relative to where it ran, which we do not know."""
+        candidates = [Path(name), self.run_dir / name, *(parent / name for parent in self.run_dir.resolve().parents)]
+        return next(([p] for p in candidates if p.is_file()), [])
+
+
+def constraints_of(raw: str | None) -> list[dict]:
+    """[{"id": "keywords:frequency", "args": {...}}] from the rows' `constraints` JSON."""
+    out = []
+    for c in json.loads(raw or "[]"):
+        args = {k: v for k, v in c.items() if k != "type"}
+        out.append({"id": c.get("type"), "args": args})
+    return out
+
+
+def _verdicts(details: dict) -> tuple[dict, dict, dict]:
+    """(strict checks, loose checks, other scorer details) of one score_details object."""
+    nested = details.get("verifiable") if isinstance(details.get("verifiable"), dict) else {}
+    checks = details.get("checks") or nested.get("checks") or {}
+    loose = details.get("loose") or nested.get("loose") or {}
+    other = {k: v for k, v in details.items() if k not in ("checks", "loose")}
+    return checks, loose, other
+
+
+def candidate(row: dict, price: Price | None) -> dict:
+    details = json.loads(row.get("score_details") or "{}")
+    checks, loose, other = _verdicts(details)
+    usd = None if price is None else price.cost(row["tokens_in"] or 0, row["tokens_out"] or 0)
+    return {
+        **{k: row.get(k) for k in CANDIDATE_COLUMNS if k not in ("score_details", "chosen")},
+        "chosen": bool(row.get("chosen")),
+        "rejected": False,
+        "checks": [{"id": k, "ok": bool(v), "loose": loose.get(k)} for k, v in checks.items()],
+        "scorer": other,
+        "usd": usd,
+    }
+
+
+def _label(c: dict) -> str:
+    return f"{c['teacher']}#{c['sample'] or 0}"
+
+
+def explain(candidates: list[dict], dpo: dict | None, output: dict, reason: str | None) -> list[str]:
+    """Why this answer is `chosen` and that one `rejected`, in the order select.py decides."""
+    usable = [c for c in candidates if c["score"] is not None]
+    eligible = [c for c in usable if not c["filtered"]]
+    lines = []
+    if not eligible:
+        return [f"No answer could be chosen: {reason or 'every answer failed or was filtered'}."]
+    chosen = next((c for c in candidates if c["chosen"]), None)
+    if chosen is None:
+        return ["The dataset names no chosen answer for this prompt."]
+    best = chosen["score"]
+    lines.append(f"Chosen: {_label(chosen)}, the best score among {len(eligible)} answer(s) that could be chosen ({best:.3f}).")
+    above = [c for c in usable if c["filtered"] and c["score"] > best + 1e-9]
+    for c in above:
+        lines.append(f"{_label(c)} scored higher ({c['score']:.3f}) but was kept from being chosen: {c['filtered']}.")
+    tied = [c for c in eligible if abs(c["score"] - best) <= 1e-9]
+    if len(tied) > 1:
+        names = ", ".join(_label(c) for c in tied)
+        truncated = any(c["finish_reason"] == "length" for c in tied) and chosen["finish_reason"] != "length"
+        how = "an answer cut off at max_tokens loses a tie" if truncated else "a draw seeded by the prompt id"
+        lines.append(f"Tie: {names} share the best score; {how} decided it (reruns pick the same).")
+    min_margin = output.get("min_margin", 0.01)
+    if dpo is not None:
+        rule = "the worst" if output.get("pairs", "worst") == "worst" else "a random"
+        lines.append(
+            f"Rejected: {dpo['teacher_rejected']} ({dpo['score_rejected']:.3f}), {rule} lower-scored answer with another text; "
+            f"margin {dpo['margin']:.3f} ≥ output.min_margin {min_margin}."
+        )
+        return lines
+    text = (chosen["response"] or "").strip()
+    lower = [c for c in usable if c["score"] < best and (c["response"] or "").strip() != text]
+    if not lower:
+        lines.append("No DPO pair: " + ("single candidate." if len(usable) == 1 else "all candidates tie."))
+    else:
+        gap = best - min(c["score"] for c in lower)
+        lines.append(f"No DPO pair: margin {gap:.3f} below output.min_margin {min_margin}.")
+    return lines
+
+
+def mark_rejected(candidates: list[dict], dpo: dict | None) -> None:
+    """The dpo row names the rejected answer by teacher, score and text: find it among the candidates."""
+    if dpo is None:
+        return
+    text = (dpo.get("rejected") or [{}])[-1].get("content")
+    for c in candidates:
+        same_score = c["score"] is not None and abs(c["score"] - (dpo["score_rejected"] or 0)) <= 1e-6
+        if c["teacher"] == dpo["teacher_rejected"] and same_score and c["response"] == text:
+            c["rejected"] = True
+            return
+
+
+def describe(run, config: RunConfig, position: int) -> dict:
+    """Everything about the prompt at a list position (`run` is a pager.RunData)."""
+    index = run.index()
+    name, row_number = run.locate(position)
+    row = run.tables[name].take([row_number], tuple(run.tables[name].names))[0]
+    dpo = None
+    if index.dpo_row[position] >= 0:
+        dpo = run.tables["dpo"].take([int(index.dpo_row[position])], DPO_COLUMNS)[0]
+    start, count = int(index.cand_start[position]), int(index.cand_count[position])
+    rows = run.tables["candidates"].span(start, start + count, CANDIDATE_COLUMNS).to_pylist() if count else []
+    candidates = [candidate(r, config.prices.get(r["teacher"])) for r in rows]
+    candidates.sort(key=lambda c: (c["teacher"], c["sample"] or 0))
+    mark_rejected(candidates, dpo)
+    messages = row["messages"] if name == "sft" else row["prompt"]
+    return {
+        "pos": position,
+        "prompt_id": row["prompt_id"],
+        "status": "rejected" if name == "rejected_rows" else ("pair" if dpo else "no_pair"),
+        "language": row["language"],
+        "task": row["task"],
+        "domain": row.get("domain"),
+        "persona_id": row["persona_id"],
+        "persona": config.personas.get(row["persona_id"]),
+        "decision": row.get("router_decision"),
+        "messages": [m for m in messages if m["role"] != "assistant"],
+        "constraints": constraints_of(row.get("constraints")),
+        "reason": row.get("reason"),
+        "margin": dpo["margin"] if dpo else None,
+        "tie": bool(index.tie[position]),
+        "candidates": candidates,
+        "explain": explain(candidates, dpo, config.output, row.get("reason")),
+    }

@@ -1,0 +1,75 @@
+"""`arbitrage view RUN_DIR --export FILE`: one self-contained HTML file with the first K prompts,
+their answers and the run's summary, that opens from file:// with no server and no network."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from pathlib import Path
+
+from arbitrage.dataset import write_atomic
+from arbitrage.errors import ConfigError
+from arbitrage.view import assets
+from arbitrage.view.folder import RunFolder
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def collect(folder: RunFolder, limit: int) -> dict:
+    """The data the page needs for the first `limit` prompts of the folder."""
+    data = folder.data()
+    if data is None:
+        page = folder.journal.page(0, limit)
+        rows, run_n = page["rows"], page["n"]
+        details = [folder.journal.describe(r["pos"]) for r in rows]
+    else:
+        run_n = data.n
+        rows = data.list_rows(range(min(limit, data.n)))
+        details = [folder.prompt_at(r["pos"]) for r in rows]
+    meta = folder.meta()
+    summary = folder.summary()
+    summary["figure_data"] = {
+        name: "data:image/svg+xml;base64," + base64.b64encode(folder.figure(name)).decode() for name in summary["figures"]
+    }
+    checks = sorted({c["id"] for d in details for cand in d["candidates"] for c in cand["checks"]})
+    return _clean(
+        {
+            "meta": {
+                "name": meta["name"],
+                "mode": meta["mode"],
+                "n": len(rows),
+                "run_n": run_n,
+                "exported": True,
+                "live": {"running": False},
+                "counts": meta.get("counts", {}),
+                "checks": checks,
+            },
+            "prompts": rows,
+            "details": {d["prompt_id"]: d for d in details},
+            "summary": summary,
+        }
+    )
+
+
+def export(run_dir: Path | str, out: Path | str, limit: int = 200) -> Path:
+    if limit < 1:
+        raise ConfigError(f"--limit must be a positive number of prompts, got {limit}")
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"--export {out} is a folder — give a file name such as view.html")
+    if not out.parent.exists():
+        raise ConfigError(f"--export {out}: folder {out.parent} does not exist — create it or choose another path")
+    folder = RunFolder(run_dir, background_index=False)
+    data = collect(folder, limit)
+    json.dumps(data, allow_nan=False)  # fail here, not in the browser
+    write_atomic(out, assets.page(data["meta"]["name"], data))
+    return out
