@@ -1,6 +1,9 @@
 """One run, top to bottom, as a stream of stages (arbitrage/stages.py):
 
-    source → written → filter_prompts → waves → route → engine.stream → by_prompt → score → choose → write
+    source → written → filter_prompts → waves → route → executor.answer → choose → write
+
+`executor.answer` is engine.stream → by_prompt → score in this process (`executor=local`), or the
+same stages on Ray actors (`executor=ray`, arbitrage/executors/ray.py).
 
 Prompts are drawn lazily; each prompt is scored the moment its last answer lands (scoring overlaps
 generation) and its rows are appended to the dataset at once, so memory stays flat in n_prompts.
@@ -23,6 +26,7 @@ from arbitrage import card, embeddings, runfolder
 from arbitrage.dataset import DatasetWriter
 from arbitrage.engine import Budget, Engine, Journal, RetryPolicy, bar_interval, stop_on_signals
 from arbitrage.errors import ConfigError
+from arbitrage.executors import Context, Executor, Local
 from arbitrage.filters import Filter
 from arbitrage.routers import Router
 from arbitrage.routers.simple import AllTeachers
@@ -31,7 +35,7 @@ from arbitrage.scoring import Scorer
 from arbitrage.scoring.verifiable import VerifiableScorer
 from arbitrage.select import Selection, SelectionSpec
 from arbitrage.sources import PromptWriter, Source
-from arbitrage.stages import by_prompt, calls_of, choose, filter_prompts, route, score, waves, written
+from arbitrage.stages import calls_of, choose, filter_prompts, route, waves, written
 from arbitrage.stats import RunStats, RunSummary
 from arbitrage.teachers import Teacher, teacher_key
 
@@ -56,6 +60,7 @@ class RunSpec:
     embedding_spread: bool = False  # add embedding spread to the diversity metrics (loads MiniLM)
     progress: bool = False  # live progress bars on stderr
     config: dict = field(default_factory=dict)  # the resolved config, for config.yaml and the card (no secrets)
+    executor: Executor = field(default_factory=Local)  # where calls are answered: this process, or Ray
 
     def __post_init__(self):
         self.out_dir = Path(self.out_dir)
@@ -100,15 +105,14 @@ async def run(spec: RunSpec) -> RunSummary:
                         spec.router.name,
                         spec.scorer.name,
                     )
+                    ctx = Context(engine, keys, samples, spec.scorer, stats)
                     prompts = written(spec.source, writer, engine.run, keys.get(spec.prompt_writer))
                     prompts = filter_prompts(prompts, spec.filters, stats, out.add)
                     async for wave in waves(prompts, spec.router):
                         if engine.finished(spec.teachers):  # an online router's later waves: nothing to send or read back
                             break
                         groups = route(wave, spec.router, samples)
-                        async for done in by_prompt(engine.stream(calls_of(groups, keys, samples))):
-                            with stats.timer("score"):
-                                scored = await score(done, spec.scorer, engine)
+                        async for done, scored in spec.executor.answer(groups, ctx):
                             with stats.timer("quality"):
                                 selections = choose(done, scored, spec.filters, spec.selection, stats, spec.router)
                             out.add(selections)
@@ -178,6 +182,7 @@ def check(spec: RunSpec) -> dict[str, Teacher]:
     spec.scorer.check()
     for f in spec.filters:
         f.check()
+    spec.executor.check(spec)
     if spec.prompt_writer is not None and spec.prompt_writer not in spec.teachers:
         raise ConfigError(
             f"personas.prompt_writer names teacher '{spec.prompt_writer}', which is not configured — configured: {', '.join(spec.teachers)}"
@@ -232,7 +237,8 @@ def summarise(spec: RunSpec, identity: dict, stats: RunStats, engine: Engine, bu
         spent_usd=round(budget.total, 6),
         rows={name: stats.rows[name] for name in ("sft", "dpo", "candidates", "rejected_rows")},
         teachers={
-            name: stats.teacher_summary(name, t.price, engine.stats[name], t.stats()) for name, t in engine.teachers.items()
+            name: stats.teacher_summary(name, t.price, engine.stats[name], spec.executor.teacher_stats.get(name) or t.stats())
+            for name, t in engine.teachers.items()
         },
         requests_per_s=round(sent / timings["generate_s"], 2) if timings.get("generate_s") else None,
         timings_s=_timings(stats, engine, 0.0),

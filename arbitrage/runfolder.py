@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from arbitrage.dataset import write_atomic
+from arbitrage.engine.journal import Journal
 from arbitrage.errors import ConfigError
 from arbitrage.rows import stable_hash
 
@@ -92,8 +93,7 @@ def _check_identity(out_dir: Path, identity: dict) -> None:
         previous = json.loads(run_file.read_text())
         previous.pop("run_id", None)
         differs = differences(previous, identity)
-        journal = out_dir / "journal" / "calls.jsonl"
-        if differs and not (journal.exists() and journal.stat().st_size):
+        if differs and not Journal.exists(out_dir / "journal"):
             # It finished no call (refused at start: a wrong URL, key or setting): nothing to protect,
             # so the fixed command takes the folder over instead of being refused as another run.
             log.info("%s holds settings of a run that finished no call: replacing them", out_dir)

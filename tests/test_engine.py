@@ -11,7 +11,7 @@ from fake_openai import FakeOpenAI, Script
 from arbitrage.cost import Price
 from arbitrage.engine import Budget, Engine, Journal, RateLimit, RetryPolicy, TokenBucket
 from arbitrage.errors import ArbitrageError, ConfigError, TeacherUnusable
-from arbitrage.rows import Completion, make_call
+from arbitrage.rows import Candidate, Completion, make_call
 from arbitrage.teachers import teacher_key
 from arbitrage.teachers.litellm_api import LiteLLMTeacher, api_teacher
 from arbitrage.teachers.openai_compat import OpenAICompatTeacher, parse_reset, ratelimit_headers
@@ -419,3 +419,29 @@ def test_a_read_only_journal_leaves_a_torn_tail_for_its_writer(tmp_path):
     assert {r.call_id for r in reader.records()} == {"p1-t1", "p1-t2"}
     reader.close()
     assert (tmp_path / "calls.jsonl").read_bytes() == before
+
+
+def test_journal_shards_are_read_by_every_journal_and_written_by_one(tmp_path):
+    """Ray actors append to shards of their own; every journal (actors, the driver, a local rerun)
+    reads them all. A call settled in any shard is settled; another writer's torn last line is read
+    up to, never cut (it may be a live actor's line in progress)."""
+    ok = Candidate("c1", "p", "t", "answer", "stop", 1, 1, 0.1, 1)
+    failed = Candidate("c2", "p", "t", None, None, 0, 0, 0.1, 4, error="HTTP 503")
+    a = Journal(tmp_path, shard="t-a")
+    a.append([ok, failed])
+    a.close()
+    assert not (tmp_path / "calls-t-b.jsonl").exists() or (tmp_path / "calls-t-b.jsonl").stat().st_size == 0
+    b = Journal(tmp_path, shard="t-b")  # a replacement actor: reads a's shard first
+    assert b.answered("c1") and not b.answered("c2") and b.failed_before == 1
+    b.append([Candidate("c2", "p", "t", "later", "stop", 1, 1, 0.1, 5)])
+    b.close()
+    with (tmp_path / "calls-t-a.jsonl").open("ab") as torn:
+        torn.write(b'{"call_id": "c3", "prom')  # a writer killed mid-line
+    size = (tmp_path / "calls-t-a.jsonl").stat().st_size
+    local = Journal(tmp_path)  # a local rerun of the folder
+    assert local.answered("c1") and local.answered("c2") and not local.answered("c3")
+    assert local.get("c2").text == "later" and local.failed_before == 0
+    assert {r.call_id: r.text for r in local.records()} == {"c1": "answer", "c2": "later"}
+    assert (tmp_path / "calls-t-a.jsonl").stat().st_size == size  # not its file: not cut
+    local.close()
+    assert Journal.exists(tmp_path) and not Journal.exists(tmp_path / "none")

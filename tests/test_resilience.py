@@ -231,14 +231,14 @@ def test_ctrl_c_during_the_replay_keeps_every_answered_prompt(tmp_path):
     assert len(sft) == n == answered_calls(out)
 
 
-def test_two_runs_on_one_folder_never_interleave(slow, tmp_path):
-    server, _ = slow
-    out, prompts = tmp_path / "run", prompts_file(tmp_path)
-    first = start_and_wait_for(out, args(server, out, prompts), 5)
-    second = run(*args(server, out, prompts))
-    lines = second.stderr.strip().splitlines()
-    assert second.returncode == 2 and len(lines) == 1, second.stderr
-    assert f"{out} is in use by another arbitrage run (pid {first.pid})" in lines[0]
-    first.send_signal(signal.SIGTERM)
-    first.communicate(timeout=120)
-    assert run(*args(server, out, prompts)).returncode == 0  # the lock goes with the run that held it
+def test_two_runs_on_one_folder_never_interleave(tmp_path):
+    with FakeOpenAI(Script(latency_s=0.5)) as server:  # the first run still holds the folder when the second starts
+        out, prompts = tmp_path / "run", prompts_file(tmp_path)
+        first = start_and_wait_for(out, args(server, out, prompts), 5)
+        second = run(*args(server, out, prompts))
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 2 and len(lines) == 1, second.stderr
+        assert f"{out} is in use by another arbitrage run (pid {first.pid})" in lines[0]
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+        assert run(*args(server, out, prompts)).returncode == 0  # the lock goes with the run that held it

@@ -3,6 +3,9 @@
 Every finished call — answer or failure — is appended as it lands and flushed, so a crash loses at
 most the calls in flight. The last record of a call id wins. A rerun skips every call an earlier run
 settled: answered, or failed for good (an empty answer: the same request gets it again).
+
+A local run appends to `calls.jsonl`; on Ray each actor appends to a shard of its own,
+`calls-<shard>.jsonl`, and every journal reads all of them: a call settled in any file is settled.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ def _key(call_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(call_id.encode(), digest_size=8).digest(), "little")
 
 
+FILE = "calls.jsonl"
+PATTERN = "calls*.jsonl"
+
+
 def settled(record: dict, retry_failed: bool = False) -> bool:
     """Answered, or a failure that sending again cannot change (unless the user asks to retry it)."""
     if record.get("error") is None and record.get("text"):
@@ -50,37 +57,56 @@ class Journal:
     when the run needs them; calls finished in this run are handed over directly, never looked up.
     """
 
-    def __init__(self, directory: Path, read_only: bool = False, retry_failed: bool = False):
+    def __init__(self, directory: Path, read_only: bool = False, retry_failed: bool = False, shard: str | None = None):
         """`read_only` (for `arbitrage estimate`): never cut a torn line or open for appending, so
         reading beside a live run cannot damage its journal. `retry_failed`: final failures are
-        sent again."""
+        sent again. `shard`: append to `calls-<shard>.jsonl` (one writer per file on Ray)."""
         if not read_only:
             directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "calls.jsonl"
+        self.path = directory / (f"calls-{shard}.jsonl" if shard else FILE)
         self.read_only, self.retry_failed = read_only, retry_failed
         self.tokens: dict[str, list[int]] = {}  # teacher → [tokens in, tokens out] over every record, for spend
         self.failed_before = 0  # failures an earlier run left to retry
         self.teacher_names: list[str] = []
         self._keys = np.empty(0, dtype=np.uint64)
         self._offsets = np.empty(0, dtype=np.int64)
+        self._files = np.empty(0, dtype=np.uint16)  # which of self.paths holds the record
         self._teachers = np.empty(0, dtype=np.uint16)
         self._delivered = np.empty(0, dtype=bool)
         self._undelivered = np.empty(0, dtype=np.int64)  # per teacher id
-        if self.path.exists():
-            self._load()
+        others = sorted(p for p in directory.glob(PATTERN) if p != self.path) if directory.is_dir() else []
+        self.paths = [*others, self.path]  # the own file last: its records win
+        self._load()
         # Unbuffered: each batch is one os.write we can undo, with no leftover buffer that a
         # later flush could write after a failure.
-        self._file = self.path.open("rb" if read_only else "ab", buffering=0)
-        self._reader = self.path.open("rb")
+        # A shard is created with its first record: actors that answer nothing leave no empty files.
+        self._file = None if read_only or shard else self.path.open("ab", buffering=0)
+        self._readers: dict[int, object] = {}
         self._last_sync = time.monotonic()
         self.appended = 0
 
     def _load(self) -> None:
-        done: dict[int, tuple[int, int]] = {}  # key → (offset, teacher id)
+        done: dict[int, tuple[int, int, int]] = {}  # key → (file, offset, teacher id)
         failed: set[int] = set()
         teacher_ids: dict[str, int] = {}
+        for file_id, path in enumerate(self.paths):
+            if path.exists():
+                self._load_file(file_id, path, done, failed, teacher_ids)
+        self.failed_before = len(failed)
+        self.teacher_names = list(teacher_ids)
+        keys = np.fromiter(done.keys(), dtype=np.uint64, count=len(done))
+        files = np.fromiter((v[0] for v in done.values()), dtype=np.uint16, count=len(done))
+        offsets = np.fromiter((v[1] for v in done.values()), dtype=np.int64, count=len(done))
+        teachers = np.fromiter((v[2] for v in done.values()), dtype=np.uint16, count=len(done))
+        order = np.argsort(keys)
+        self._keys, self._files, self._offsets, self._teachers = keys[order], files[order], offsets[order], teachers[order]
+        self._delivered = np.zeros(len(done), dtype=bool)
+        self._undelivered = np.bincount(teachers, minlength=len(teacher_ids)).astype(np.int64)
+
+    def _load_file(self, file_id: int, path: Path, done: dict, failed: set, teacher_ids: dict) -> None:
+        own = path == self.path
         offset = 0
-        with self.path.open("rb") as f:
+        with path.open("rb") as f:
             lines = iter(f)
             line = next(lines, None)
             while line is not None:
@@ -91,20 +117,21 @@ class Journal:
                 except (ValueError, KeyError, TypeError) as exc:
                     if following is not None:
                         raise ArbitrageError(
-                            f"{self.path} line {offset} (byte offset) is corrupt ({exc}) — move the file away to start the run afresh"
+                            f"{path} line {offset} (byte offset) is corrupt ({exc}) — move the file away to start the run afresh"
                         ) from None
                     record = None
                 if record is None or not line.endswith(b"\n"):
                     # A crash mid-write leaves a torn last line: cut it off, and that call reruns.
-                    if not self.read_only:
-                        log.warning("journal: cutting a torn last line from %s", self.path)
-                        os.truncate(self.path, offset)
+                    # Another shard's may be a live writer's line in progress: only read up to it.
+                    if own and not self.read_only:
+                        log.warning("journal: cutting a torn last line from %s", path)
+                        os.truncate(path, offset)
                     break
                 teacher = record.get("teacher", "?")
                 if settled(record, self.retry_failed):
-                    done[key] = (offset, teacher_ids.setdefault(teacher, len(teacher_ids)))
+                    done[key] = (file_id, offset, teacher_ids.setdefault(teacher, len(teacher_ids)))
                     failed.discard(key)
-                else:
+                elif own or key not in done:  # settled in another shard stays settled
                     done.pop(key, None)
                     failed.add(key)
                 used = self.tokens.setdefault(teacher, [0, 0])
@@ -112,15 +139,11 @@ class Journal:
                 used[1] += int(record.get("tokens_out") or 0)
                 offset += len(line)
                 line = following
-        self.failed_before = len(failed)
-        self.teacher_names = list(teacher_ids)
-        keys = np.fromiter(done.keys(), dtype=np.uint64, count=len(done))
-        offsets = np.fromiter((v[0] for v in done.values()), dtype=np.int64, count=len(done))
-        teachers = np.fromiter((v[1] for v in done.values()), dtype=np.uint16, count=len(done))
-        order = np.argsort(keys)
-        self._keys, self._offsets, self._teachers = keys[order], offsets[order], teachers[order]
-        self._delivered = np.zeros(len(done), dtype=bool)
-        self._undelivered = np.bincount(teachers, minlength=len(teacher_ids)).astype(np.int64)
+
+    @staticmethod
+    def exists(directory: Path) -> bool:
+        """A journal with at least one record in it (any shard)."""
+        return directory.is_dir() and any(p.stat().st_size for p in directory.glob(PATTERN))
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -144,8 +167,12 @@ class Journal:
         if not self._delivered[i]:
             self._delivered[i] = True
             self._undelivered[self._teachers[i]] -= 1
-        self._reader.seek(int(self._offsets[i]))
-        return Candidate(**json.loads(self._reader.readline()))
+        file_id = int(self._files[i])
+        if file_id not in self._readers:
+            self._readers[file_id] = self.paths[file_id].open("rb")
+        reader = self._readers[file_id]
+        reader.seek(int(self._offsets[i]))
+        return Candidate(**json.loads(reader.readline()))
 
     def undelivered(self, teachers: Iterable[str]) -> int:
         """Settled calls of these teachers that this run has not read back yet."""
@@ -153,19 +180,27 @@ class Journal:
         return int(sum(self._undelivered[i] for i, name in enumerate(self.teacher_names) if name in wanted))
 
     def records(self) -> Iterator[Candidate]:
-        """Every record on disk, last one per call id winning (reads the whole file: tests, tools)."""
+        """Every record on disk, last one per call id winning, a settled one over a failure in
+        another shard (reads every file: tests, tools)."""
         latest: dict[str, Candidate] = {}
-        with self.path.open("rb") as f:
-            for line in f:
-                if not line.endswith(b"\n"):  # torn (read-only beside a crash or a live run)
-                    break
-                record = Candidate(**json.loads(line))
-                latest[record.call_id] = record
+        for path in self.paths:
+            if not path.exists():
+                continue
+            with path.open("rb") as f:
+                for line in f:
+                    if not line.endswith(b"\n"):  # torn (read-only beside a crash or a live run)
+                        break
+                    record = Candidate(**json.loads(line))
+                    before = latest.get(record.call_id)
+                    if before is None or path == self.path or not settled(vars(before)) or settled(vars(record)):
+                        latest[record.call_id] = record
         return iter(latest.values())
 
     def append(self, candidates: Iterable[Candidate]) -> None:
         assert not self.read_only, "a read-only journal takes no records"
         data = b"".join((json.dumps(vars(c), ensure_ascii=False) + "\n").encode() for c in candidates)
+        if self._file is None:
+            self._file = self.path.open("ab", buffering=0)
         end = self._file.seek(0, os.SEEK_END)
         try:
             view = memoryview(data)
@@ -181,11 +216,13 @@ class Journal:
             self._last_sync = time.monotonic()
 
     def sync(self) -> None:
-        if not self._file.closed and not self.read_only:
+        if self._file is not None and not self._file.closed and not self.read_only:
             os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._file is not None and not self._file.closed:
             self.sync()
             self._file.close()
-            self._reader.close()
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
