@@ -12,6 +12,8 @@ ABLATION_HELDOUT ?= 48
 # make bench: prompt counts for the memory scenario (add 1000000 for the 1M figure, ~20 min)
 BENCH_RSS_N ?= 10000,100000
 PEERS_VENV  ?= /work/peers-venv
+# make bench: prompts in the viewer's synthetic run (synthesised once, ~10 min, cached in /tmp)
+BENCH_VIEW_N ?= 1000000
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(ENGINE)
 # The packaged models need no hub; keep runs and tests offline unless told otherwise.
@@ -19,12 +21,16 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint sft dpo train-router eval-router ablation bench bench-peers clean
+.PHONY: help install browser demo view test test-fast lint sft dpo train-router eval-router ablation bench bench-peers clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## create .venv and install arbitrage, vLLM and the packaged models (ENGINE=cpu|gpu)
+install: $(STAMP) browser ## create .venv and install arbitrage, vLLM and the packaged models (ENGINE=cpu|gpu)
+
+browser: ## Debian's Chromium for the viewer's browser tests (apt-get, when missing and running as root)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+	  || echo "chromium is missing and this user cannot apt-get it: the browser tests in tests/test_view.py will skip"
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -77,11 +83,18 @@ ablation: install ## SFT the same student on arbitrage / single-teacher / random
 	test -f $(ABLATION_RUN)/summary.json || $(BIN)/arbitrage teacher=[smollm2,gemma3] router=all personas=all n_prompts=200 out=$(ABLATION_RUN)
 	$(BIN)/python bench/ablation.py $(ABLATION_RUN) --steps $(ABLATION_STEPS) --heldout $(ABLATION_HELDOUT) --out runs/ablation
 
-bench: install ## benchmarks on our fake OpenAI server: engine (efficiency, faults, kill -9, RSS per router), whole-process overhead, quality stage CPU, failing servers
+view: install ## browse the run $(OUT) in the browser (arbitrage view; --export FILE writes one HTML file)
+	$(BIN)/arbitrage view $(OUT)
+
+bench: install ## benchmarks on our fake OpenAI server: engine (efficiency, faults, kill -9, RSS per router), whole-process overhead, quality stage CPU, failing servers, batch APIs, the viewer, Ray
 	PEERS_VENV=$(PEERS_VENV) $(BIN)/python bench/engine_bench.py --rss-n $(BENCH_RSS_N)
 	$(BIN)/python bench/overhead_bench.py --n 2000 --concurrency 100 --latency-ms 200 --repeats 3
 	$(BIN)/python bench/quality_bench.py --n 2000
 	$(BIN)/python bench/failfast_bench.py --n 2000 --concurrency 16
+	$(BIN)/python bench/batch_bench.py --n-cost 10000 --n-wall 2000
+	$(BIN)/python bench/view_bench.py --n $(BENCH_VIEW_N)
+	$(BIN)/python bench/ray_bench.py --n 10000 --latency-ms 100 --out bench/results/ray-10000.json
+	$(BIN)/python bench/ray_bench.py --n 2000 --latency-ms 1000 --out bench/results/ray-scaling.json
 
 bench-peers: ## install distilabel and bespokelabs-curator in $(PEERS_VENV) (not project dependencies) for `make bench`
 	$(PY) -m venv $(PEERS_VENV)

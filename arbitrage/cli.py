@@ -3,6 +3,7 @@
 Overrides are checked first, so a typo is one line naming the fix rather than a Hydra traceback.
 `arbitrage model-dir SOURCE` prints the HF directory a packaged model converts to (for `make sft`).
 `arbitrage train-router|eval-router|report RUN_DIR` work on a finished run folder (see TOOLS).
+`arbitrage view RUN_DIR` serves the dataset viewer (arbitrage/view/); `--export FILE` writes one HTML file.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ log = logging.getLogger("arbitrage")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # An editable install reads conf/ beside the package; a wheel carries a copy inside it.
 CONF_DIR = PROJECT_ROOT / "conf" if (PROJECT_ROOT / "conf").is_dir() else Path(__file__).parent / "_conf"
-GROUPS = ("teacher", "router", "reward", "source", "personas", "tasks", "filters", "output", "engine", "experiment")
+GROUPS = ("teacher", "router", "reward", "source", "personas", "tasks", "filters", "output", "engine", "executor", "experiment")
 FLAGS_WITH_VALUE = {
     "--config-name",
     "-cn",
@@ -168,6 +169,7 @@ def build(cfg: DictConfig) -> pipeline.RunSpec:
         embedding_spread=cfg.diversity.embedding_spread,
         progress=cfg.progress,
         config=OmegaConf.to_container(cfg, resolve=True),
+        executor=_instantiate(cfg.executor),
     )
 
 
@@ -297,8 +299,9 @@ def _tool(name: str, args: list[str]) -> None:
 
 def _estimate(args: list[str]) -> None:
     """`arbitrage estimate <overrides>`: calls, tokens and $ per teacher, before anything is sent."""
-    from arbitrage import cost
+    from arbitrage import estimate
     from arbitrage.engine import Journal
+    from arbitrage.teachers.samples import next_sample
 
     cfg = check_overrides(args)
     if cfg is None:
@@ -307,21 +310,27 @@ def _estimate(args: list[str]) -> None:
     spec = build(cfg)
     teachers = {**spec.teachers, **spec.scorer.teachers}
     journal_dir = spec.out_dir / "journal"
-    journal = Journal(journal_dir, read_only=True) if (journal_dir / "calls.jsonl").exists() else None
-    observed = cost.mean_tokens_out(journal.records()) if journal else {}
-    infos = {name: cost.TeacherInfo(t.model, t.sampling.max_tokens, t.price, observed.get(name)) for name, t in teachers.items()}
+    journal = Journal(journal_dir, read_only=True) if Journal.exists(journal_dir) else None
+    observed = estimate.mean_tokens_out(journal.records()) if journal else {}
+    infos = {
+        name: estimate.TeacherInfo(t.model, t.sampling.max_tokens, t.price, observed.get(name)) for name, t in teachers.items()
+    }
     skipped = 0
 
     def pending():
         nonlocal skipped
+        last = None
         for call in _blocking(pipeline.plan(spec)):
             if journal is not None and journal.answered(call.call_id):
                 skipped += 1
                 continue
-            yield call.teacher, list(call.prompt.messages)
+            # native n: a prompt's next sample shares its request, so its prompt is billed once
+            shared = teachers[call.teacher].limits.native_n and next_sample(last, call)
+            last = call
+            yield call.teacher, None if shared else list(call.prompt.messages)
 
-    rows = cost.estimate(pending(), infos)
-    print(cost.format_estimate(rows))
+    rows = estimate.estimate(pending(), infos)
+    print(estimate.format_estimate(rows))
     if skipped:
         print(f"({skipped} calls already answered in {journal_dir} are not counted)")
     if spec.budget_usd is not None:
@@ -351,6 +360,14 @@ def main() -> None:
         return
     if argv[:1] and argv[0] in TOOLS:
         _tool(argv[0], argv[1:])
+        return
+    if argv[:1] == ["view"]:  # the dataset viewer (arbitrage/view/): serve a run folder, or export it
+        from arbitrage import view
+
+        try:
+            view.main(argv[1:])
+        except ArbitrageError as exc:
+            _fail(str(exc))
         return
     if argv[:1] == ["model-dir"]:
         from arbitrage.teachers import models
