@@ -9,8 +9,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from html import escape
 from importlib import resources
+
+
+def json_safe(value):
+    """NaN and infinities are not JSON: they become null (for the server's answers and the export)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
 
 SCRIPTS = ("markdown.js", "sources.js", "app.js")
 STYLE = "app.css"

@@ -5,23 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 from pathlib import Path
 
 from arbitrage.dataset import write_atomic
 from arbitrage.errors import ConfigError
 from arbitrage.view import assets
 from arbitrage.view.folder import RunFolder
-
-
-def _clean(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 def collect(folder: RunFolder, limit: int) -> dict:
@@ -41,7 +30,7 @@ def collect(folder: RunFolder, limit: int) -> dict:
         name: "data:image/svg+xml;base64," + base64.b64encode(folder.figure(name)).decode() for name in summary["figures"]
     }
     checks = sorted({c["id"] for d in details for cand in d["candidates"] for c in cand["checks"]})
-    return _clean(
+    return assets.json_safe(
         {
             "meta": {
                 "name": meta["name"],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import mimetypes
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,17 +19,6 @@ from arbitrage.view.folder import NotFound, RunFolder
 
 log = logging.getLogger(__name__)
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
-
-
-def _clean(value):
-    """NaN and infinities are not JSON: they become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -54,7 +42,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, data, status: int = 200) -> None:
-        body = json.dumps(_clean(data), ensure_ascii=False, allow_nan=False, default=str).encode("utf-8")
+        body = json.dumps(assets.json_safe(data), ensure_ascii=False, allow_nan=False, default=str).encode("utf-8")
         self._send(status, body, "application/json; charset=utf-8")
 
     def do_HEAD(self):  # noqa: N802 - the stdlib's name
