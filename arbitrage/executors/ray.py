@@ -122,11 +122,11 @@ class RayExecutor:
                 log_to_driver=True,
                 runtime_env={"env_vars": _env()},
             )
-            _context()
+        _context()
+        latest: dict[str, object] = {}
         try:
             self.passes = 0
             lost: list[Group] | None = None
-            latest: dict[str, object] = {}
             source: AsyncIterable[Group] = groups
             while True:
                 self.passes += 1
@@ -140,8 +140,8 @@ class RayExecutor:
                     raise ArbitrageError(f"{len(lost)} prompts came back from no Ray pass — rerun to resume them")
                 log.warning("%d prompts fed to Ray never came back (a lost read task): feeding them again", len(lost))
                 source = _aiter(lost)
-            self._settle(ctx, latest)
         finally:
+            self._settle(ctx, latest)  # the figures of what was done, also when the run ends early
             if started:
                 ray.shutdown()
 
