@@ -245,32 +245,35 @@ def test_quality_stage_drops_with_reasons_and_reports_diversity(tmp_path):
     assert "## Quality stage" in (out / "README.md").read_text()
 
 
-def test_n_samples_per_teacher_are_calls_with_their_own_seed_and_extend_on_resume(server, tmp_path):
+def test_n_samples_per_teacher_are_calls_with_their_own_seed_and_extend_on_resume(tmp_path):
     """teacher.<name>.sampling.n: each sample is its own call (journal record, score, `sample`
     column) with a distinct seed, for the OpenAI-compatible and the litellm path alike; raising n
     later sends only the new samples. With native_n=false, one request per sample (native `n`:
     tests/test_nsamples.py)."""
-    out = tmp_path / "run"
-    two = ("teacher.openai_compat.sampling.n=2", "teacher.api.sampling.n=2", "teacher.api.fast_path=false", "n_prompts=6")
-    two += ("teacher.openai_compat.native_n=false", "teacher.api.native_n=false")
-    result = arbitrage(*api_args(server, out, *two))
-    assert result.returncode in (0, 1), result.stderr[-2000:]
-    candidates = datasets.load_dataset(str(out), "candidates", split="train")
-    assert len(candidates) == 6 * 2 * 2
-    assert sorted({(c["teacher"], c["sample"]) for c in candidates}) == [
-        ("api", 0),
-        ("api", 1),
-        ("openai_compat", 0),
-        ("openai_compat", 1),
-    ]
-    seeds = {}
-    for body in (r["body"] for r in server.requests):
-        seeds.setdefault((body["model"], body["messages"][-1]["content"]), set()).add(body["seed"])
-    assert all(len(s) == 2 for s in seeds.values())  # two samples, two seeds, per prompt and teacher
-    sent = len(server.requests)
-    three = [x.replace("n=2", "n=3") for x in two]
-    again = arbitrage(*api_args(server, out, *three))
-    assert again.returncode in (0, 1), again.stderr[-2000:]
-    failed_before = sum(1 for c in candidates if c["error"])
-    assert len(server.requests) - sent == 6 * 2 + failed_before  # the third sample, and the failures again
-    assert len(datasets.load_dataset(str(out), "candidates", split="train")) == 6 * 2 * 3
+    # No prompt always fails here: half the api's first calls failing with 400 could trip the
+    # circuit breaker (tests/test_failfast.py), which is not what this test is about.
+    with FakeOpenAI(Script(answers={"good": "a short plain answer without any punctuation marks"})) as server:
+        out = tmp_path / "run"
+        two = ("teacher.openai_compat.sampling.n=2", "teacher.api.sampling.n=2", "teacher.api.fast_path=false", "n_prompts=6")
+        two += ("teacher.openai_compat.native_n=false", "teacher.api.native_n=false")
+        result = arbitrage(*api_args(server, out, *two))
+        assert result.returncode in (0, 1), result.stderr[-2000:]
+        candidates = datasets.load_dataset(str(out), "candidates", split="train")
+        assert len(candidates) == 6 * 2 * 2
+        assert sorted({(c["teacher"], c["sample"]) for c in candidates}) == [
+            ("api", 0),
+            ("api", 1),
+            ("openai_compat", 0),
+            ("openai_compat", 1),
+        ]
+        seeds = {}
+        for body in (r["body"] for r in server.requests):
+            seeds.setdefault((body["model"], body["messages"][-1]["content"]), set()).add(body["seed"])
+        assert all(len(s) == 2 for s in seeds.values())  # two samples, two seeds, per prompt and teacher
+        sent = len(server.requests)
+        three = [x.replace("n=2", "n=3") for x in two]
+        again = arbitrage(*api_args(server, out, *three))
+        assert again.returncode in (0, 1), again.stderr[-2000:]
+        failed_before = sum(1 for c in candidates if c["error"])
+        assert len(server.requests) - sent == 6 * 2 + failed_before  # the third sample, and the failures again
+        assert len(datasets.load_dataset(str(out), "candidates", split="train")) == 6 * 2 * 3

@@ -62,26 +62,26 @@ def test_ray_run_gives_the_rows_of_a_local_run(tmp_path):
         on_ray = arbitrage(*two_teachers(server, tmp_path / "ray", *RAY))
         assert on_ray.returncode == 0, on_ray.stderr[-3000:]
         requests_both = len(server.requests)
+        assert requests_both - requests_local == requests_local  # the same calls, each sent once
+        for config in ("sft", "dpo", "candidates", "rejected_rows"):
+            assert rows(tmp_path / "ray", config) == rows(tmp_path / "local", config), config
+        assert len(rows(tmp_path / "ray", "dpo")) > 0 and len(rows(tmp_path / "ray", "rejected_rows")) > 0
+        summary = {k: json.loads((tmp_path / k / "summary.json").read_text()) for k in ("local", "ray")}
+        for key in ("rows", "prompts", "prompts_finished", "by_language", "by_task", "checks"):
+            assert summary["ray"][key] == summary["local"][key], key
+        for name in ("openai_compat", "api"):
+            ray_t, local_t = summary["ray"]["teachers"][name], summary["local"]["teachers"][name]
+            assert {k: ray_t[k] for k in ("calls", "failed", "wins", "requests_sent")} == {
+                k: local_t[k] for k in ("calls", "failed", "wins", "requests_sent")
+            }
+        shards = sorted(p.name for p in (tmp_path / "ray" / "journal").glob("calls-*.jsonl"))
+        assert any(s.startswith("calls-openai_compat-") for s in shards) and any(s.startswith("calls-api-") for s in shards)
         # A local run resumes the Ray run's folder: its journal shards are read like the local journal,
         # so only the calls that failed (the Spanish prompts' HTTP 400s) are sent again.
         again = arbitrage(*two_teachers(server, tmp_path / "ray"))
         assert again.returncode == 0, again.stderr[-2000:]
         resent = [" ".join(m["content"] for m in r["body"]["messages"]) for r in server.requests[requests_both:]]
         assert resent and all("Soy " in text for text in resent)
-    for config in ("sft", "dpo", "candidates", "rejected_rows"):
-        assert rows(tmp_path / "ray", config) == rows(tmp_path / "local", config), config
-    assert len(rows(tmp_path / "ray", "dpo")) > 0 and len(rows(tmp_path / "ray", "rejected_rows")) > 0
-    assert requests_both - requests_local == requests_local  # the same calls, each sent once
-    summary = {k: json.loads((tmp_path / k / "summary.json").read_text()) for k in ("local", "ray")}
-    for key in ("rows", "prompts", "prompts_finished", "by_language", "by_task", "checks"):
-        assert summary["ray"][key] == summary["local"][key], key
-    for name in ("openai_compat", "api"):
-        ray_t, local_t = summary["ray"]["teachers"][name], summary["local"]["teachers"][name]
-        assert {k: ray_t[k] for k in ("calls", "failed", "wins", "requests_sent")} == {
-            k: local_t[k] for k in ("calls", "failed", "wins", "requests_sent")
-        }
-    shards = sorted(p.name for p in (tmp_path / "ray" / "journal").glob("calls-*.jsonl"))
-    assert any(s.startswith("calls-openai_compat-") for s in shards) and any(s.startswith("calls-api-") for s in shards)
 
 
 def prompts_file(tmp_path, n):

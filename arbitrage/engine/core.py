@@ -269,8 +269,9 @@ class Engine:
                 self._drop(item)
             return
         await self._start(name)
-        for item, starts in zip(batch, request_starts([i.call for i in batch], teacher), strict=True):
-            if limit is not None:  # a native-n request answers several calls: one request, each call's tokens
+        starts_request = request_starts([i.call for i in batch], teacher)  # native n: one request, several calls
+        for item, starts in zip(batch, starts_request, strict=True):
+            if limit is not None:
                 item.estimate = heuristic_tokens(item.call.prompt.messages) + teacher.sampling.max_tokens
                 await limit.acquire(item.estimate, requests=int(starts))
             item.attempts += 1
@@ -283,9 +284,10 @@ class Engine:
             completions = [Completion(text=None, error=f"{type(exc).__name__}: {exc}") for _ in batch]
         stats.busy_s += time.perf_counter() - t
         finished = []
-        for item, completion in zip(batch, completions, strict=True):
+        for item, completion, starts in zip(batch, completions, starts_request, strict=True):
             self._account(name, item, completion, limit)
-            self._watch(name, completion)
+            if starts:  # the breaker counts requests: a native-n request's samples fail together
+                self._watch(name, completion)
             if not completion.ok and completion.error and self._retry(name, item, completion):
                 item.handed_on = True
                 continue
@@ -314,9 +316,8 @@ class Engine:
             limit.observe(completion.ratelimit)
 
     def _watch(self, name: str, completion: Completion) -> None:
-        """The circuit breaker: a teacher that has not answered once and fails alike again and again
-        (a bad key, URL or model; nothing listening) stops the run with one line, instead of
-        sending it every prompt. Its failures stay journaled, so a rerun after the fix retries them."""
+        """The circuit breaker: a teacher that never answered and fails alike again and again (bad key,
+        URL or model; nothing listening) stops the run in one line; a rerun after the fix retries."""
         if completion.ok:
             self._streak[name] = 0
             return
@@ -396,5 +397,4 @@ class Engine:
         if now - self._last_postfix > 0.5:
             self._last_postfix = now
             usd = self.budget.total if any(t.price for t in self.teachers.values()) else None
-            postfix = streams.bar_postfix(self.stats.values(), usd)
-            self._bar.set_postfix_str(postfix, refresh=False)
+            self._bar.set_postfix_str(streams.bar_postfix(self.stats.values(), usd), refresh=False)
