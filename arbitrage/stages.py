@@ -104,12 +104,17 @@ async def route(prompts: AsyncIterable[Prompt], router: Router, samples: dict[st
             yield Group(prompt, r, sum(samples[t] for t in r.teachers))
 
 
+def teacher_calls(group: Group, name: str, key: str, samples: int) -> list[Call]:
+    """One teacher's calls for a routed prompt, one per sample, the group riding along."""
+    return [make_call(group.prompt, name, key, sample, context=group) for sample in range(samples)]
+
+
 async def calls_of(groups: AsyncIterable[Group], keys: dict[str, str], samples: dict[str, int]) -> AsyncIterator[Call]:
-    """Each routed teacher's calls for the prompt, one per sample, the group riding along."""
+    """Each routed teacher's calls for the prompt, in route order."""
     async for group in groups:
         for name in group.route.teachers:
-            for sample in range(samples[name]):
-                yield make_call(group.prompt, name, keys[name], sample, context=group)
+            for call in teacher_calls(group, name, keys[name], samples[name]):
+                yield call
 
 
 async def by_prompt(finished: AsyncIterable[list[Finished]]) -> AsyncIterator[list[Group]]:

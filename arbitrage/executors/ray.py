@@ -277,10 +277,10 @@ class RayExecutor:
 
     # what the actors report -----------------------------------------------------------------------------
     def _notice(self, ctx: Context, batch, latest: dict) -> None:
-        from arbitrage.executors.ray_stages import _notes
+        from arbitrage.executors.ray_stages import notes
 
         engine = ctx.engine
-        for note in _notes(batch):
+        for note in notes(batch):
             if note.seq > getattr(latest.get(note.shard), "seq", 0):
                 latest[note.shard] = note
             if note.error is not None and engine.error is None:

@@ -27,9 +27,8 @@ from ray.data.datasource import Datasource, ReadTask
 from arbitrage.engine import Budget, Engine, Journal, RetryPolicy
 from arbitrage.engine.streams import TeacherStats
 from arbitrage.executors.shared import ClusterBudget, ClusterRateLimit
-from arbitrage.rows import make_call
 from arbitrage.scoring import Scorer
-from arbitrage.stages import Group, score
+from arbitrage.stages import Group, score, teacher_calls
 from arbitrage.teachers import Teacher
 
 SCHEMA = pa.schema([("prompt_id", pa.string()), ("group", pa.binary()), ("scored", pa.binary()), ("notes", pa.binary())])
@@ -98,19 +97,20 @@ class Note:
     error: BaseException | None = None
 
 
-def _notes(batch: pa.Table) -> list[Note]:
+def notes(batch: pa.Table) -> list[Note]:
+    """Every actor's figures a batch carries (each stage adds its own to the first row)."""
     return [note for blob in batch.column("notes").to_pylist() if blob for note in pickle.loads(blob)]
 
 
 def _output(batch: pa.Table, groups: list[Group], scored: list | None, note: Note) -> pa.Table:
-    notes = [*_notes(batch), note]
+    carried = [*notes(batch), note]
     n = len(groups)
     return pa.table(
         {
             "prompt_id": batch.column("prompt_id"),
             "group": [pickle.dumps(g) for g in groups],
             "scored": batch.column("scored") if scored is None else [None if s is None else pickle.dumps(s) for s in scored],
-            "notes": [pickle.dumps(notes)] + [None] * (n - 1),
+            "notes": [pickle.dumps(carried)] + [None] * (n - 1),
         },
         schema=SCHEMA,
     )
@@ -156,12 +156,7 @@ class GenerateStage(_Stage):
     async def __call__(self, batch: pa.Table) -> pa.Table:
         await self.ready()
         groups: list[Group] = [pickle.loads(b) for b in batch.column("group").to_pylist()]
-        calls = [
-            make_call(g.prompt, self.name, self.key, sample, context=g)
-            for g in groups
-            if self.name in g.route.teachers
-            for sample in range(self.samples)
-        ]
+        calls = [c for g in groups if self.name in g.route.teachers for c in teacher_calls(g, self.name, self.key, self.samples)]
         if calls:
             for call, candidate in zip(calls, await self.engine.run(calls), strict=True):
                 call.context.candidates.append(candidate)

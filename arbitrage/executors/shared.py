@@ -44,7 +44,7 @@ class ClusterBudget:
     """`Budget`'s face over the ledger. `total` is this actor's latest view (exact at each hold)."""
 
     def __init__(self, ledger, cap_usd: float | None):
-        self.ledger, self.cap, self.total, self.held = ledger, cap_usd, 0.0, 0.0
+        self.ledger, self.cap, self.total = ledger, cap_usd, 0.0
 
     @property
     def exhausted(self) -> bool:
