@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from arbitrage.cost import Price, api_price, online_price
 from arbitrage.errors import ConfigError
@@ -18,8 +19,8 @@ from arbitrage.rows import Call, Completion
 from arbitrage.settings import number
 from arbitrage.teachers import Limits, Sampling, Teacher
 from arbitrage.teachers.diagnose import explain
-from arbitrage.teachers.openai_compat import OpenAICompatTeacher, api_key_from_env, ratelimit_headers
-from arbitrage.teachers.samples import NativeN, split_usage
+from arbitrage.teachers.openai_compat import OpenAICompatTeacher, api_key_from_env, parse_choices, ratelimit_headers
+from arbitrage.teachers.samples import NativeN
 
 # litellm fetches its price map from the network at import unless told not to (no network here).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -149,35 +150,14 @@ class LiteLLMTeacher:
             )
         except Exception as exc:  # litellm maps provider errors onto its own classes
             return [_failure(exc)] * n
-        by_index = {}
-        for position, choice in enumerate(response.choices or ()):
-            index = getattr(choice, "index", position)
-            if isinstance(index, int) and 0 <= index < n:
-                by_index.setdefault(index, choice)
-        if not by_index:
+        try:  # the OpenAI form of the response: one parser for both API paths
+            answers = parse_choices(response.model_dump(), n)
+        except (IndexError, KeyError, TypeError):
             return [Completion(text=None, error="invalid response: no choices", status=200)] * n
-        usage = getattr(response, "usage", None)
-        texts = {i: (c.message.content or "").strip() for i, c in by_index.items()}
-        # usage covers the request: prompt tokens once (first answer), completion tokens shared by characters
-        shares = dict(zip(texts, split_usage(getattr(usage, "completion_tokens", 0) or 0, list(texts.values())), strict=True))
         # litellm passes the provider's headers on with an "llm_provider-" prefix.
         provider = (getattr(response, "_hidden_params", None) or {}).get("additional_headers") or {}
-        headers = {k.removeprefix("llm_provider-"): v for k, v in provider.items()}
-        answers: list[Completion | None] = [None] * n
-        for i, choice in by_index.items():
-            top = None
-            logprobs = getattr(choice, "logprobs", None)
-            if logprobs is not None and getattr(logprobs, "content", None):
-                top = [{"token": t.token, "logprob": t.logprob} for t in logprobs.content[0].top_logprobs]
-            answers[i] = Completion(
-                text=texts[i],
-                finish_reason=choice.finish_reason,
-                tokens_in=(getattr(usage, "prompt_tokens", 0) or 0) if i == min(by_index) else 0,
-                tokens_out=shares[i],
-                logprobs=top,
-                ratelimit=ratelimit_headers(headers),
-            )
-        return answers
+        limits = ratelimit_headers({k.removeprefix("llm_provider-"): v for k, v in provider.items()})
+        return [None if a is None else replace(a, ratelimit=limits) for a in answers]
 
     async def complete(self, calls: Sequence[Call]) -> list[Completion]:
         return await self._native.complete(calls, self._send)
