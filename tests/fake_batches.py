@@ -3,8 +3,9 @@ retrieve, list, cancel, and output / error files, with a configurable completion
 and failed batches.
 
 Each request line of a batch is sent to the server's own /v1/chat/completions, so batch answers,
-usage and scripted faults (failed lines) are exactly those of online calls, and `server.seen`
-counts every call a batch carried, as a provider would bill it.
+usage and scripted faults (failed lines) are exactly those of online calls (a line's `n` gives n
+choices, as online), and `server.seen` counts every request a batch carried, as a provider would
+bill it.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ class Script:
     # of every message (CJK text is about one token per character), and max_tokens for the answer.
     tokens_per_char: float | None = None
     ignore_n: bool = False  # answer one choice whatever `n` asks (servers that do not implement it)
+    seeded: bool = False  # choice i answers for the request's seed + i, as vLLM's do: only right seeds match
 
 
 def answer_for(model: str, text: str, script: Script) -> str:
@@ -134,6 +135,8 @@ class FakeOpenAI:
                 contents = [content] + [
                     answer_for(body["model"], f"{text}#{i}", script) if content and not top else content for i in range(1, n)
                 ]
+                if script.seeded and content and not top:
+                    contents = [answer_for(body["model"], f"{text}@{body['seed'] + i}", script) for i in range(n)]
                 usages = [usage(body, text, c, script) for c in contents]
                 response = {
                     "id": "fake",

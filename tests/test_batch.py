@@ -12,13 +12,16 @@ import time
 
 import datasets
 import pytest
+from conftest import make_prompt
 from fake_openai import FakeOpenAI, Script, answer_for
 
 from arbitrage import cli
 from arbitrage.cost import batch_price, litellm_batch_price, litellm_price
 from arbitrage.errors import ConfigError
+from arbitrage.rows import make_call
 from arbitrage.teachers.batch_ledger import BatchLedger
 from arbitrage.teachers.litellm_api import api_teacher
+from arbitrage.teachers.samples import request_starts
 
 N = 36
 FAST = [  # tiny intervals: the tests wait on the fake server, not on production defaults
@@ -271,3 +274,138 @@ def test_the_ledger_keeps_each_calls_latest_batch_and_cuts_a_torn_last_line(tmp_
     again.close()
     assert BatchLedger(tmp_path, "t").carrier("c2").live  # the record after the cut line reads back whole
     assert BatchLedger(tmp_path, "other").carrier("c1") is None  # each teacher reads its own batches
+    shared = BatchLedger(tmp_path, "t")
+    shared.prepared("c", ["c4", "c5", "c6"], {"c4": ["c4", "c5"]})  # one line with n=2, one alone
+    shared.close()
+    again = BatchLedger(tmp_path, "t").carrier("c5")
+    assert again.tag == "c" and again.calls_of("c4") == ["c4", "c5"] and again.calls_of("c6") == ["c6"]
+
+
+# native n: a prompt's samples in one batch line ---------------------------------------------------
+SAMPLES = 3
+
+
+def uploaded(server):
+    """Every request line the fake received, batch by batch."""
+    files = (server.batches.files[b["input_file_id"]] for b in server.batches.batches.values())
+    return [[json.loads(line) for line in data.splitlines() if line.strip()] for data in files]
+
+
+def candidates(out):
+    """(prompt_id, sample) → answer, every candidate of a run."""
+    rows = datasets.load_dataset(str(out), "candidates", split="train")
+    return {(row["prompt_id"], row["sample"]): row["response"] for row in rows}
+
+
+def seeded_answers(line, script, model="good"):
+    """What the seeded fake answers a line's n choices: choice i for the line's seed + i."""
+    body = line["body"]
+    text = body["messages"][-1]["content"]
+    return [answer_for(model, f"{text}@{body['seed'] + i}", script) for i in range(body.get("n", 1))]
+
+
+def test_a_prompts_samples_go_in_one_batch_line_with_n_and_give_the_answers_of_one_request_per_sample(tmp_path):
+    script, n = Script(seeded=True), 6  # the fake's choice i answers for seed + i: a wrong seed shows
+    samples = f"teacher.openai_compat.sampling.n={SAMPLES}"
+    with FakeOpenAI(script) as server:
+        prompts = prompts_file(tmp_path, n)
+        batch = run(*args(server, tmp_path / "batch", prompts, *FAST, samples, n=n))
+        assert batch.returncode == 0, batch.stderr[-3000:]
+        lines = [line for file in uploaded(server) for line in file]
+        online = run(*args(server, tmp_path / "online", prompts, samples, "teacher.openai_compat.native_n=false", n=n))
+        assert online.returncode == 0, online.stderr[-3000:]
+        singles = [r["body"] for r in server.requests[len(lines) :]]
+    assert len(lines) == n and all(line["body"]["n"] == SAMPLES for line in lines)  # one line per prompt
+    seeds = {}
+    for body in singles:
+        seeds.setdefault(body["messages"][-1]["content"], []).append(body["seed"])
+    for line in lines:  # the first sample's seed; samples take consecutive ones
+        first = min(seeds[line["body"]["messages"][-1]["content"]])
+        assert line["body"]["seed"] == first and sorted(seeds[line["body"]["messages"][-1]["content"]]) == [
+            first,
+            first + 1,
+            first + 2,
+        ]
+    got = candidates(tmp_path / "batch")
+    assert sorted({s for _, s in got}) == list(range(SAMPLES)) and len(got) == n * SAMPLES
+    assert len(set(got.values())) == n * SAMPLES  # distinct samples
+    assert got == candidates(tmp_path / "online")  # each sample the answer a request of its own gets
+    calls = [json.loads(line) for line in (tmp_path / "batch" / "journal" / "calls.jsonl").read_text().splitlines()]
+    assert len(calls) == n * SAMPLES  # a journal record per sample
+    assert [c > 0 for c in sorted((r["tokens_in"] for r in calls), reverse=True)] == [True] * n + [False] * (2 * n)
+
+
+def test_kill_9_with_n_samples_per_line_then_resume_collects_every_sample_and_sends_nothing_again(tmp_path):
+    script, n = Script(seeded=True), 12
+    with FakeOpenAI(script) as server:
+        server.batches.script.delay_s = 2.0
+        out, prompts = tmp_path / "run", prompts_file(tmp_path, n)
+        a = args(server, out, prompts, *FAST, f"teacher.openai_compat.sampling.n={SAMPLES}", n=n)
+        process = subprocess.Popen(command(*a), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while True:  # every call in a batch the provider accepted
+            prepared = {r["tag"]: len(r["calls"]) for r in ledger(out) if r["event"] == "prepared"}
+            submitted = {r["tag"] for r in ledger(out) if r["event"] == "submitted"}
+            if sum(prepared.values()) == n * SAMPLES and submitted == prepared.keys():
+                break
+            assert process.poll() is None and time.time() < deadline, process.communicate()[1][-3000:]
+            time.sleep(0.02)
+        process.kill()
+        process.wait()
+        submitted = len(server.batches.batches)
+        server.batches.finish_now()
+        result = run(*a)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert len(server.batches.batches) == submitted  # the rerun polled them, and submitted nothing
+        assert "of an earlier run are still running" in result.stderr
+        lines = [line for file in uploaded(server) for line in file]
+        assert len(lines) == n and sorted(server.batches.carried.values()) == [1] * n
+        assert sorted(server.seen.values()) == [1] * n  # one request per prompt, its 3 samples in it
+    shared = [ids for r in ledger(out) if r["event"] == "prepared" for ids in r.get("shared", {}).values()]
+    assert len(shared) == n and all(len(ids) == SAMPLES for ids in shared)
+    got = candidates(out)
+    assert len(got) == n * SAMPLES and {s for _, s in got} == set(range(SAMPLES))
+    assert set(got.values()) == {answer for line in lines for answer in seeded_answers(line, script)}
+
+
+def test_native_n_false_gives_a_batch_line_per_sample(tmp_path):
+    with FakeOpenAI(Script(seeded=True)) as server:
+        extra = (f"teacher.openai_compat.sampling.n={SAMPLES}", "teacher.openai_compat.native_n=false")
+        result = run(*args(server, tmp_path / "run", prompts_file(tmp_path, 4), *FAST, *extra, n=4))
+        assert result.returncode == 0, result.stderr[-3000:]
+        lines = [line for file in uploaded(server) for line in file]
+    assert len(lines) == 4 * SAMPLES and not any("n" in line["body"] for line in lines)
+    assert len({line["body"]["seed"] for line in lines}) == 4 * SAMPLES
+    assert len(candidates(tmp_path / "run")) == 4 * SAMPLES
+
+
+def test_a_line_short_of_choices_sends_the_missing_samples_again_and_a_refused_line_fails_all_its_samples(tmp_path):
+    script, n = Script(seeded=True, ignore_n=True, always_fail_marker="number 2."), 6
+    with FakeOpenAI(script) as server:
+        out = tmp_path / "run"
+        result = run(*args(server, out, prompts_file(tmp_path, n), *FAST, f"teacher.openai_compat.sampling.n={SAMPLES}", n=n))
+        assert result.returncode == 0, result.stderr[-3000:]
+        lines = [line for file in uploaded(server) for line in file]
+    first = [line for line in lines if "n" in line["body"]]
+    assert len(first) == n and all(line["body"]["n"] == SAMPLES for line in first)
+    assert len(lines) - n == 2 * (n - 1)  # each answered line's two missing samples, one line each
+    assert "mishandles n" in result.stderr
+    expected = {
+        answer
+        for line in first
+        if "number 2." not in line["body"]["messages"][-1]["content"]
+        for answer in seeded_answers(line, script)
+    }
+    got = candidates(out)
+    assert {answer for answer in got.values() if answer} == expected  # the retried samples kept their seeds
+    records = [json.loads(line) for line in (out / "journal" / "calls.jsonl").read_text().splitlines()]
+    refused = [r for r in records if r["error"]]
+    assert len(refused) == SAMPLES and all("HTTP 400" in r["error"] and r["attempts"] == 1 for r in refused)
+
+
+def test_a_batch_teacher_counts_lines_as_requests_and_bills_a_prompt_once_per_line():
+    with_n = api_teacher("a", "openai/gpt-4o-mini", mode="batch", sampling={"n": SAMPLES})
+    alone = api_teacher("a", "openai/gpt-4o-mini", mode="batch", sampling={"n": SAMPLES}, native_n=False)
+    calls = [make_call(make_prompt(prompt_id=f"p{i}"), "a", "k", s) for i in range(2) for s in range(SAMPLES)]
+    assert with_n.limits.native_n and request_starts(calls, with_n) == [True, False, False] * 2  # estimate and rpm too
+    assert not alone.limits.native_n and request_starts(calls, alone) == [True] * 6

@@ -6,6 +6,11 @@ bytes per file) or when no call arrived for `linger_s`; each `complete` resolves
 of its batch lands. A large `limits.batch_size` × `max_concurrency` (= `max_pending`) keeps
 thousands of calls waiting at once.
 
+Native `n` as online (samples.py): a run of consecutive samples of one prompt is one batch line with
+`n` and the first sample's seed, its custom_id the first call's id; the line's choices go back to its
+calls in order. A line that comes back with fewer choices turns native `n` off (the missing calls
+are retried as lines of their own), as online.
+
 The batch ledger (batch_ledger.py) records every batch and the calls it carries before the batch
 is created, so a crash, Ctrl-C or kill -9 never submits a call twice: the rerun polls the batches
 still running and collects their answers. Ctrl-C does not cancel a batch: it keeps running at the
@@ -31,10 +36,11 @@ from arbitrage.errors import ArbitrageError, ConfigError
 from arbitrage.rows import Call, Completion
 from arbitrage.settings import choice
 from arbitrage.teachers import Limits, Teacher
-from arbitrage.teachers.batch_api import BatchAPI, BatchAPIError, completion_of, missing_completion
+from arbitrage.teachers.batch_api import BatchAPI, BatchAPIError, completions_of, missing_completion
 from arbitrage.teachers.batch_ledger import TERMINAL, BatchLedger, BatchRecord
 from arbitrage.teachers.batch_settings import BatchSettings
 from arbitrage.teachers.openai_compat import OpenAICompatTeacher, api_key_from_env
+from arbitrage.teachers.samples import NativeN
 
 log = logging.getLogger(__name__)
 CALLS_PER_WORKER = 1000  # calls one engine worker hands over per complete()
@@ -60,6 +66,7 @@ class _Batch:
 
     futures: dict[str, asyncio.Future] = field(default_factory=dict)
     lines: list[bytes] = field(default_factory=list)
+    shared: dict[str, list[str]] = field(default_factory=dict)  # custom_id → its line's calls, where several (native n)
     size: int = 0
     opened: float = field(default_factory=time.monotonic)
     last: float = field(default_factory=time.monotonic)
@@ -74,7 +81,10 @@ class BatchTeacher:
         self.name, self.model, self.sampling = online.name, online.model, online.sampling
         per_worker = min(CALLS_PER_WORKER, settings.max_pending)
         workers = math.ceil(settings.max_pending / per_worker)
-        self.limits = Limits(workers, per_worker, where=f"teacher.{self.name}")  # the provider's batch queue paces it
+        native = online.limits.native_n
+        # The provider's batch queue paces it; native_n: the estimate and the breaker count lines, not samples.
+        self.limits = Limits(workers, per_worker, native_n=native, where=f"teacher.{self.name}")
+        self._native = NativeN(self.name, native, seeded=self.sampling.seed is not None)
         self._journal_dir: Path | None = None
         self._ledger: BatchLedger | None = None
         self._api: BatchAPI | None = None
@@ -153,8 +163,11 @@ class BatchTeacher:
                 self._ledger.abandoned(batch.tag, "not at the provider: never created")
 
     async def complete(self, calls: Sequence[Call]) -> list[Completion]:
-        futures = [await self._place(call) for call in calls]
-        return list(await asyncio.gather(*futures))
+        placed = [await self._place(call) for call in calls]
+        # Only the calls still to send are cut into lines: one an earlier run sent is never in a line again.
+        fresh = [call for call, future in zip(calls, placed, strict=True) if future is None]
+        added = iter([future for run in self._native.runs(fresh) for future in self._add([fresh[i] for i in run])])
+        return list(await asyncio.gather(*(future if future is not None else next(added) for future in placed)))
 
     def halt(self, reason: str) -> None:
         """The engine stopped. A budget stop submits the open batch (its calls fit the budget) and
@@ -200,7 +213,8 @@ class BatchTeacher:
         await self.online.close()
 
     # placing a call ------------------------------------------------------------------------------
-    async def _place(self, call: Call) -> asyncio.Future:
+    async def _place(self, call: Call) -> asyncio.Future | None:
+        """The call's answer if it is waiting, stopped, or an earlier run's batch carries it; None: send it."""
         if call.call_id in self._waiting:
             return self._waiting[call.call_id]
         future = asyncio.get_running_loop().create_future()
@@ -216,19 +230,22 @@ class BatchTeacher:
             if answer is not None:
                 future.set_result(answer)
                 return future
-        self._add(call, future)
-        return future
+        return None
 
     def _track(self, call_id: str, future: asyncio.Future, batch: _Batch) -> None:
         batch.futures[call_id] = future
         self._waiting[call_id] = future
         future.add_done_callback(lambda _, c=call_id, f=future: self._waiting.pop(c, None) if self._waiting.get(c) is f else None)
 
-    def _add(self, call: Call, future: asyncio.Future) -> None:
-        line = self._api.line(call.call_id, self.online._body(call))
+    def _add(self, calls: Sequence[Call]) -> list[asyncio.Future]:
+        """One line for consecutive samples of one prompt (`n` = how many), named by the first call."""
+        futures = [asyncio.get_running_loop().create_future() for _ in calls]
+        line = self._api.line(calls[0].call_id, self.online._body(calls[0], len(calls)))
         if len(line) > self.settings.max_bytes:
-            future.set_result(Completion(None, error=f"request of {len(line)} bytes is over batch.max_bytes", status=400))
-            return
+            failed = Completion(None, error=f"request of {len(line)} bytes is over batch.max_bytes", status=400)
+            for future in futures:
+                future.set_result(failed)
+            return futures
         batch = self._open
         if batch is not None and (
             len(batch.lines) >= self.settings.max_requests or batch.size + len(line) > self.settings.max_bytes
@@ -241,9 +258,13 @@ class BatchTeacher:
         batch.lines.append(line)
         batch.size += len(line)
         batch.last = time.monotonic()
-        self._track(call.call_id, future, batch)
+        if len(calls) > 1:
+            batch.shared[calls[0].call_id] = [call.call_id for call in calls]
+        for call, future in zip(calls, futures, strict=True):
+            self._track(call.call_id, future, batch)
         if self._halted == "budget":
             self._flush()
+        return futures
 
     async def _linger(self, batch: _Batch) -> None:
         while self._open is batch:
@@ -278,7 +299,7 @@ class BatchTeacher:
     async def _submit_and_poll(self, batch: _Batch) -> None:
         """Ledger first (fsynced), then upload and create: a crash anywhere never sends a call twice."""
         tag = f"{self.name}-{uuid.uuid4().hex[:16]}"
-        batch.record = self._ledger.prepared(tag, batch.futures)
+        batch.record = self._ledger.prepared(tag, batch.futures, batch.shared)
         data, batch.lines = b"".join(batch.lines), []
         try:
             file_id = await self._api.upload(data, f"arbitrage-{tag}.jsonl")
@@ -342,11 +363,18 @@ class BatchTeacher:
             if not file_id:
                 continue
             async for line in self._api.lines(file_id):
-                call_id, completion = line.get("custom_id"), completion_of(line)
-                (failed if completion.error else answered).add(call_id)
-                future = batch.futures.pop(call_id, None)
-                if future is not None and not future.done():
-                    future.set_result(completion)
+                call_ids = record.calls_of(line.get("custom_id"))
+                completions = completions_of(line, len(call_ids))
+                if None in completions:  # the provider ignored `n`: its missing samples go again, one per line
+                    got = len(call_ids) - completions.count(None)
+                    self._native.stop_native(f"a batch line returned {got} of {len(call_ids)} choices")
+                    lacking = Completion(None, error=f"batch line returned {got} of {len(call_ids)} choices")
+                    completions = [c if c is not None else lacking for c in completions]
+                for call_id, completion in zip(call_ids, completions, strict=True):
+                    (failed if completion.error else answered).add(call_id)
+                    future = batch.futures.pop(call_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(completion)
         missing = set(record.calls) - answered - failed
         why = missing_completion(record.batch_id, state)
         self._settle(batch, lambda _: why)
@@ -364,8 +392,11 @@ class BatchTeacher:
         return answers.pop(call_id, None)
 
     async def _read_output(self, record: BatchRecord) -> dict[str, Completion]:
+        answers: dict[str, Completion | None] = {}
         try:
-            answers = {line.get("custom_id"): completion_of(line) async for line in self._api.lines(record.output_file_id)}
+            async for line in self._api.lines(record.output_file_id):
+                call_ids = record.calls_of(line.get("custom_id"))
+                answers.update(zip(call_ids, completions_of(line, len(call_ids)), strict=True))
         except BatchAPIError as exc:  # the provider deleted it (files expire): the call is sent again
             log.warning(
                 "teacher %s: output of batch %s is gone (%s): its unjournaled calls are sent again",
@@ -374,7 +405,7 @@ class BatchTeacher:
                 exc,
             )
             return {}
-        return {call_id: c for call_id, c in answers.items() if c.ok}
+        return {call_id: c for call_id, c in answers.items() if c is not None and c.ok}
 
     def _settle(self, batch: _Batch, completion_for) -> None:
         for future in batch.futures.values():

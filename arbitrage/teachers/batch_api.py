@@ -1,6 +1,7 @@
 """The OpenAI Files + Batches endpoints (OpenAI, Together, Groq, and servers that copy them), over
 aiohttp: upload a JSONL of requests, create a batch, retrieve and list batches, stream a file's
-lines back. Each output line becomes a `Completion` the engine treats like an online answer.
+lines back. Each output line becomes the `Completion`s the engine treats like online answers: one
+per choice of a line that asks for a prompt's samples with `n`.
 
 Batch objects (https://platform.openai.com/docs/api-reference/batch): status validating →
 in_progress → finalizing → completed, or failed / expired / cancelling → cancelled. Successful
@@ -18,7 +19,7 @@ from urllib.parse import urlparse
 import aiohttp
 
 from arbitrage.rows import Completion
-from arbitrage.teachers.openai_compat import parse_chat_response
+from arbitrage.teachers.openai_compat import parse_choices
 
 TAG_KEY = "arbitrage_tag"  # our batch metadata: finds a batch whose id a crash kept us from recording
 
@@ -115,17 +116,23 @@ class BatchAPI:
             raise BatchAPIError(f"GET {url}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
 
 
-def completion_of(record: dict) -> Completion:
-    """One output or error line as the Completion an online call would have given."""
+def completions_of(record: dict, n: int) -> list[Completion | None]:
+    """One output or error line as the answers an online request with `n` choices would have given
+    (`parse_choices`: None for a choice the line lacks), or the line's failure for all n."""
+    response = record.get("response") or {}
+    if response.get("status_code") == 200 and not record.get("error"):
+        try:
+            return parse_choices(response.get("body"), n)
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            return [Completion(text=None, error=f"invalid response body: {exc!r}"[:300], status=200)] * n
+    return [_failure(record)] * n
+
+
+def _failure(record: dict) -> Completion:
     response = record.get("response") or {}
     error = record.get("error")
     status = response.get("status_code")
     body = response.get("body")
-    if status == 200 and not error:
-        try:
-            return parse_chat_response(body)
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            return Completion(text=None, error=f"invalid response body: {exc!r}"[:300], status=200)
     if error:  # the provider's own verdict on the line (expired, cancelled, …): sending it again may work
         said = f"{error.get('code') or 'error'}: {error.get('message') or ''}".rstrip(": ")
         return Completion(text=None, error=f"batch line failed: {said}"[:300], status=status if status != 200 else None)

@@ -3,7 +3,7 @@ the batch exists, so that no crash ever submits a call twice.
 
 One append-only JSONL, fsynced per record. The order of a batch's records makes kill -9 safe:
 
-    prepared (tag, call ids)  →  upload, create with metadata {arbitrage_tag: tag}  →  submitted (batch id)
+    prepared (tag, call ids, lines with native n)  →  upload, create with metadata {arbitrage_tag: tag}  →  submitted (batch id)
     → … poll …  →  done (status, output/error file ids, the calls that failed)
 
 A crash before `prepared` lost nothing; between `prepared` and `submitted` the batch may or may not
@@ -11,6 +11,10 @@ exist, and the rerun looks it up by its tag (`resolve`, listing the provider's b
 of its calls is sent again; after `submitted` the rerun polls it. Answers are journaled in
 `calls.jsonl` as they are parsed; a call whose answer was downloaded but not journaled is read again
 from the batch's output file, never paid for twice.
+
+A line's `custom_id` is its first call's id. A line that asks for a prompt's samples with native `n`
+carries several calls; `prepared` lists them under `shared` (custom_id → call ids), so the rerun
+maps each choice back to its call.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +50,11 @@ class BatchRecord:
     error_file_id: str | None = None
     failed: set[str] = field(default_factory=set)  # calls whose line failed (they are free to go again)
     abandoned: bool = False  # prepared, but the provider never created it: its calls are free
+    shared: dict[str, list[str]] = field(default_factory=dict)  # custom_id → its line's calls, where several
+
+    def calls_of(self, custom_id: str) -> list[str]:
+        """The calls one line carries, in choice order."""
+        return self.shared.get(custom_id, [custom_id])
 
     @property
     def live(self) -> bool:
@@ -92,7 +101,9 @@ class BatchLedger:
     def _apply(self, record: dict) -> None:
         event, tag = record["event"], record["tag"]
         if event == "prepared":
-            self.batches[tag] = BatchRecord(tag, record["teacher"], record["calls"], record["time"])
+            self.batches[tag] = BatchRecord(
+                tag, record["teacher"], record["calls"], record["time"], shared=record.get("shared") or {}
+            )
             for call_id in record["calls"]:
                 self._carrier[call_id] = tag
             return
@@ -122,8 +133,9 @@ class BatchLedger:
         self._apply(record)
 
     # the steps of a batch ------------------------------------------------------------------------
-    def prepared(self, tag: str, calls: Iterable[str]) -> BatchRecord:
-        self._write({"event": "prepared", "tag": tag, "time": round(time.time(), 3), "calls": list(calls)})
+    def prepared(self, tag: str, calls: Iterable[str], shared: Mapping[str, list[str]] | None = None) -> BatchRecord:
+        record = {"event": "prepared", "tag": tag, "time": round(time.time(), 3), "calls": list(calls)}
+        self._write(record | ({"shared": dict(shared)} if shared else {}))
         return self.batches[tag]
 
     def submitted(self, tag: str, batch_id: str, input_file_id: str | None) -> None:

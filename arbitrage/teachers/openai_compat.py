@@ -89,10 +89,6 @@ def ratelimit_headers(headers) -> dict | None:
     return found or None
 
 
-def parse_chat_response(body: dict) -> Completion:
-    return parse_choices(body, 1)[0]
-
-
 def parse_choices(body: dict, n: int) -> list[Completion | None]:
     """The answers to a request with `n` choices, by choice index (None where the server sent no such
     choice). Usage covers the whole request: its prompt tokens go on the first answer (the prompt was

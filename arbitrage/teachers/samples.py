@@ -74,8 +74,12 @@ class NativeN:
     def __init__(self, teacher: str, enabled: bool, seeded: bool):
         self.teacher, self.enabled, self.seeded = teacher, enabled, seeded
 
+    def runs(self, calls: Sequence[Call]) -> list[list[int]]:
+        """The calls' indices cut into requests: runs of samples while native `n` is on, else one each."""
+        return sample_runs(calls, self.seeded) if self.enabled else [[i] for i in range(len(calls))]
+
     async def complete(self, calls: Sequence[Call], send: Send) -> list[Completion]:
-        runs = sample_runs(calls, self.seeded) if self.enabled else [[i] for i in range(len(calls))]
+        runs = self.runs(calls)
         answers = await asyncio.gather(*(self._run([calls[i] for i in run], send) for run in runs))
         return [completion for answer in answers for completion in answer]
 
@@ -93,16 +97,16 @@ class NativeN:
                 return list(got)
             singles = await self._singles(calls, send)  # a server that refuses `n` itself, or a bad prompt?
             if any(s.ok for s in singles):
-                self._stop_native(f"it refused n={len(calls)} ({first.error[:120]})")
+                self.stop_native(f"it refused n={len(calls)} ({first.error[:120]})")
             return singles
         missing = [i for i, completion in enumerate(got) if completion is None]
         if not missing:
             return list(got)
-        self._stop_native(f"it returned {len(calls) - len(missing)} of {len(calls)} choices")
+        self.stop_native(f"it returned {len(calls) - len(missing)} of {len(calls)} choices")
         singles = iter(await self._singles([calls[i] for i in missing], send))
         return [completion if completion is not None else next(singles) for completion in got]
 
-    def _stop_native(self, why: str) -> None:
+    def stop_native(self, why: str) -> None:
         if self.enabled:
             log.warning(
                 "teacher %s: the server mishandles n (%s) — sending one request per sample from now on; "
