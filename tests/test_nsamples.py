@@ -110,6 +110,9 @@ def test_a_server_that_ignores_n_loses_no_sample(tmp_path, caplog):
     seeds = {(b["messages"][-1]["content"], b["seed"]) for b in bodies}
     assert len(seeds) == 9  # every sample asked with its own seed
     assert "mishandles n" in caplog.text and "native_n=false" in caplog.text
+    # From then on the engine's requests-per-minute count sees one request per sample.
+    assert not teacher.limits.native_n
+    assert request_starts(calls[:3], teacher) == [True, True, True]
 
 
 def test_native_n_false_sends_one_request_per_sample(tmp_path):

@@ -26,7 +26,7 @@ import math
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
@@ -84,7 +84,7 @@ class BatchTeacher:
         native = online.limits.native_n
         # The provider's batch queue paces it; native_n: the estimate and the breaker count lines, not samples.
         self.limits = Limits(workers, per_worker, native_n=native, where=f"teacher.{self.name}")
-        self._native = NativeN(self.name, native, seeded=self.sampling.seed is not None)
+        self._native = NativeN(self.name, native, seeded=self.sampling.seed is not None, on_stop=self._native_off)
         self._journal_dir: Path | None = None
         self._ledger: BatchLedger | None = None
         self._api: BatchAPI | None = None
@@ -97,6 +97,9 @@ class BatchTeacher:
         self._outputs: dict[str, asyncio.Task] = {}  # tag → answers of a finished batch, read again after a crash
         self._halted: str | None = None
         self.answered = self.failed_lines = 0
+
+    def _native_off(self) -> None:
+        self.limits = replace(self.limits, native_n=False)
 
     # the Teacher protocol -------------------------------------------------------------------------
     def identity(self) -> dict:

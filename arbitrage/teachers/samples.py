@@ -71,8 +71,9 @@ class NativeN:
     skips the probe for servers known to mishandle `n`.
     """
 
-    def __init__(self, teacher: str, enabled: bool, seeded: bool):
+    def __init__(self, teacher: str, enabled: bool, seeded: bool, on_stop: Callable[[], None] | None = None):
         self.teacher, self.enabled, self.seeded = teacher, enabled, seeded
+        self.on_stop = on_stop  # the teacher drops `limits.native_n`, so rpm counts each sample's request again
 
     def runs(self, calls: Sequence[Call]) -> list[list[int]]:
         """The calls' indices cut into requests: runs of samples while native `n` is on, else one each."""
@@ -115,6 +116,8 @@ class NativeN:
                 why,
                 self.teacher,
             )
+            if self.on_stop is not None:
+                self.on_stop()
         self.enabled = False
 
 
