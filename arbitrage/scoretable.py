@@ -41,6 +41,7 @@ class ScoreTable:
     # more samples, the columns' gap the gain from more teachers.
     first: np.ndarray | None = None
     samples: int = 1
+    per_sample: np.ndarray | None = None  # [prompts, teachers, samples]: each sample's reward (NaN: none)
 
     @property
     def complete(self) -> bool:
@@ -67,6 +68,7 @@ class ScoreTable:
             [self.decisions[i] for i in rows],
             None if self.first is None else self.first[rows],
             self.samples,
+            None if self.per_sample is None else self.per_sample[rows],
         )
 
 
@@ -90,13 +92,14 @@ def load(run_dir: Path | str) -> ScoreTable:
     shape = (len(order), len(teachers))
     reward, first, latency, tok_in, tok_out = (np.full(shape, np.nan) for _ in range(5))
     failed, filtered = np.ones(shape, dtype=bool), np.ones(shape, dtype=bool)
-    samples = 1
+    samples = 1 + max(c.get("sample") or 0 for c in candidates)
+    per_sample = np.full((*shape, samples), np.nan)
     for c in candidates:
         i, j = row[c["prompt_id"]], col[c["teacher"]]
         sample = c.get("sample") or 0
-        samples = max(samples, sample + 1)
         bad, dropped = c["score"] is None, bool(c.get("filtered"))  # runs before the filters lack `filtered`
         value = 0.0 if bad or dropped else c["score"]
+        per_sample[i, j, sample] = value
         if sample == 0:
             first[i, j] = value
             latency[i, j], tok_in[i, j], tok_out[i, j] = c["latency_s"], c["tokens_in"], c["tokens_out"]
@@ -126,6 +129,7 @@ def load(run_dir: Path | str) -> ScoreTable:
         [prompts[pid][1] for pid in order],
         first,
         samples,
+        per_sample,
     )
 
 

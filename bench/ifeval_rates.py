@@ -10,6 +10,10 @@ best single teacher, and arbitrage (the best answer across teachers) with one an
 by the strict fraction of checks passed, as the dataset picks it; loose rates are those same
 answers' loose verdicts. Verdicts are recomputed from the answers and the prompts' constraints with
 the checks of this checkout (an answer the quality stage filtered counts as failing).
+
+`--max-tokens K` replays a smaller `sampling.max_tokens` on the same run: an answer longer than K
+tokens would have been cut off at K (same seed, same first K tokens), and the quality stage drops
+cut-off answers, so it counts as failing. One long run thus measures every shorter cap.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from arbitrage import scoretable
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
-    run_dir = parser.parse_args().run_dir
+    parser.add_argument("--max-tokens", type=int, default=None, help="count answers longer than this as cut off")
+    opts = parser.parse_args()
+    run_dir, cap = opts.run_dir, opts.max_tokens
     checks = {}
     for name in ("sft", "rejected_rows"):
         for row in scoretable.read_config(run_dir, name):
@@ -34,6 +40,7 @@ def main() -> None:
     answers: dict[str, dict[str, list[tuple]]] = defaultdict(lambda: defaultdict(list))
     for c in scoretable.read_config(run_dir, "candidates"):
         text, usable = c["response"] or "", c["score"] is not None and not c.get("filtered")
+        usable = usable and (cap is None or (c["tokens_out"] or 0) < cap)  # at exactly K it stopped or was cut
         constraints = checks[c["prompt_id"]]
         strict = [C.check(x, text) for x in constraints] if usable else [False]
         loose = [C.check_loose(x, text) for x in constraints] if usable else [False]
@@ -64,7 +71,8 @@ def main() -> None:
     rows.append(("arbitrage, 1 sample each", rate(lambda by: best([sorted(by[t])[0] for t in teachers]))))
     for k in ks:
         rows.append((f"arbitrage, best of {k} each", rate(lambda by, k=k: best([o for t in teachers for o in first(by[t], k)]))))
-    print(f"{len(prompts)} prompts answered by {', '.join(teachers)}, {n} samples each ({run_dir})\n")
+    capped = f", answers over {cap} tokens counted as cut off" if cap else ""
+    print(f"{len(prompts)} prompts answered by {', '.join(teachers)}, {n} samples each ({run_dir}{capped})\n")
     print("| answers kept | full pass, strict | full pass, loose |\n|---|---:|---:|")
     for label, (strict, loose) in rows:
         print(f"| {label} | {strict:.3f} | {loose:.3f} |")

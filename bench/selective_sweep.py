@@ -1,4 +1,4 @@
-"""The learned router's features and selective arbitrage's min_gain, swept on a finished `all` run.
+"""The learned router's features and selective arbitrage's min_gain and call budget, swept on a finished `all` run.
 
     python bench/selective_sweep.py runs/ifeval200
 
@@ -24,8 +24,8 @@ def main() -> None:
     vectors = M.embed(table.prompts)
     everything = table.oracle().mean()
 
-    def run(vec, calls: int, gain: float) -> tuple[float, float, float]:
-        results = [R.measure("", R.cross_validated(table, vec, 5, seed, calls, gain), table) for seed in range(5)]
+    def run(vec, calls: int, gain: float, budget: float | None = None) -> tuple[float, float, float]:
+        results = [R.measure("", R.cross_validated(table, vec, 5, seed, calls, gain, budget), table) for seed in range(5)]
         return tuple(
             float(np.mean([getattr(r, k) for r in results])) for k in ("mean_reward", "calls_per_prompt", "gain_captured")
         )
@@ -47,6 +47,13 @@ def main() -> None:
     for min_gain in (0.15, 0.12, 0.1, 0.08):
         mean, calls, _ = run(vectors, 2, min_gain)
         print(f"| {min_gain} | {mean:.3f} | {mean / everything:.0%} | {calls:.2f} |")
+    print("\n| selective calls_per_prompt (budget) | mean reward | share of `all` | calls / prompt |\n|---|---:|---:|---:|")
+    for budget in (1.3, 1.4, 1.5):
+        mean, calls, _ = run(vectors, 2, 0.0, budget)
+        print(f"| {budget} | {mean:.3f} | {mean / everything:.0%} | {calls:.2f} |")
+    persistence = R.winner_persistence(table)
+    if persistence is not None:
+        print(f"\nwinner persistence (routers/replay.py): {persistence:.0%}")
 
 
 if __name__ == "__main__":

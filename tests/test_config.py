@@ -111,3 +111,7 @@ def test_learned_router_needs_a_model_and_bandit_is_online():
     learned = build(compose_cfg(["router=learned", "router.model=runs/x/router.pt"])).router
     assert not isinstance(learned, OnlineRouter)
     assert str(learned.path) == "runs/x/router.pt" and learned._model is None
+    budget = ["router=learned", "router.model=runs/x/router.pt", "router.max_calls=2", "router.calls_per_prompt=1.5"]
+    assert build(compose_cfg(budget)).router.budget.per_prompt == 1.5
+    with pytest.raises(ConfigError, match="needs router.max_calls=2 or more"):
+        build(compose_cfg(budget[:2] + ["router.calls_per_prompt=1.5"]))

@@ -2,7 +2,9 @@
 
 Selective arbitrage (`router.max_calls=2`): also calls the next teacher where the model's
 expected gain from a second answer clears `router.min_gain` (routers/model.py `plan`), so the
-calls go to the prompts where the teachers are close or the prediction is unsure.
+calls go to the prompts where the teachers are close or the prediction is unsure. Or give it a
+budget, `router.calls_per_prompt=1.5`: `min_gain` is then the bar at which the training prompts,
+predicted unseen, would average that many calls, and the run never exceeds the budget.
 
 Build the model with `arbitrage train-router RUN_DIR` on an `all` run (routers/model.py). Each batch
 of prompts is embedded at once and routed; nothing is kept per prompt, so memory stays flat in N.
@@ -11,7 +13,9 @@ of prompts is embedded at once and routed; nothing is kept per prompt, so memory
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from arbitrage.errors import ConfigError
@@ -20,13 +24,37 @@ from arbitrage.rows import Prompt
 from arbitrage.settings import number
 
 
+@dataclass
+class CallBudget:
+    """At most `per_prompt` calls per prompt over a run, as a hard cap: a prompt gets its further
+    calls only while the calls so far leave room for them (routing order decides at the edge)."""
+
+    per_prompt: float
+    calls: int = 0
+    prompts: int = 0
+
+    def trim(self, plan: list[str]) -> list[str]:
+        self.prompts += 1
+        room = max(1, math.floor(self.per_prompt * self.prompts + 1e-9) - self.calls)  # per_prompt ≥ 1: always ≥ 1
+        plan = plan[:room]
+        self.calls += len(plan)
+        return plan
+
+
 class LearnedRouter:
     name = "learned"
 
-    def __init__(self, model: str, max_calls: int = 1, min_gain: float = 0.05):
+    def __init__(self, model: str, max_calls: int = 1, min_gain: float = 0.05, calls_per_prompt: float | None = None):
         self.path = Path(model)
         self.max_calls = number("router.max_calls", max_calls, int, 1)
         self.min_gain = number("router.min_gain", min_gain, float, 0)
+        self.budget = None
+        if calls_per_prompt is not None:
+            self.budget = CallBudget(number("router.calls_per_prompt", calls_per_prompt, float, 1))
+            if self.max_calls < 2:
+                raise ConfigError(
+                    f"router.calls_per_prompt={calls_per_prompt} needs router.max_calls=2 or more (the most teachers one prompt may get)"
+                )
         self._model = None  # loaded by check(); the embedding model on the first prompts routed
 
     def _load(self):
@@ -47,10 +75,14 @@ class LearnedRouter:
                 f"router.model {self.path} was trained for {', '.join(model.teachers)}, none of which is configured — "
                 f"configured: {', '.join(teachers)}; train it on a run with these teachers"
             )
+        if self.budget is not None:
+            self.min_gain = model.min_gain_for(self.budget.per_prompt, teachers, self.max_calls)
 
     def identity(self) -> dict:
         digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16] if self.path.is_file() else str(self.path)
         selective = {"max_calls": self.max_calls, "min_gain": self.min_gain} if self.max_calls > 1 else {}
+        if self.budget is not None:
+            selective = {"max_calls": self.max_calls, "calls_per_prompt": self.budget.per_prompt}
         return {"router": "learned", "model": digest, **selective}
 
     def route(self, prompts: Sequence[Prompt], teachers: Sequence[str]) -> list[Route]:
@@ -61,6 +93,8 @@ class LearnedRouter:
         model = self._load()
         predicted = model.predict(prompts, embed(prompts))
         plans = model.plan(predicted, teachers, self.max_calls, self.min_gain)
+        if self.budget is not None:
+            plans = [self.budget.trim(plan) for plan in plans]
         col = {t: j for j, t in enumerate(model.teachers)}
         routes = []
         for row, plan in zip(predicted.tolist(), plans, strict=True):

@@ -80,22 +80,32 @@ def fit_ridge(x: torch.Tensor, y: torch.Tensor, alphas: Sequence[float] = ALPHAS
 def fit_ridge_loo(x: torch.Tensor, y: torch.Tensor, alphas: Sequence[float] = ALPHAS) -> tuple[torch.Tensor, float, float, float]:
     """`fit_ridge`, plus the leave-one-out RMSE at the chosen alpha: how far off a prediction for
     an unseen prompt typically is, which selective routing weighs against another call."""
+    weights, bias, alpha, loo, _ = _ridge(x, y, alphas)
+    return weights, bias, alpha, loo
+
+
+def _ridge(x: torch.Tensor, y: torch.Tensor, alphas: Sequence[float]) -> tuple[torch.Tensor, float, float, float, torch.Tensor]:
+    """`fit_ridge_loo` and each row's leave-one-out prediction (what the model says of a prompt it
+    did not see: selective routing calibrates its call budget on these, not on in-sample fits)."""
     n = len(y)
     if n < 3:  # too few to fit anything: predict the mean
-        return torch.zeros(x.shape[1], dtype=torch.float64), float(y.mean()) if n else 0.0, float("nan"), 0.5
+        mean = float(y.mean()) if n else 0.0
+        return torch.zeros(x.shape[1], dtype=torch.float64), mean, float("nan"), 0.5, torch.full((n,), mean, dtype=torch.float64)
     mu, y_mean = x.mean(0), y.mean()
     u, s, vh = torch.linalg.svd(x - mu, full_matrices=False)
     uty = u.T @ (y - y_mean)
-    best = (float("inf"), alphas[0])
+    best = (float("inf"), alphas[0], y)
     for alpha in alphas:
         shrink = s**2 / (s**2 + alpha)
         residual = (y - y_mean) - u @ (shrink * uty)
         leverage = (u**2) @ shrink + 1.0 / n  # diagonal of the hat matrix, intercept included
-        loo = float(((residual / (1.0 - leverage).clamp_min(1e-9)) ** 2).mean())
-        best = min(best, (loo, alpha))
-    loo, alpha = best
+        loo_residual = residual / (1.0 - leverage).clamp_min(1e-9)
+        loo = float((loo_residual**2).mean())
+        if loo < best[0]:
+            best = (loo, alpha, y - loo_residual)
+    loo, alpha, loo_predicted = best
     weights = vh.T @ (s / (s**2 + alpha) * uty)
-    return weights, float(y_mean - mu @ weights), alpha, loo**0.5
+    return weights, float(y_mean - mu @ weights), alpha, loo**0.5, loo_predicted
 
 
 @dataclass
@@ -109,6 +119,7 @@ class RouterModel:
     source: str  # the run folder it was trained from
     embedder: str = EMBEDDER
     error: list[float] | None = None  # per teacher: leave-one-out RMSE of the predicted reward
+    loo_predicted: torch.Tensor | None = None  # [train prompts, teachers]: leave-one-out predictions (NaN: unseen)
 
     def plan(
         self, predicted: torch.Tensor, allowed: Sequence[str], max_calls: int = 1, min_gain: float = 0.05
@@ -133,6 +144,29 @@ class RouterModel:
                 mu, sd = max(mu, row[j]), min(sd, error[j])  # roughly: the best of the calls so far
             plans.append([self.teachers[j] for j in chosen])
         return plans
+
+    def min_gain_for(self, calls_per_prompt: float, allowed: Sequence[str], max_calls: int) -> float:
+        """The lowest `min_gain` at which the training prompts, as the model saw them unseen
+        (leave-one-out), would average at most `calls_per_prompt` calls: the budget then goes to
+        the prompts where a further call is worth most."""
+        if self.loo_predicted is None:
+            raise ConfigError(
+                "router.calls_per_prompt needs a router model from this release — rebuild it with `arbitrage train-router RUN_DIR`"
+            )
+        predicted = self.loo_predicted[~torch.isnan(self.loo_predicted).any(dim=1)]  # prompts every teacher answered
+        # No gain exceeds the predictions' spread plus the errors (reward-model rewards are not in [0, 1]).
+        low, high = 0.0, float(predicted.max() - predicted.min()) + sum(self.error or [0.0]) + 1.0
+        if self._mean_calls(predicted, allowed, max_calls, low) <= calls_per_prompt:
+            return low
+        for _ in range(40):  # calls fall as min_gain rises: bisect to ~1e-12
+            middle = (low + high) / 2
+            low, high = (
+                (low, middle) if self._mean_calls(predicted, allowed, max_calls, middle) <= calls_per_prompt else (middle, high)
+            )
+        return high
+
+    def _mean_calls(self, predicted: torch.Tensor, allowed: Sequence[str], max_calls: int, min_gain: float) -> float:
+        return float(np.mean([len(p) for p in self.plan(predicted, allowed, max_calls, min_gain)]))
 
     def predict(self, prompts: Sequence[Prompt], vectors: torch.Tensor) -> torch.Tensor:
         """Predicted reward, [n_prompts, n_teachers]."""
@@ -161,13 +195,14 @@ def train(
     x = features(prompts, vectors, vocab)
     y = torch.from_numpy(np.asarray(rewards, dtype=np.float64))
     weights, biases, alphas, errors = [], [], [], []
+    loo_predicted = torch.full(y.shape, float("nan"), dtype=torch.float64)
     for j, teacher in enumerate(teachers):
         seen = ~torch.isnan(y[:, j])
         if not seen.any():
             raise ConfigError(
                 f"teacher '{teacher}' has no scored answers in {source or 'the run'} — train on a run with router=all"
             )
-        w, b, alpha, loo = fit_ridge_loo(x[seen], y[seen, j])
+        w, b, alpha, loo, loo_predicted[seen, j] = _ridge(x[seen], y[seen, j], ALPHAS)
         errors.append(loo)
         weights.append(w)
         biases.append(b)
@@ -181,6 +216,7 @@ def train(
         train_prompts=[p.prompt_id for p in prompts],
         source=source,
         error=errors,
+        loo_predicted=loo_predicted,
     )
 
 

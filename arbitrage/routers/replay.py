@@ -19,11 +19,13 @@ import numpy as np
 from arbitrage.errors import ConfigError
 from arbitrage.routers import Observation, OnlineRouter, Router
 from arbitrage.routers import model as router_model
+from arbitrage.routers.learned import CallBudget
 from arbitrage.routers.simple import FixedRouter, RandomRouter, RoundRobinRouter
 from arbitrage.rows import Candidate
 from arbitrage.scoretable import ScoreTable
 
 SELECTIVE_MIN_GAINS = (0.1, 0.05, 0.02)  # eval-router's selective rows: fewer to more second calls
+SELECTIVE_BUDGET = 1.5  # and one with a call budget (router.calls_per_prompt)
 
 
 @dataclass
@@ -83,10 +85,18 @@ def _candidate(table: ScoreTable, i: int, j: int) -> Candidate:
 
 
 def cross_validated(
-    table: ScoreTable, embeddings, folds: int = 5, seed: int = 0, max_calls: int = 1, min_gain: float = 0.05
+    table: ScoreTable,
+    embeddings,
+    folds: int = 5,
+    seed: int = 0,
+    max_calls: int = 1,
+    min_gain: float = 0.05,
+    calls_per_prompt: float | None = None,
 ) -> list[tuple[str, ...]]:
     """The learned router, k-fold: every prompt is routed by a model that never saw it
-    (with max_calls > 1: selective arbitrage, routers/model.py `plan`)."""
+    (with max_calls > 1: selective arbitrage, routers/model.py `plan`; with calls_per_prompt, each
+    fold's model sets its own min_gain from its training prompts, and the budget caps the run as
+    it would a real one, in the run's prompt order)."""
     n = len(table.prompts)
     if n < folds:
         raise ConfigError(f"{table.run_dir} has {n} prompts, fewer than --folds {folds} — use a bigger run or fewer folds")
@@ -99,8 +109,13 @@ def cross_validated(
             [table.prompts[i] for i in train], table.reward[train], table.teachers, embeddings[train], str(table.run_dir)
         )
         predicted = model.predict([table.prompts[i] for i in test], embeddings[test])
+        if calls_per_prompt is not None:
+            min_gain = model.min_gain_for(calls_per_prompt, table.teachers, max_calls)
         for i, plan in zip(test, model.plan(predicted, table.teachers, max_calls, min_gain), strict=True):
             choices[i] = tuple(plan)
+    if calls_per_prompt is not None:
+        budget = CallBudget(calls_per_prompt)
+        choices = [tuple(budget.trim(list(plan))) for plan in choices]
     return choices
 
 
@@ -147,6 +162,9 @@ def evaluate(table: ScoreTable, extra: dict[str, Callable[[int], Router]], folds
             f"selective, min_gain {g} ({folds}-fold CV)": lambda seed, g=g: cross_validated(table, vectors, folds, seed, 2, g)
             for g in SELECTIVE_MIN_GAINS
         },
+        f"selective, ≤ {SELECTIVE_BUDGET} calls / prompt ({folds}-fold CV)": lambda seed: cross_validated(
+            table, vectors, folds, seed, 2, calls_per_prompt=SELECTIVE_BUDGET
+        ),
     }
     for name, make in extra.items():
         make(0).check(table.teachers)
@@ -155,6 +173,30 @@ def evaluate(table: ScoreTable, extra: dict[str, Callable[[int], Router]], folds
     for name, run in seeded.items():
         results.append(_average([measure(name, run(seed), table) for seed in range(max(1, repeats))]))
     return results
+
+
+def winner_persistence(table: ScoreTable) -> float | None:
+    """How far a prompt's winner persists from one sample to the next. Held out one sample at a
+    time, each prompt goes to the teacher with the best mean reward over its other samples, and is
+    scored on the held-out sample: the share of that sample's arbitrage gain over the best teacher
+    overall it keeps. Near 0, which teacher wins a prompt is mostly sampling luck on these
+    teachers, and a one-call router keeps little of the gain however good its model (with few
+    samples the estimate is noisy: a model pooling many prompts can do a little better). None with
+    one sample per teacher."""
+    x = table.per_sample
+    if x is None or x.shape[2] < 2 or np.isnan(x).any():
+        return None
+    overall = int(np.argmax(x.mean(axis=(0, 2))))
+    prefer = np.zeros(x.shape[1])
+    prefer[overall] = 1e-9  # a tie goes to the best teacher overall, as a learned router's would
+    got = single = best = 0.0
+    for s in range(x.shape[2]):
+        pick = np.argmax(np.delete(x, s, axis=2).mean(axis=2) + prefer, axis=1)
+        held_out = x[:, :, s]
+        got += held_out[np.arange(len(held_out)), pick].mean()
+        single += held_out[:, overall].mean()
+        best += held_out.max(axis=1).mean()
+    return float((got - single) / (best - single)) if best > single + 1e-12 else None
 
 
 def _average(runs: list[Result]) -> Result:
@@ -191,6 +233,15 @@ def markdown(results: list[Result], table: ScoreTable) -> str:
         "the best single teacher that the router keeps. Routers with a spread were replayed with several seeds "
         "(fold shuffles, exploration draws) and averaged.",
     ]
+    persistence = winner_persistence(table)
+    if persistence is not None:
+        lines += [
+            "",
+            f"Winner persistence: {persistence:.0%}. Routed by its teachers' other samples ({table.samples - 1} of "
+            f"{table.samples}), a prompt's held-out sample keeps {persistence:.0%} of that sample's arbitrage gain over the best "
+            "teacher. Near 0, which teacher wins a prompt is mostly sampling luck on these teachers, and a one-call router "
+            "keeps little of the gain however good its model.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -202,6 +253,7 @@ def write(run_dir: Path, results: list[Result], table: ScoreTable) -> str:
         "prompts": [p.prompt_id for p in table.prompts],
         "teachers": table.teachers,
         "results": [asdict(r) for r in results],
+        "winner_persistence": winner_persistence(table),
     }
     (run_dir / "router_eval.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
     return text
