@@ -6,6 +6,7 @@ from hydra import compose, initialize_config_dir
 from arbitrage.cli import CONF_DIR, GROUPS, build, check_overrides
 from arbitrage.errors import ConfigError
 from arbitrage.routers import OnlineRouter, Router
+from arbitrage.routers.learned import LearnedRouter
 from arbitrage.scoring import Scorer
 from arbitrage.sources import Source
 from arbitrage.teachers import Teacher
@@ -20,6 +21,7 @@ REQUIRED = {
     ("reward", "weighted"): ["reward.scorers.judge.scorer.judge.model=openai/gpt-4o-mini"],
     ("experiment", "api_mix"): ["teacher.api.model=openai/gpt-4o-mini"],
     ("router", "learned"): ["router.model=runs/x/router.pt"],  # not read until check(): composing stays cheap
+    ("router", "selective"): ["router.model=runs/x/router.pt"],
     ("source", "jsonl"): ["source.path=tests/data/prompts.jsonl"],
 }
 
@@ -113,5 +115,7 @@ def test_learned_router_needs_a_model_and_bandit_is_online():
     assert str(learned.path) == "runs/x/router.pt" and learned._model is None
     budget = ["router=learned", "router.model=runs/x/router.pt", "router.max_calls=2", "router.calls_per_prompt=1.5"]
     assert build(compose_cfg(budget)).router.budget.per_prompt == 1.5
+    selective = build(compose_cfg(["router=selective", "router.model=runs/x/router.pt"])).router  # the same, as a preset
+    assert isinstance(selective, LearnedRouter) and selective.max_calls == 2 and selective.budget.per_prompt == 1.5
     with pytest.raises(ConfigError, match="needs router.max_calls=2 or more"):
         build(compose_cfg(budget[:2] + ["router.calls_per_prompt=1.5"]))

@@ -206,8 +206,9 @@ def test_train_router_and_eval_router_on_a_finished_run(server, tmp_path):
     assert len(server.requests) - before == 30
     # Selective with a call budget: a second teacher for some prompts, never over 1.5 calls each.
     before = len(server.requests)
-    budget = ["router=learned", f"router.model={run / 'router.pt'}", "router.max_calls=2", "router.calls_per_prompt=1.5"]
-    selective = arbitrage(*api_args(server, tmp_path / "selective", "n_prompts=30", *budget))
+    selective = arbitrage(
+        *api_args(server, tmp_path / "selective", "n_prompts=30", "router=selective", f"router.model={run / 'router.pt'}")
+    )
     assert selective.returncode == 0, selective.stderr[-2000:]
     assert 30 <= len(server.requests) - before <= 45
     missing = arbitrage(*api_args(server, tmp_path / "x", "router=learned", f"router.model={tmp_path / 'nope.pt'}"))
