@@ -344,3 +344,19 @@ def test_winner_persistence_is_near_zero_when_the_winner_is_sampling_luck():
     # Only the quotation check is left to luck here: most of the winner persists.
     assert router_eval.winner_persistence(per_constraint_table(400, samples=4, noise=0.0)) > 0.6
     assert router_eval.winner_persistence(per_constraint_table(50, samples=1, noise=0.1)) is None
+
+
+@pytest.mark.parametrize("strategy", ["thompson", "epsilon"])
+def test_bandit_learns_which_teacher_wins_per_constraint_type(strategy):
+    t = per_constraint_table(600, samples=1, noise=0.1)  # one language and task: only the checks tell
+    choices = router_eval.replay(BanditRouter(strategy=strategy, epsilon=0.1, seed=0), t)
+    bandit = router_eval.measure("bandit", choices, t)
+    best_fixed = max(router_eval.measure(f, router_eval.replay(FixedRouter(teacher=f), t), t).mean_reward for f in "ab")
+    assert bandit.mean_reward > best_fixed + 0.06  # language and task alone: no better than best_fixed (measured)
+    # A prompt with only `a`'s strong type goes to `a` once the bandit has learned.
+    late = [
+        c[0]
+        for p, c in zip(t.prompts[-300:], choices[-300:], strict=True)
+        if [x["type"] for x in p.constraints] == ["punctuation:no_comma"]
+    ]
+    assert late and np.mean([c == "a" for c in late]) > 0.8

@@ -93,6 +93,17 @@ def normalise(constraint: dict) -> dict:
     return constraint
 
 
+def type_ids(constraints: Iterable[dict]) -> list[str]:
+    """The constraints' check ids, names of earlier releases read as today's (routers learn per id)."""
+    kinds = []
+    for c in constraints:
+        try:
+            kinds.append(normalise(c)["type"])
+        except ValueError:
+            kinds.append(str(c.get("type")))
+    return kinds
+
+
 def check(constraint: dict, text: str) -> bool:
     """IFEval's strict verdict for its ids; ours for `arbitrage:*`."""
     constraint = normalise(constraint)

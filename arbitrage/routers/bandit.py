@@ -1,9 +1,11 @@
 """The `bandit` router: learns online, from the scores of earlier prompts, which teacher wins.
 
-It calls one teacher per prompt, so it needs no `all` run to train on. Estimates are kept per
-(language, task) cluster and shrunk toward the teacher's estimate over every prompt, with
-`prior_strength` pseudo-observations: 6 languages × 6 tasks make 36 clusters, more than a small
-run fills, so a cluster starts from what is known overall and specialises as its own scores arrive.
+It calls one teacher per prompt, so it needs no `all` run to train on. Its contexts are the
+prompt's (language, task) cluster and each of its constraint types (the checks the verifiable
+reward scores, where teachers differ most). Each context's estimate is shrunk toward the
+teacher's estimate over every prompt, with `prior_strength` pseudo-observations, and a prompt's
+estimate is the mean over its contexts: 6 languages × 6 tasks make 36 clusters, more than a small
+run fills, so a context starts from what is known overall and specialises as its own scores arrive.
 
 The value of a call is `reward − cost_weight·$ − latency_weight·seconds`, where $ comes from
 `usd_per_mtok` (teacher → price per million tokens, in + out). A failed call is worth reward 0.
@@ -16,6 +18,7 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 
+from arbitrage.constraints import type_ids
 from arbitrage.errors import ConfigError
 from arbitrage.routers import Observation, Route
 from arbitrage.rows import Candidate, Prompt
@@ -61,7 +64,7 @@ class BanditRouter:
         self.seed = number("router.seed", seed, int)
         self.rng = random.Random(seed)
         self.overall: dict[str, _Stats] = defaultdict(_Stats)
-        self.cluster: dict[tuple, _Stats] = defaultdict(_Stats)
+        self.context: dict[tuple, _Stats] = defaultdict(_Stats)  # (context, teacher) → its calls' values
         self.routed: dict[str, int] = defaultdict(int)
 
     def identity(self) -> dict:
@@ -76,13 +79,17 @@ class BanditRouter:
             )
 
     def estimate(self, prompt: Prompt, teacher: str) -> tuple[float, float]:
-        """(mean value, pseudo-count) for this teacher on this prompt's cluster."""
-        overall, local = self.overall[teacher], self.cluster[(prompt.language, prompt.task, teacher)]
+        """(mean value, pseudo-count) for this teacher on this prompt's contexts."""
+        overall = self.overall[teacher]
         if overall.n == 0:  # routed but not scored yet: assume the average of what has been seen
             seen = [s for s in self.overall.values() if s.n]
             return (sum(s.mean * s.n for s in seen) / sum(s.n for s in seen) if seen else 0.0), 0.0
-        k = self.prior_strength
-        return (local.n * local.mean + k * overall.mean) / (local.n + k), local.n + k
+        k, means, counts = self.prior_strength, [], []
+        for context in contexts(prompt):
+            local = self.context[(context, teacher)]
+            means.append((local.n * local.mean + k * overall.mean) / (local.n + k))
+            counts.append(local.n + k)
+        return sum(means) / len(means), sum(counts) / len(counts)
 
     def _spread(self) -> float:
         """Pooled standard deviation of a call's value, for Thompson sampling's posterior width."""
@@ -122,4 +129,10 @@ class BanditRouter:
         for o in observations:
             v = self.value(o.candidate, o.reward)
             self.overall[o.candidate.teacher].add(v)
-            self.cluster[(o.prompt.language, o.prompt.task, o.candidate.teacher)].add(v)
+            for context in contexts(o.prompt):
+                self.context[(context, o.candidate.teacher)].add(v)
+
+
+def contexts(prompt: Prompt) -> list[tuple]:
+    """What the bandit keeps estimates for: the (language, task) cluster and each constraint type."""
+    return [("cluster", prompt.language, prompt.task)] + [("check", kind) for kind in dict.fromkeys(type_ids(prompt.constraints))]

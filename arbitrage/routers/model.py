@@ -51,13 +51,7 @@ def features(prompts: Sequence[Prompt], vectors: torch.Tensor, vocab: dict[str, 
 
 def constraint_types(prompt: Prompt) -> list[str]:
     """The prompt's check ids (names of earlier releases read as today's)."""
-    kinds = []
-    for c in prompt.constraints:
-        try:
-            kinds.append(C.normalise(c)["type"])
-        except ValueError:
-            kinds.append(str(c.get("type")))
-    return kinds
+    return C.type_ids(prompt.constraints)
 
 
 def _constraint_block(prompts: Sequence[Prompt], types: Sequence[str]) -> torch.Tensor:
