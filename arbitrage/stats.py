@@ -14,7 +14,7 @@ from pathlib import Path
 
 from arbitrage import diversity
 from arbitrage.markdown import markdown_table, usd
-from arbitrage.rows import Prompt
+from arbitrage.rows import Prompt, Scored
 from arbitrage.select import NO_CANDIDATE, Selection
 
 FACETS = ("language", "task", "domain", "persona_id")
@@ -88,6 +88,7 @@ class RunSummary:
     by_task: dict = field(default_factory=dict)
     rejected_reasons: dict = field(default_factory=dict)
     checks: dict = field(default_factory=dict)  # check → teacher → [passed, seen]
+    best_of: dict = field(default_factory=dict)  # n > 1: label → [mean reward, share with all checks passed, prompts]
     quality: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -193,6 +194,7 @@ class RunStats:
         self.by_language, self.by_task, self.rejected_reasons = Counter(), Counter(), Counter()
         self.languages: set[str] = set()
         self.checks: dict[str, dict[str, list[int]]] = {}
+        self.best_of: dict[str, list[float]] = {}  # n > 1 samples: "t, best of n" → [reward sum, full passes, prompts]
         self.quality: dict[str, int] = {}  # filter → items dropped
         self.facets = {when: {k: set() for k in FACETS} for when in ("before", "after")}
         self.samples = {k: Reservoir(sample_size, seed=i) for i, k in enumerate(SAMPLES)}
@@ -232,6 +234,7 @@ class RunStats:
                     tally = self.checks.setdefault(check, {}).setdefault(t, [0, 0])
                     tally[0] += bool(ok)
                     tally[1] += 1
+            self._samples_against_teachers(s.candidates)
             self.languages.add(s.prompt.language)
             if s.chosen is None:
                 self.rows["rejected_rows"] += 1
@@ -249,6 +252,30 @@ class RunStats:
             self.samples["answers_after"].add(s.chosen.candidate.text)
             for k in FACETS:
                 self.facets["after"][k].add(getattr(s.prompt, k))
+
+    def _samples_against_teachers(self, candidates: Sequence[Scored]) -> None:
+        """With n samples per teacher: what one sample, the best of n and every teacher would keep
+        (a failed or filtered answer is worth 0, as to the dataset); the card sets them side by side."""
+        values: dict[str, dict[int, float]] = {}
+        for scored in candidates:
+            worth = scored.score if scored.usable and not scored.filtered else 0.0
+            values.setdefault(scored.candidate.teacher, {})[scored.candidate.sample] = worth
+        n = max((len(v) for v in values.values()), default=0)
+        if n < 2:
+            return
+        first = {t: v.get(0, 0.0) for t, v in values.items()}
+        best = {t: max(v.values()) for t, v in values.items()}
+        rows = [(f"{t}, 1 sample", first[t]) for t in values] + [(f"{t}, best of {n}", best[t]) for t in values]
+        if set(values) == set(self.teachers):
+            rows += [
+                ("all teachers, 1 sample each", max(first.values())),
+                (f"all teachers, best of {n} each", max(best.values())),
+            ]
+        for label, worth in rows:
+            tally = self.best_of.setdefault(label, [0.0, 0, 0])
+            tally[0] += worth
+            tally[1] += worth >= 1.0 - 1e-9
+            tally[2] += 1
 
     def chose(self, selections: Sequence[Selection]) -> None:
         """Best answers before the filters on chosen answers, for diversity before/after."""
@@ -313,5 +340,8 @@ class RunStats:
             "by_task": dict(sorted(self.by_task.items())),
             "rejected_reasons": dict(self.rejected_reasons),
             "checks": self.checks,
+            "best_of": {
+                label: [round(total / k, 4), round(passes / k, 4), k] for label, (total, passes, k) in self.best_of.items()
+            },
             "pairs_dropped": dict(self.pairs_dropped),
         }

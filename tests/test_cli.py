@@ -276,4 +276,14 @@ def test_n_samples_per_teacher_are_calls_with_their_own_seed_and_extend_on_resum
         assert again.returncode in (0, 1), again.stderr[-2000:]
         failed_before = sum(1 for c in candidates if c["error"])
         assert len(server.requests) - sent == 6 * 2 + failed_before  # the third sample, and the failures again
-        assert len(datasets.load_dataset(str(out), "candidates", split="train")) == 6 * 2 * 3
+        rows = datasets.load_dataset(str(out), "candidates", split="train")
+        assert len(rows) == 6 * 2 * 3
+        # The card sets the gain from more samples against the gain from more teachers.
+        best: dict = {}
+        for c in rows:
+            key = (c["prompt_id"], c["teacher"])
+            best[key] = max(best.get(key, 0.0), c["score"] if c["score"] is not None and not c["error"] else 0.0)
+        across = [max(best[(p, t)] for t in ("api", "openai_compat")) for p in {p for p, _ in best}]
+        card = (out / "README.md").read_text().split("## More samples against more teachers")[1].split("\n## ")[0]
+        assert "| openai_compat, 1 sample |" in card and "| api, best of 3 |" in card
+        assert f"| all teachers, best of 3 each | {sum(across) / 6:.3f} |" in card and card.count("| 6 |") == 6
