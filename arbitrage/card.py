@@ -77,7 +77,7 @@ def _best_of(best_of: dict) -> str:
         return ""
     body = [[label, f"{mean:.3f}", f"{passed:.2f}", prompts] for label, (mean, passed, prompts) in best_of.items()]
     return (
-        "## More samples against more teachers\nWhat the dataset would keep from each teacher's first sample, from the best of "
+        "\n## More samples against more teachers\nWhat the dataset would keep from each teacher's first sample, from the best of "
         "its samples, and from every teacher (a failed or filtered answer counts 0).\n\n"
         + markdown_table(["answers kept", "mean reward", "all checks passed", "prompts"], body)
         + "\n"
@@ -137,8 +137,7 @@ Tulu 3 form, kwargs as JSON), score_details (JSON: IFEval's strict verdict per c
 ## Teachers
 {markdown_table(["teacher", "calls", "failed", "wins", "win share", "mean score", "tokens in", "tokens out", "$"], teacher_rows)}
 
-{_check_rates(summary.checks)}
-{_best_of(summary.best_of)}
+{_check_rates(summary.checks)}{_best_of(summary.best_of)}
 {quality_section(summary.quality)}
 ## Coverage
 {markdown_table(["language", "sft rows"], sorted(summary.by_language.items()))}
