@@ -26,7 +26,7 @@ import math
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -36,7 +36,7 @@ from arbitrage.errors import ArbitrageError, ConfigError
 from arbitrage.rows import Call, Completion
 from arbitrage.settings import choice
 from arbitrage.teachers import Limits, Teacher
-from arbitrage.teachers.batch_api import BatchAPI, BatchAPIError, completions_of, missing_completion
+from arbitrage.teachers.batch_api import BatchAPI, BatchAPIError, missing_completion
 from arbitrage.teachers.batch_ledger import TERMINAL, BatchLedger, BatchRecord
 from arbitrage.teachers.batch_settings import BatchSettings
 from arbitrage.teachers.openai_compat import OpenAICompatTeacher, api_key_from_env
@@ -81,10 +81,9 @@ class BatchTeacher:
         self.name, self.model, self.sampling = online.name, online.model, online.sampling
         per_worker = min(CALLS_PER_WORKER, settings.max_pending)
         workers = math.ceil(settings.max_pending / per_worker)
-        native = online.limits.native_n
         # The provider's batch queue paces it; native_n: the estimate and the breaker count lines, not samples.
-        self.limits = Limits(workers, per_worker, native_n=native, where=f"teacher.{self.name}")
-        self._native = NativeN(self.name, native, seeded=self.sampling.seed is not None, on_stop=self._native_off)
+        self.limits = Limits(workers, per_worker, native_n=online.limits.native_n, where=f"teacher.{self.name}")
+        self._native = NativeN.of(self)
         self._journal_dir: Path | None = None
         self._ledger: BatchLedger | None = None
         self._api: BatchAPI | None = None
@@ -97,9 +96,6 @@ class BatchTeacher:
         self._outputs: dict[str, asyncio.Task] = {}  # tag → answers of a finished batch, read again after a crash
         self._halted: str | None = None
         self.answered = self.failed_lines = 0
-
-    def _native_off(self) -> None:
-        self.limits = replace(self.limits, native_n=False)
 
     # the Teacher protocol -------------------------------------------------------------------------
     def identity(self) -> dict:
@@ -133,7 +129,7 @@ class BatchTeacher:
         self._session = aiohttp.ClientSession(headers=headers, timeout=timeout)
         self._api = BatchAPI(self._session, self.online.base_url)
         self._ledger = BatchLedger(self._journal_dir, self.name)
-        await self._resolve_unrecorded()
+        await self._ledger.resolve(self._api)
         counts = self._ledger.counts()
         if counts["running"]:
             log.info(
@@ -141,29 +137,6 @@ class BatchTeacher:
                 self.name,
                 counts["running"],
             )
-
-    async def _resolve_unrecorded(self) -> None:
-        """Batches prepared before a crash with no id on record: created or not? Ask the provider."""
-        unresolved = self._ledger.unresolved()
-        if not unresolved:
-            return
-        since = min(b.prepared_at for b in unresolved) - 300  # clocks differ a little
-        try:
-            found = await self._api.find_tagged({b.tag for b in unresolved}, since)
-        except BatchAPIError as exc:
-            if exc.status not in (404, 405, 501):
-                raise ArbitrageError(
-                    f"teacher '{self.name}': cannot list batches to resume ({exc}) — rerun when it answers"
-                ) from None
-            log.warning(
-                "teacher %s: the server cannot list batches; %d unrecorded batches are sent again", self.name, len(unresolved)
-            )
-            found = {}
-        for batch in unresolved:
-            if batch.tag in found:
-                self._ledger.submitted(batch.tag, found[batch.tag]["id"], found[batch.tag].get("input_file_id"))
-            else:
-                self._ledger.abandoned(batch.tag, "not at the provider: never created")
 
     async def complete(self, calls: Sequence[Call]) -> list[Completion]:
         placed = [await self._place(call) for call in calls]
@@ -365,9 +338,7 @@ class BatchTeacher:
         for file_id in (state.get("output_file_id"), state.get("error_file_id")):
             if not file_id:
                 continue
-            async for line in self._api.lines(file_id):
-                call_ids = record.calls_of(line.get("custom_id"))
-                completions = completions_of(line, len(call_ids))
+            async for call_ids, completions in self._api.answers(file_id, record.calls_of):
                 if None in completions:  # the provider ignored `n`: its missing samples go again, one per line
                     got = len(call_ids) - completions.count(None)
                     self._native.stop_native(f"a batch line returned {got} of {len(call_ids)} choices")
@@ -397,9 +368,8 @@ class BatchTeacher:
     async def _read_output(self, record: BatchRecord) -> dict[str, Completion]:
         answers: dict[str, Completion | None] = {}
         try:
-            async for line in self._api.lines(record.output_file_id):
-                call_ids = record.calls_of(line.get("custom_id"))
-                answers.update(zip(call_ids, completions_of(line, len(call_ids)), strict=True))
+            async for call_ids, completions in self._api.answers(record.output_file_id, record.calls_of):
+                answers.update(zip(call_ids, completions, strict=True))
         except BatchAPIError as exc:  # the provider deleted it (files expire): the call is sent again
             log.warning(
                 "teacher %s: output of batch %s is gone (%s): its unjournaled calls are sent again",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlparse
 
 import aiohttp
@@ -92,6 +92,15 @@ class BatchAPI:
             if not page.get("has_more") or found.keys() >= tags:
                 return found
         return found
+
+    async def answers(
+        self, file_id: str, calls_of: Callable[[str], list[str]]
+    ) -> AsyncIterator[tuple[list[str], list[Completion | None]]]:
+        """Each line's calls (`calls_of` its custom_id: several for a line with native `n`) and their
+        answers, by choice index (None: a choice the line lacks)."""
+        async for line in self.lines(file_id):
+            call_ids = calls_of(line.get("custom_id"))
+            yield call_ids, completions_of(line, len(call_ids))
 
     async def lines(self, file_id: str) -> AsyncIterator[dict]:
         """A file's JSONL records, streamed: an output file can hold 200 MB of answers."""

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arbitrage.engine.journal import disk_error
+from arbitrage.errors import ArbitrageError
+from arbitrage.teachers.batch_api import BatchAPI, BatchAPIError
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +160,29 @@ class BatchLedger:
 
     def unresolved(self) -> list[BatchRecord]:
         return [b for b in self.batches.values() if b.unresolved]
+
+    async def resolve(self, api: BatchAPI) -> None:
+        """Batches prepared before a crash with no id on record: created or not? Ask the provider."""
+        unresolved = self.unresolved()
+        if not unresolved:
+            return
+        since = min(b.prepared_at for b in unresolved) - 300  # clocks differ a little
+        try:
+            found = await api.find_tagged({b.tag for b in unresolved}, since)
+        except BatchAPIError as exc:
+            if exc.status not in (404, 405, 501):
+                raise ArbitrageError(
+                    f"teacher '{self.teacher}': cannot list batches to resume ({exc}) — rerun when it answers"
+                ) from None
+            log.warning(
+                "teacher %s: the server cannot list batches; %d unrecorded batches are sent again", self.teacher, len(unresolved)
+            )
+            found = {}
+        for batch in unresolved:
+            if batch.tag in found:
+                self.submitted(batch.tag, found[batch.tag]["id"], found[batch.tag].get("input_file_id"))
+            else:
+                self.abandoned(batch.tag, "not at the provider: never created")
 
     def counts(self) -> dict[str, int]:
         """Batches submitted (ever), still running, and finished."""

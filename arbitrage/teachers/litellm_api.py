@@ -95,11 +95,8 @@ class LiteLLMTeacher:
         self.limits = Limits(max_concurrency, batch, rpm, tpm, from_headers=True, native_n=native, where=f"teacher.{name}")
         self.timeout_s = number(f"teacher.{name}.timeout_s", timeout_s, float, 0.1)
         self.price = api_price(model, api_base, price)
-        self._native = NativeN(name, native, seeded=self.sampling.seed is not None, on_stop=self._native_off)
+        self._native = NativeN.of(self)
         self._key: str | None = None
-
-    def _native_off(self) -> None:
-        self.limits = replace(self.limits, native_n=False)
 
     def identity(self) -> dict:
         return {"api": "litellm", "model": self.model, "endpoint": self.api_base, "sampling": self.sampling.key()}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 
 from arbitrage.rows import Call, Completion
 
@@ -73,7 +74,17 @@ class NativeN:
 
     def __init__(self, teacher: str, enabled: bool, seeded: bool, on_stop: Callable[[], None] | None = None):
         self.teacher, self.enabled, self.seeded = teacher, enabled, seeded
-        self.on_stop = on_stop  # the teacher drops `limits.native_n`, so rpm counts each sample's request again
+        self.on_stop = on_stop  # called once, when native `n` turns off
+
+    @classmethod
+    def of(cls, teacher) -> NativeN:
+        """An API teacher's: on while its `limits.native_n` is; a fallback drops that flag too, so the
+        engine's requests-per-minute count sees each sample's request again."""
+
+        def drop() -> None:
+            teacher.limits = replace(teacher.limits, native_n=False)
+
+        return cls(teacher.name, teacher.limits.native_n, teacher.sampling.seed is not None, on_stop=drop)
 
     def runs(self, calls: Sequence[Call]) -> list[list[int]]:
         """The calls' indices cut into requests: runs of samples while native `n` is on, else one each."""
