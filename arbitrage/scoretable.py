@@ -90,7 +90,7 @@ def load(run_dir: Path | str) -> ScoreTable:
     row = {pid: i for i, pid in enumerate(order)}
     col = {t: j for j, t in enumerate(teachers)}
     shape = (len(order), len(teachers))
-    reward, first, latency, tok_in, tok_out = (np.full(shape, np.nan) for _ in range(5))
+    latency, tok_in, tok_out = (np.full(shape, np.nan) for _ in range(3))
     failed, filtered = np.ones(shape, dtype=bool), np.ones(shape, dtype=bool)
     samples = 1 + max(c.get("sample") or 0 for c in candidates)
     per_sample = np.full((*shape, samples), np.nan)
@@ -101,13 +101,11 @@ def load(run_dir: Path | str) -> ScoreTable:
         value = 0.0 if bad or dropped else c["score"]
         per_sample[i, j, sample] = value
         if sample == 0:
-            first[i, j] = value
             latency[i, j], tok_in[i, j], tok_out[i, j] = c["latency_s"], c["tokens_in"], c["tokens_out"]
-        if np.isnan(reward[i, j]) or value > reward[i, j]:
-            reward[i, j] = value
         # a teacher failed (was filtered) on a prompt only if every sample did
         failed[i, j] &= bad
         filtered[i, j] &= dropped
+    reward, first = np.fmax.reduce(per_sample, axis=2), per_sample[:, :, 0].copy()  # best sample (NaN: not called), first
     called = ~np.isnan(reward)
     failed &= called
     filtered &= called

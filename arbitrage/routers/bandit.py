@@ -78,14 +78,14 @@ class BanditRouter:
                 f"router.usd_per_mtok names {', '.join(unknown)}, not configured — configured: {', '.join(teachers)}"
             )
 
-    def estimate(self, prompt: Prompt, teacher: str) -> tuple[float, float]:
-        """(mean value, pseudo-count) for this teacher on this prompt's contexts."""
+    def estimate(self, where: Sequence[tuple], teacher: str) -> tuple[float, float]:
+        """(mean value, pseudo-count) for this teacher on a prompt's contexts (`contexts(prompt)`)."""
         overall = self.overall[teacher]
         if overall.n == 0:  # routed but not scored yet: assume the average of what has been seen
             seen = [s for s in self.overall.values() if s.n]
             return (sum(s.mean * s.n for s in seen) / sum(s.n for s in seen) if seen else 0.0), 0.0
         k, means, counts = self.prior_strength, [], []
-        for context in contexts(prompt):
+        for context in where:
             local = self.context[(context, teacher)]
             means.append((local.n * local.mean + k * overall.mean) / (local.n + k))
             counts.append(local.n + k)
@@ -106,7 +106,8 @@ class BanditRouter:
         untried = [t for t in teachers if self.routed[t] == 0]
         if untried:  # every teacher once, before any estimate means anything
             return self._send(untried[0], f"bandit:first:{where}")
-        estimates = {t: self.estimate(prompt, t) for t in teachers}
+        where = contexts(prompt)  # once per prompt: the constraint ids are normalised here
+        estimates = {t: self.estimate(where, t) for t in teachers}
         if self.strategy == "thompson":
             sigma = self._spread()
             draws = {t: self.rng.gauss(m, sigma / math.sqrt(max(n, 1.0))) for t, (m, n) in estimates.items()}

@@ -80,9 +80,10 @@ class LearnedRouter:
 
     def identity(self) -> dict:
         digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16] if self.path.is_file() else str(self.path)
-        selective = {"max_calls": self.max_calls, "min_gain": self.min_gain} if self.max_calls > 1 else {}
         if self.budget is not None:
             selective = {"max_calls": self.max_calls, "calls_per_prompt": self.budget.per_prompt}
+        else:
+            selective = {"max_calls": self.max_calls, "min_gain": self.min_gain} if self.max_calls > 1 else {}
         return {"router": "learned", "model": digest, **selective}
 
     def route(self, prompts: Sequence[Prompt], teachers: Sequence[str]) -> list[Route]:

@@ -49,16 +49,11 @@ def features(prompts: Sequence[Prompt], vectors: torch.Tensor, vocab: dict[str, 
     return torch.cat(blocks, dim=1)
 
 
-def constraint_types(prompt: Prompt) -> list[str]:
-    """The prompt's check ids (names of earlier releases read as today's)."""
-    return C.type_ids(prompt.constraints)
-
-
 def _constraint_block(prompts: Sequence[Prompt], types: Sequence[str]) -> torch.Tensor:
     index = {t: i for i, t in enumerate(types)}
     block = torch.zeros(len(prompts), len(index), dtype=torch.float64)
     for row, p in enumerate(prompts):
-        kinds = constraint_types(p)
+        kinds = C.type_ids(p.constraints)
         for kind in kinds:
             if kind in index:
                 block[row, index[kind]] += 1.0 / len(kinds)
@@ -185,7 +180,7 @@ def train(
 ) -> RouterModel:
     """Fit one ridge per teacher on the prompts it answered (NaN rewards are left out)."""
     vocab = {key: sorted({getattr(p, key) for p in prompts}) for key in CATEGORICAL}
-    vocab["constraints"] = sorted({kind for p in prompts for kind in constraint_types(p)})
+    vocab["constraints"] = sorted({kind for p in prompts for kind in C.type_ids(p.constraints)})
     x = features(prompts, vectors, vocab)
     y = torch.from_numpy(np.asarray(rewards, dtype=np.float64))
     weights, biases, alphas, errors = [], [], [], []
