@@ -100,12 +100,22 @@ def test_a_batch_run_gives_the_rows_of_an_online_run_in_batches_within_the_limit
     assert events.count("prepared") == events.count("submitted") == events.count("done") == 4
 
 
-def wait_for_submitted(process, out, batches):
+def wait_until(process, done, what: str):
+    """Poll `done()` while the run lives, for up to 60 s."""
     deadline = time.time() + 60
-    while sum(r["event"] == "submitted" for r in ledger(out)) < batches:
+    while not done():
         assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.time() < deadline, "no batch was submitted"
+        assert time.time() < deadline, what
         time.sleep(0.02)
+
+
+def wait_for_submitted(process, out, batches):
+    wait_until(process, lambda: sum(r["event"] == "submitted" for r in ledger(out)) >= batches, "no batch was submitted")
+
+
+def journal(out):
+    """The run's call records."""
+    return [json.loads(line) for line in (out / "journal" / "calls.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("lose_ids", [False, True], ids=["kill-9", "kill-9-before-the-batch-id-was-recorded"])
@@ -178,7 +188,7 @@ def test_failed_lines_and_expired_or_failed_batches_are_retried_in_new_batches_t
         result = run(*args(server, out, prompts_file(tmp_path, 4), *FAST, "engine.max_attempts=2", n=4))
         assert result.returncode == 1, result.stderr[-3000:]  # nothing usable: one line, the folder kept
         assert sorted(server.batches.carried.values()) == [2] * 4
-    records = [json.loads(line) for line in (out / "journal" / "calls.jsonl").read_text().splitlines()]
+    records = journal(out)
     assert len(records) == 4 and all(r["attempts"] == 2 and "HTTP 503" in r["error"] for r in records)
 
 
@@ -286,9 +296,9 @@ SAMPLES = 3
 
 
 def uploaded(server):
-    """Every request line the fake received, batch by batch."""
+    """Every request line the fake received, in batch order."""
     files = (server.batches.files[b["input_file_id"]] for b in server.batches.batches.values())
-    return [[json.loads(line) for line in data.splitlines() if line.strip()] for data in files]
+    return [json.loads(line) for data in files for line in data.splitlines() if line.strip()]
 
 
 def candidates(out):
@@ -311,7 +321,7 @@ def test_a_prompts_samples_go_in_one_batch_line_with_n_and_give_the_answers_of_o
         prompts = prompts_file(tmp_path, n)
         batch = run(*args(server, tmp_path / "batch", prompts, *FAST, samples, n=n))
         assert batch.returncode == 0, batch.stderr[-3000:]
-        lines = [line for file in uploaded(server) for line in file]
+        lines = uploaded(server)
         online = run(*args(server, tmp_path / "online", prompts, samples, "teacher.openai_compat.native_n=false", n=n))
         assert online.returncode == 0, online.stderr[-3000:]
         singles = [r["body"] for r in server.requests[len(lines) :]]
@@ -330,7 +340,7 @@ def test_a_prompts_samples_go_in_one_batch_line_with_n_and_give_the_answers_of_o
     assert sorted({s for _, s in got}) == list(range(SAMPLES)) and len(got) == n * SAMPLES
     assert len(set(got.values())) == n * SAMPLES  # distinct samples
     assert got == candidates(tmp_path / "online")  # each sample the answer a request of its own gets
-    calls = [json.loads(line) for line in (tmp_path / "batch" / "journal" / "calls.jsonl").read_text().splitlines()]
+    calls = journal(tmp_path / "batch")
     assert len(calls) == n * SAMPLES  # a journal record per sample
     assert [c > 0 for c in sorted((r["tokens_in"] for r in calls), reverse=True)] == [True] * n + [False] * (2 * n)
 
@@ -342,14 +352,13 @@ def test_kill_9_with_n_samples_per_line_then_resume_collects_every_sample_and_se
         out, prompts = tmp_path / "run", prompts_file(tmp_path, n)
         a = args(server, out, prompts, *FAST, f"teacher.openai_compat.sampling.n={SAMPLES}", n=n)
         process = subprocess.Popen(command(*a), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.time() + 60
-        while True:  # every call in a batch the provider accepted
+
+        def all_submitted():  # every call in a batch the provider accepted
             prepared = {r["tag"]: len(r["calls"]) for r in ledger(out) if r["event"] == "prepared"}
             submitted = {r["tag"] for r in ledger(out) if r["event"] == "submitted"}
-            if sum(prepared.values()) == n * SAMPLES and submitted == prepared.keys():
-                break
-            assert process.poll() is None and time.time() < deadline, process.communicate()[1][-3000:]
-            time.sleep(0.02)
+            return sum(prepared.values()) == n * SAMPLES and submitted == prepared.keys()
+
+        wait_until(process, all_submitted, "not every call was submitted")
         process.kill()
         process.wait()
         submitted = len(server.batches.batches)
@@ -358,7 +367,7 @@ def test_kill_9_with_n_samples_per_line_then_resume_collects_every_sample_and_se
         assert result.returncode == 0, result.stderr[-3000:]
         assert len(server.batches.batches) == submitted  # the rerun polled them, and submitted nothing
         assert "of an earlier run are still running" in result.stderr
-        lines = [line for file in uploaded(server) for line in file]
+        lines = uploaded(server)
         assert len(lines) == n and sorted(server.batches.carried.values()) == [1] * n
         assert sorted(server.seen.values()) == [1] * n  # one request per prompt, its 3 samples in it
     shared = [ids for r in ledger(out) if r["event"] == "prepared" for ids in r.get("shared", {}).values()]
@@ -373,7 +382,7 @@ def test_native_n_false_gives_a_batch_line_per_sample(tmp_path):
         extra = (f"teacher.openai_compat.sampling.n={SAMPLES}", "teacher.openai_compat.native_n=false")
         result = run(*args(server, tmp_path / "run", prompts_file(tmp_path, 4), *FAST, *extra, n=4))
         assert result.returncode == 0, result.stderr[-3000:]
-        lines = [line for file in uploaded(server) for line in file]
+        lines = uploaded(server)
     assert len(lines) == 4 * SAMPLES and not any("n" in line["body"] for line in lines)
     assert len({line["body"]["seed"] for line in lines}) == 4 * SAMPLES
     assert len(candidates(tmp_path / "run")) == 4 * SAMPLES
@@ -385,7 +394,7 @@ def test_a_line_short_of_choices_sends_the_missing_samples_again_and_a_refused_l
         out = tmp_path / "run"
         result = run(*args(server, out, prompts_file(tmp_path, n), *FAST, f"teacher.openai_compat.sampling.n={SAMPLES}", n=n))
         assert result.returncode == 0, result.stderr[-3000:]
-        lines = [line for file in uploaded(server) for line in file]
+        lines = uploaded(server)
     first = [line for line in lines if "n" in line["body"]]
     assert len(first) == n and all(line["body"]["n"] == SAMPLES for line in first)
     assert len(lines) - n == 2 * (n - 1)  # each answered line's two missing samples, one line each
@@ -398,7 +407,7 @@ def test_a_line_short_of_choices_sends_the_missing_samples_again_and_a_refused_l
     }
     got = candidates(out)
     assert {answer for answer in got.values() if answer} == expected  # the retried samples kept their seeds
-    records = [json.loads(line) for line in (out / "journal" / "calls.jsonl").read_text().splitlines()]
+    records = journal(out)
     refused = [r for r in records if r["error"]]
     assert len(refused) == SAMPLES and all("HTTP 400" in r["error"] and r["attempts"] == 1 for r in refused)
 
