@@ -51,13 +51,15 @@ demo: install ## build a small SFT/DPO dataset in runs/demo with the two package
 	$(BIN)/arbitrage experiment=demo out=$(OUT)
 	$(BIN)/python -c "import datasets; print(datasets.load_dataset('$(OUT)', 'sft')); print(datasets.load_dataset('$(OUT)', 'dpo'))"
 
-test: install ## run the whole test suite, real vLLM end-to-end test included
+test: install ## the layer contract, then the whole test suite, real vLLM end-to-end test included
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 test-fast: install ## the tests that load no model
 	$(BIN)/pytest -m "not integration"
 
-lint: install ## ruff check and format check
+lint: install ## ruff check and format check, and the import layers (lint-imports, pyproject.toml)
+	$(BIN)/lint-imports
 	$(BIN)/ruff check arbitrage tests bench
 	$(BIN)/ruff format --check arbitrage tests bench
 

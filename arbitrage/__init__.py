@@ -3,7 +3,7 @@
 From Python, without Hydra:
 
     import arbitrage
-    from arbitrage.sources import JsonlSource
+    from arbitrage.prompts import JsonlSource
     from arbitrage.teachers.openai_compat import OpenAICompatTeacher
 
     summary = arbitrage.run(
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from arbitrage.sources import Source
+    from arbitrage.prompts.source import Source
     from arbitrage.stats import RunSummary
     from arbitrage.teachers import Teacher
 

@@ -20,8 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from arbitrage import pipeline, settings
 from arbitrage.engine import RetryPolicy
-from arbitrage.engine.journal import disk_error
-from arbitrage.errors import ArbitrageError, ConfigError
+from arbitrage.errors import ArbitrageError, ConfigError, disk_error
 from arbitrage.select import SelectionSpec
 
 log = logging.getLogger("arbitrage")
@@ -125,6 +124,27 @@ def _path(value: str) -> Path:
     return PROJECT_ROOT / path if (PROJECT_ROOT / path).exists() else path
 
 
+# `_target_`s of classes that moved when the code was grouped by role (issue 21): a saved config
+# naming the old path fails with one line naming the new one.
+MOVED = {
+    "arbitrage.sources.PersonaSource": "arbitrage.prompts.personas.PersonaSource",
+    "arbitrage.sources.JsonlSource": "arbitrage.prompts.jsonl.JsonlSource",
+    "arbitrage.filters.": "arbitrage.quality.filters.",
+    "arbitrage.dedup.": "arbitrage.quality.dedup.",
+    "arbitrage.teachers.litellm_api.api_teacher": "arbitrage.teachers.factory.api_teacher",
+    "arbitrage.teachers.openai_compat.openai_compat_teacher": "arbitrage.teachers.factory.openai_compat_teacher",
+}
+
+
+def _moved(node) -> str | None:
+    """The new `_target_` for a node (or one nested in it) that names a moved one."""
+    for target in re.findall(r"'_target_': '([\w.]+)'", str(OmegaConf.to_container(node) if OmegaConf.is_config(node) else node)):
+        for old, new in MOVED.items():
+            if target == old or (old.endswith(".") and target.startswith(old)):
+                return f"_target_ {target} has moved to {new + target[len(old) :] if old.endswith('.') else new}"
+    return None
+
+
 def _instantiate(node, **kwargs):
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
@@ -132,6 +152,9 @@ def _instantiate(node, **kwargs):
     try:
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as exc:  # our constructors raise ConfigError: show that line alone
+        moved = _moved(node)
+        if moved:
+            raise ConfigError(f"{moved} — update your config") from None
         cause = exc.__cause__
         while cause is not None and not isinstance(cause, ArbitrageError) and cause.__cause__ is not None:
             cause = cause.__cause__
@@ -200,7 +223,7 @@ def _run(cfg: DictConfig) -> None:
         raise
     print(summary.text())
     if cfg.report and summary.prompts_finished <= REPORT_MAX_PROMPTS:
-        from arbitrage import report
+        from arbitrage.analysis import report
 
         report.write(spec.out_dir)
     elif cfg.report:
@@ -251,9 +274,8 @@ def _bandits() -> dict:
 def _tool(name: str, args: list[str]) -> None:
     import argparse
 
-    from arbitrage import report, scoretable
+    from arbitrage.analysis import report, router_eval, scoretable
     from arbitrage.routers import model as router_model
-    from arbitrage.routers import replay
     from arbitrage.routers.learned import LearnedRouter
 
     parser = argparse.ArgumentParser(prog=f"arbitrage {name}", description=TOOLS[name])
@@ -289,8 +311,8 @@ def _tool(name: str, args: list[str]) -> None:
             label = f"learned ({opts.router_model}{', in-sample: trained on these prompts' if seen else ''})"
             learned = LearnedRouter(str(opts.router_model))
             extra[label] = lambda seed: learned  # deterministic: the same prompts get the same routes
-        results = replay.evaluate(table, extra, folds=opts.folds, repeats=opts.repeats)
-        print(replay.write(opts.run_dir, results, table))
+        results = router_eval.evaluate(table, extra, folds=opts.folds, repeats=opts.repeats)
+        print(router_eval.write(opts.run_dir, results, table))
         report.write(opts.run_dir)
         print(f"wrote {opts.run_dir / 'router_eval.md'} and updated {opts.run_dir / 'report.md'}")
     except ArbitrageError as exc:
@@ -299,7 +321,7 @@ def _tool(name: str, args: list[str]) -> None:
 
 def _estimate(args: list[str]) -> None:
     """`arbitrage estimate <overrides>`: calls, tokens and $ per teacher, before anything is sent."""
-    from arbitrage import estimate
+    from arbitrage.analysis import estimate
     from arbitrage.engine import Journal
     from arbitrage.teachers.samples import next_sample
 

@@ -1,5 +1,5 @@
 """What a run costs: prices per teacher, token bounds, spend during it (the estimate before a run
-is arbitrage/estimate.py).
+is arbitrage/analysis/estimate.py).
 
 Prices come from the teacher config (`price: {input_per_mtok, output_per_mtok}`) or from the
 price map bundled inside litellm; local vLLM teachers cost nothing; a model nobody prices stays

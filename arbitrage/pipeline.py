@@ -22,19 +22,20 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from arbitrage import card, embeddings, runfolder
-from arbitrage.dataset import DatasetWriter
+from arbitrage import embeddings
 from arbitrage.engine import Budget, Engine, Journal, RetryPolicy, bar_interval, stop_on_signals
 from arbitrage.errors import ConfigError
 from arbitrage.executors import Context, Executor, Local
-from arbitrage.filters import Filter
+from arbitrage.output import card, runfolder
+from arbitrage.output.dataset import DatasetWriter
+from arbitrage.prompts import PromptWriter, Source
+from arbitrage.quality import Filter
 from arbitrage.routers import Router
 from arbitrage.routers.simple import AllTeachers
 from arbitrage.rows import Call, Candidate
 from arbitrage.scoring import Scorer
 from arbitrage.scoring.verifiable import VerifiableScorer
 from arbitrage.select import Selection, SelectionSpec
-from arbitrage.sources import PromptWriter, Source
 from arbitrage.stages import calls_of, choose, filter_prompts, route, waves, written
 from arbitrage.stats import RunStats, RunSummary
 from arbitrage.teachers import Teacher, teacher_key
@@ -51,7 +52,7 @@ class RunSpec:
     teachers: dict[str, Teacher]
     router: Router = field(default_factory=AllTeachers)
     scorer: Scorer = field(default_factory=VerifiableScorer)
-    filters: list[Filter] = field(default_factory=list)  # the quality stage, in order (arbitrage.filters)
+    filters: list[Filter] = field(default_factory=list)  # the quality stage, in order (arbitrage.quality.filters)
     selection: SelectionSpec = field(default_factory=SelectionSpec)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     budget_usd: float | None = None  # stop sending once the run folder's spend would pass it

@@ -38,6 +38,14 @@ class Prompt:
 
 
 @dataclass(frozen=True)
+class Route:
+    """Which teachers answer a prompt, and why (the router's decision, recorded with every row)."""
+
+    teachers: tuple[str, ...]
+    decision: str
+
+
+@dataclass(frozen=True)
 class Call:
     """One request to one teacher: the unit of work, of caching and of resume.
 

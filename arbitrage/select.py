@@ -7,8 +7,7 @@ import random
 from dataclasses import dataclass
 
 from arbitrage.errors import ConfigError
-from arbitrage.routers import Route
-from arbitrage.rows import Prompt, Scored, stable_hash
+from arbitrage.rows import Prompt, Route, Scored, stable_hash
 
 PAIRS = ("worst", "random_lower")
 

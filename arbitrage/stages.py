@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from arbitrage import filters as F
+from arbitrage import quality as F
 from arbitrage.engine import Engine, Finished
+from arbitrage.prompts.writer import PromptWriter
 from arbitrage.routers import Observation, OnlineRouter, Route, Router
 from arbitrage.rows import Call, Candidate, Prompt, Scored, make_call
 from arbitrage.scoring import Scorer
 from arbitrage.select import Selection, SelectionSpec, select
-from arbitrage.sources import PromptWriter
 from arbitrage.stats import RunStats
 
 CHUNK = 512  # prompts drawn, written, filtered and routed at a time

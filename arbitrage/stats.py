@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from arbitrage import diversity
 from arbitrage.markdown import markdown_table, usd
+from arbitrage.quality import diversity
 from arbitrage.rows import Prompt, Scored
 from arbitrage.select import NO_CANDIDATE, Selection
 

@@ -87,14 +87,14 @@ def train(student: str, rows: list[dict], out: Path, steps: int, seed: int, lr: 
 def heldout_prompts(run: Path, n: int, seed: int):
     import yaml
 
-    from arbitrage import personas
+    from arbitrage.prompts import personas
 
     config = yaml.safe_load((run / "config.yaml").read_text())
     files = [ROOT / f if not Path(f).is_absolute() else Path(f) for f in config["personas"]["files"]]
     tasks = {name: spec["templates"] for name, spec in config["tasks"].items()}
     import pyarrow.parquet as pq
 
-    from arbitrage.dataset import data_files
+    from arbitrage.output.dataset import data_files
 
     seen = {pid for f in data_files(run).values() for pid in pq.read_table(run / f, columns=["prompt_id"]).column(0).to_pylist()}
     spec = personas.SynthesisSpec(

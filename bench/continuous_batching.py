@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from arbitrage import personas
+from arbitrage.prompts import personas
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_FLIGHT = 64

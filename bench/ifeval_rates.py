@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from arbitrage import constraints as C
-from arbitrage import scoretable
+from arbitrage.analysis import scoretable
 
 
 def main() -> None:

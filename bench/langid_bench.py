@@ -3,7 +3,7 @@
     python bench/langid_bench.py                      # every library that is installed
     python bench/langid_bench.py --repeats 7 --only py3langid,pycld2
 
-The `wrong_language` filter (arbitrage/filters.py) runs language ID on every answer, so it must be
+The `wrong_language` filter (arbitrage/quality/filters.py) runs language ID on every answer, so it must be
 fast (the quality stage's budget is 2 ms CPU per prompt) and right on short texts. This script
 measures each candidate on a labelled set of texts in the project's six languages (en es fr de pt it):
 

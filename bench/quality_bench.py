@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 import fake_server  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-from arbitrage.personas import SynthesisSpec, iter_prompts, load_personas  # noqa: E402
+from arbitrage.prompts.personas import SynthesisSpec, iter_prompts, load_personas  # noqa: E402
 from arbitrage.rows import Candidate, Scored  # noqa: E402
 
 

@@ -20,9 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from arbitrage import scoretable  # noqa: E402
+from arbitrage.analysis import (
+    router_eval,  # noqa: E402
+    scoretable,  # noqa: E402
+)
 from arbitrage.routers import model as router_model  # noqa: E402
-from arbitrage.routers import replay as router_eval  # noqa: E402
 from arbitrage.routers.bandit import BanditRouter  # noqa: E402
 
 SEEDS = range(10)

@@ -2,7 +2,7 @@
 
     python bench/selective_sweep.py runs/ifeval200
 
-Every row is 5-fold cross-validated and averaged over 5 fold shuffles (routers/replay.py).
+Every row is 5-fold cross-validated and averaged over 5 fold shuffles (analysis/router_eval.py).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import argparse
 import numpy as np
 import torch
 
-from arbitrage import scoretable
+from arbitrage.analysis import router_eval as R
+from arbitrage.analysis import scoretable
 from arbitrage.routers import model as M
-from arbitrage.routers import replay as R
 
 
 def main() -> None:
@@ -53,7 +53,7 @@ def main() -> None:
         print(f"| {budget} | {mean:.3f} | {mean / everything:.0%} | {calls:.2f} |")
     persistence = R.winner_persistence(table)
     if persistence is not None:
-        print(f"\nwinner persistence (routers/replay.py): {persistence:.0%}")
+        print(f"\nwinner persistence (analysis/router_eval.py): {persistence:.0%}")
 
 
 if __name__ == "__main__":

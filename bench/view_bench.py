@@ -2,7 +2,7 @@
 filters, searches and prompt views, and the process's memory while paging.
 
 Synthesises an N-prompt run folder (default 1,000,000 prompts × 2 teachers) at the dataset's own
-schemas (arbitrage.dataset.SCHEMAS) in row groups of 4096 rows, as DatasetWriter writes them, with
+schemas (arbitrage.output.dataset.SCHEMAS) in row groups of 4096 rows, as DatasetWriter writes them, with
 distinct prompt and answer texts. The folder is cached under --dir and reused when N matches.
 
     .venv/bin/python bench/view_bench.py --n 1000000
@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from arbitrage.dataset import SCHEMAS
+from arbitrage.output.dataset import SCHEMAS
 
 ROWS_PER_GROUP = 4096  # DatasetWriter's flush_rows
 LANGUAGES = ["en", "de", "es", "fr", "it", "pt"]

@@ -19,8 +19,8 @@ from arbitrage import cli
 from arbitrage.cost import batch_price, litellm_batch_price, litellm_price
 from arbitrage.errors import ConfigError
 from arbitrage.rows import make_call
-from arbitrage.teachers.batch_ledger import BatchLedger
-from arbitrage.teachers.litellm_api import api_teacher
+from arbitrage.teachers.batch.ledger import BatchLedger
+from arbitrage.teachers.factory import api_teacher
 from arbitrage.teachers.samples import request_starts
 
 N = 36

@@ -84,7 +84,9 @@ def test_api_run_writes_a_loadable_dataset_and_resumes_without_new_requests(serv
     # Filter and selection settings are not part of the run identity: a rerun re-selects from the journal,
     # and load_dataset must see the new rows (datasets caches a folder by its card, not its files).
     strict = arbitrage(
-        *api_args(server, out, "+filters.min_reward._target_=arbitrage.filters.MinReward", "+filters.min_reward.threshold=1.01")
+        *api_args(
+            server, out, "+filters.min_reward._target_=arbitrage.quality.filters.MinReward", "+filters.min_reward.threshold=1.01"
+        )
     )
     # Nothing usable is an error (exit 1, one line naming the reason), but the data is still written.
     assert strict.returncode == 1, strict.stderr[-2000:]

@@ -5,10 +5,10 @@ from hydra import compose, initialize_config_dir
 
 from arbitrage.cli import CONF_DIR, GROUPS, build, check_overrides
 from arbitrage.errors import ConfigError
+from arbitrage.prompts import Source
 from arbitrage.routers import OnlineRouter, Router
 from arbitrage.routers.learned import LearnedRouter
 from arbitrage.scoring import Scorer
-from arbitrage.sources import Source
 from arbitrage.teachers import Teacher
 
 # Values a user must give (`???`) for the options that have them.
@@ -119,3 +119,15 @@ def test_learned_router_needs_a_model_and_bandit_is_online():
     assert isinstance(selective, LearnedRouter) and selective.max_calls == 2 and selective.budget.per_prompt == 1.5
     with pytest.raises(ConfigError, match="needs router.max_calls=2 or more"):
         build(compose_cfg(budget[:2] + ["router.calls_per_prompt=1.5"]))
+
+
+@pytest.mark.parametrize(
+    "override, new",
+    [
+        ("source._target_=arbitrage.sources.PersonaSource", "arbitrage.prompts.personas.PersonaSource"),
+        ("filters.exact_prompts._target_=arbitrage.dedup.ExactDedup", "arbitrage.quality.dedup.ExactDedup"),
+    ],
+)
+def test_a_config_naming_a_moved_class_fails_with_one_line_naming_the_new_one(override, new):
+    with pytest.raises(ConfigError, match=f"has moved to {new} — update your config"):
+        build(compose_cfg(["teacher=[smollm2]", override]))

@@ -10,6 +10,7 @@ import tracemalloc
 
 import pytest
 
+from arbitrage.analysis.estimate import TeacherInfo, estimate, format_estimate, mean_tokens_out
 from arbitrage.cost import (
     LOCAL_PRICE,
     Price,
@@ -21,7 +22,6 @@ from arbitrage.cost import (
     max_prompt_tokens,
 )
 from arbitrage.errors import ConfigError
-from arbitrage.estimate import TeacherInfo, estimate, format_estimate, mean_tokens_out
 
 MESSAGES = [
     {"role": "system", "content": "You are a careful teacher."},
@@ -83,7 +83,8 @@ def test_unknown_model_has_no_price():
 
 
 def test_teacher_prices_local_vllm_free_and_local_endpoints_unknown():
-    from arbitrage.teachers.litellm_api import LiteLLMTeacher, api_teacher
+    from arbitrage.teachers.factory import api_teacher
+    from arbitrage.teachers.litellm_api import LiteLLMTeacher
     from arbitrage.teachers.openai_compat import OpenAICompatTeacher
     from arbitrage.teachers.vllm_local import VLLMTeacher
 

@@ -8,7 +8,7 @@ import datasets
 import pytest
 from conftest import make_candidate, make_prompt
 
-from arbitrage import card, dataset
+from arbitrage.output import card, dataset
 from arbitrage.routers import Route
 from arbitrage.rows import Scored
 from arbitrage.select import SelectionSpec, select

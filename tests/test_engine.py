@@ -13,7 +13,8 @@ from arbitrage.engine import Budget, Engine, Journal, RateLimit, RetryPolicy, To
 from arbitrage.errors import ArbitrageError, ConfigError, TeacherUnusable
 from arbitrage.rows import Candidate, Completion, make_call
 from arbitrage.teachers import teacher_key
-from arbitrage.teachers.litellm_api import LiteLLMTeacher, api_teacher
+from arbitrage.teachers.factory import api_teacher
+from arbitrage.teachers.litellm_api import LiteLLMTeacher
 from arbitrage.teachers.openai_compat import OpenAICompatTeacher, parse_reset, ratelimit_headers
 
 FAST = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05)

@@ -3,9 +3,10 @@ import json
 import pytest
 from conftest import make_candidate, make_prompt
 
-from arbitrage import dedup as D
-from arbitrage import filters as F
+from arbitrage import quality
 from arbitrage.errors import ConfigError
+from arbitrage.quality import dedup as D
+from arbitrage.quality import filters as F
 from arbitrage.rows import Scored
 
 
@@ -114,12 +115,14 @@ def test_min_reward_and_stage_application_keep_reasons():
     prompt = make_prompt()
     items = [(prompt, Scored(make_candidate("a"), 0.2)), (prompt, Scored(make_candidate("b"), 0.9))]
     counts = {}
-    kept, reasons = F.apply([F.MinReward(0.5)], "chosen", items, counts)
+    kept, reasons = quality.apply([F.MinReward(0.5)], "chosen", items, counts)
     assert kept == [items[1]] and reasons == {0: "min_reward: reward 0.200 < 0.5"} and counts == {"min_reward": 1}
     # Filters of another stage are not run; later filters see only what earlier ones kept.
     prompts = [make_prompt(prompt_id=str(i), text=t) for i, t in enumerate(["Explain tides.", "explain tides", "Explain tides!"])]
     counts = {}
-    kept, reasons = F.apply([D.ExactDedup(name="exact_prompts"), D.NearDedup(), F.MinReward(0.5)], "prompt", prompts, counts)
+    kept, reasons = quality.apply(
+        [D.ExactDedup(name="exact_prompts"), D.NearDedup(), F.MinReward(0.5)], "prompt", prompts, counts
+    )
     assert kept == prompts[:1] and set(reasons) == {1, 2} and counts == {"exact_prompts": 2, "near_dedup": 0}
     assert reasons[1].startswith("exact_prompts: ")
 
@@ -134,7 +137,7 @@ def test_a_misspelt_stage_or_field_is_an_error_not_a_silent_default():
 def test_diversity_metrics():
     import numpy as np
 
-    from arbitrage import diversity
+    from arbitrage.quality import diversity
 
     assert diversity.distinct_n(["a b c", "d e f"], 1) == 1.0
     assert diversity.distinct_n(["a b a b", "a b"], 2) == pytest.approx(2 / 4)

@@ -4,9 +4,9 @@ from collections import Counter
 import pytest
 import yaml
 
-from arbitrage import personas
 from arbitrage.errors import ConfigError
-from arbitrage.personas import SynthesisSpec, load_personas, synthesise
+from arbitrage.prompts import jsonl
+from arbitrage.prompts.personas import SynthesisSpec, load_personas, synthesise
 
 LANGS = ["en", "es", "fr", "de", "pt", "it"]
 
@@ -116,13 +116,13 @@ def test_a_prompts_file_streams_prompts_and_names_a_bad_line(tmp_path):
         {"id": "mine-2", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]},
     ]
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n\n")
-    digest = personas.check_prompt_file(path)
-    prompts = list(personas.iter_prompt_file(path))
+    digest = jsonl.check_prompt_file(path)
+    prompts = list(jsonl.iter_prompt_file(path))
     assert [p.language for p in prompts] == ["de", "en"] and prompts[1].prompt_id == "mine-2"
     assert prompts[1].messages[0]["role"] == "system" and prompts[0].user_text == "Erkläre Photosynthese."
     path.write_text(path.read_text() + '{"messages": [{"role": "assistant", "content": "no user turn"}]}\n')
     with pytest.raises(ConfigError, match=r"line 4: needs 'prompt'"):
-        personas.check_prompt_file(path)
+        jsonl.check_prompt_file(path)
     assert len(digest) == 16
 
 
@@ -144,8 +144,8 @@ def test_a_prompts_file_line_may_carry_ifeval_annotations(tmp_path):
     }
     old_names = {"prompt": "Say hi.", "constraints": [{"type": "max_words", "n": 5}]}
     path.write_text(json.dumps(line) + "\n" + json.dumps(old_names) + "\n")
-    personas.check_prompt_file(path)
-    first, second = personas.iter_prompt_file(path)
+    jsonl.check_prompt_file(path)
+    first, second = jsonl.iter_prompt_file(path)
     assert list(first.constraints) == [
         {"type": "punctuation:no_comma"},
         {"type": "length_constraints:number_words", "num_words": 300, "relation": "at least"},
@@ -153,7 +153,7 @@ def test_a_prompts_file_line_may_carry_ifeval_annotations(tmp_path):
     assert list(second.constraints) == [{"type": "length_constraints:number_words", "num_words": 5, "relation": "less than"}]
     path.write_text(json.dumps({"prompt": "x", "instruction_id_list": ["keywords:vibes"], "kwargs": [{}]}) + "\n")
     with pytest.raises(ConfigError, match=r"line 1: unknown constraint type 'keywords:vibes'"):
-        personas.check_prompt_file(path)
+        jsonl.check_prompt_file(path)
     path.write_text(json.dumps({"prompt": "x", "instruction_id_list": ["keywords:existence"], "kwargs": [{}]}) + "\n")
     with pytest.raises(ConfigError, match=r"line 1: constraint 'keywords:existence' needs the argument 'keywords'"):
-        personas.check_prompt_file(path)
+        jsonl.check_prompt_file(path)

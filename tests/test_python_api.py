@@ -7,10 +7,10 @@ import datasets
 import pytest
 
 import arbitrage
+from arbitrage.prompts import JsonlSource
 from arbitrage.routers.bandit import BanditRouter
 from arbitrage.routers.simple import AllTeachers
 from arbitrage.rows import Completion
-from arbitrage.sources import JsonlSource
 from arbitrage.teachers import Limits, Sampling, Teacher
 
 

@@ -8,7 +8,8 @@ import pytest
 import yaml
 from test_cli import api_args, arbitrage
 
-from arbitrage import card, dataset, report, scoretable
+from arbitrage.analysis import report, scoretable
+from arbitrage.output import card, dataset
 from arbitrage.routers import Route
 from arbitrage.rows import Candidate, Prompt, Scored
 from arbitrage.select import SelectionSpec, select

@@ -9,14 +9,14 @@ import pytest
 import torch
 import yaml
 
+from arbitrage.analysis import router_eval
+from arbitrage.analysis.scoretable import ScoreTable
 from arbitrage.errors import ConfigError
 from arbitrage.routers import model as router_model
-from arbitrage.routers import replay as router_eval
 from arbitrage.routers.bandit import BanditRouter
 from arbitrage.routers.learned import CallBudget, LearnedRouter
 from arbitrage.routers.simple import FixedRouter, RandomRouter, RoundRobinRouter
 from arbitrage.rows import Prompt
-from arbitrage.scoretable import ScoreTable
 
 LANGUAGES = ("en", "es", "fr")
 TASKS = ("explain", "math")
@@ -287,7 +287,7 @@ def test_learned_router_check_names_the_fix(tmp_path):
 @pytest.mark.integration
 def test_real_train_save_load_route_cycle_with_the_packaged_embedding_model(tmp_path, root):
     """Real MiniLM embeddings of real synthesised prompts; the reward depends on the task."""
-    from arbitrage.personas import SynthesisSpec, load_personas, synthesise
+    from arbitrage.prompts.personas import SynthesisSpec, load_personas, synthesise
 
     tasks = {name: spec["templates"] for name, spec in yaml.safe_load((root / "conf/tasks/default.yaml").read_text()).items()}
     prompts = synthesise(load_personas([root / "personas/demo.jsonl"]), SynthesisSpec(tasks=tasks, n_prompts=96, seed=3))

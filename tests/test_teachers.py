@@ -7,7 +7,8 @@ import pytest
 
 from arbitrage.errors import ConfigError
 from arbitrage.teachers import Limits, Sampling, Teacher, models, teacher_key
-from arbitrage.teachers.litellm_api import LiteLLMTeacher, api_teacher
+from arbitrage.teachers.factory import api_teacher
+from arbitrage.teachers.litellm_api import LiteLLMTeacher
 from arbitrage.teachers.openai_compat import OpenAICompatTeacher
 from arbitrage.teachers.vllm_local import VLLMTeacher
 

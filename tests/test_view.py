@@ -14,8 +14,9 @@ import yaml
 from browser import Chromium, artifacts_dir, executable
 from test_cli import arbitrage
 
-from arbitrage import card, dataset, report
+from arbitrage.analysis import report
 from arbitrage.engine.journal import Journal
+from arbitrage.output import card, dataset
 from arbitrage.routers import Route
 from arbitrage.rows import Candidate, Prompt, Scored
 from arbitrage.select import SelectionSpec, select

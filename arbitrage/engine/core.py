@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from arbitrage.cost import Spend, heuristic_tokens, max_prompt_tokens
 from arbitrage.engine import streams
+from arbitrage.engine.breaker import Breaker
 from arbitrage.engine.budget import Budget
 from arbitrage.engine.journal import Journal
 from arbitrage.engine.policy import RetryPolicy, failure_reason
@@ -29,7 +30,6 @@ from arbitrage.engine.streams import CallQueue, Finished, Pending, Stream, Teach
 from arbitrage.errors import TeacherUnusable
 from arbitrage.rows import Call, Candidate, Completion
 from arbitrage.teachers import Teacher, WaitsElsewhere
-from arbitrage.teachers.diagnose import breaks_after
 from arbitrage.teachers.samples import request_starts
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,7 @@ class Engine:
         self._retrying: dict[asyncio.Task, Pending] = {}
         self._streams: set[Stream] = set()
         self._inflation = dict.fromkeys(teachers, 1.0)  # prompt tokens billed / bound, when a server bills more
-        self._streak = dict.fromkeys(teachers, 0)  # failures in a row of a kind that can stop a teacher
-        self._answered_before: set[str] = set()  # teachers with an answer read back from the journal
+        self._breakers = {name: Breaker() for name in teachers}
         self.error: BaseException | None = None  # what ended the run early (see fail)
         self._bar: tqdm | None = None
         self._last_postfix = 0.0
@@ -154,7 +153,7 @@ class Engine:
                 if record is not None:  # settled by an earlier run: read back, not sent
                     self.stats[call.teacher].resumed += 1
                     if record.error is None:
-                        self._answered_before.add(call.teacher)
+                        self._breakers[call.teacher].answered_before = True
                     self._tick(1)
                     await stream.put(Finished(call, record))
                     continue
@@ -316,18 +315,7 @@ class Engine:
             limit.observe(completion.ratelimit)
 
     def _watch(self, name: str, completion: Completion) -> None:
-        """The circuit breaker: a teacher that never answered and fails alike again and again (bad key,
-        URL or model; nothing listening) stops the run in one line; a rerun after the fix retries."""
-        if completion.ok:
-            self._streak[name] = 0
-            return
-        limit = breaks_after(completion)
-        if limit is None or self.stats[name].ok:
-            return
-        if completion.status == 400 and name in self._answered_before:
-            return  # it answered in an earlier run: these 400s are about their prompts (a rerun retries just them)
-        self._streak[name] += 1
-        if self._streak[name] >= limit:
+        if self._breakers[name].observe(completion):
             self.fail(TeacherUnusable(self.teachers[name].diagnose(completion)))
 
     def _retry(self, name: str, item: Pending, completion: Completion) -> bool:

@@ -10,7 +10,6 @@ A local run appends to `calls.jsonl`; on Ray each actor appends to a shard of it
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -21,19 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from arbitrage.errors import ArbitrageError
+from arbitrage.errors import ArbitrageError, disk_error
 from arbitrage.rows import Candidate
 
 log = logging.getLogger(__name__)
-
-
-def disk_error(exc: OSError, path: Path) -> OSError | ArbitrageError:
-    """A full disk (or file-size limit) as one line naming the fix; other OS errors unchanged."""
-    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return ArbitrageError(
-            f"no space left to write {path} ({exc.strerror}) — free space and rerun: the journal has every finished call"
-        )
-    return exc
 
 
 def _key(call_id: str) -> int:

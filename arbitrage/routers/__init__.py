@@ -13,13 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from arbitrage.errors import ConfigError
-from arbitrage.rows import Candidate, Prompt
-
-
-@dataclass(frozen=True)
-class Route:
-    teachers: tuple[str, ...]
-    decision: str  # why, recorded with every dataset row
+from arbitrage.rows import Candidate, Prompt, Route
 
 
 @dataclass(frozen=True)
@@ -59,3 +53,6 @@ class OnlineRouter(Router, Protocol):
 def known(teacher: str, teachers: Sequence[str], where: str) -> None:
     if teacher not in teachers:
         raise ConfigError(f"{where} names teacher '{teacher}', which is not configured — configured: {', '.join(teachers)}")
+
+
+__all__ = ["OnlineRouter", "Observation", "Route", "Router", "known"]

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arbitrage.errors import ConfigError
-from arbitrage.routers import Route
-from arbitrage.rows import Prompt
+from arbitrage.rows import Prompt, Route
 from arbitrage.settings import number
 
 

@@ -126,7 +126,7 @@ class Teacher(Protocol):
 
 @runtime_checkable
 class WaitsElsewhere(Protocol):
-    """A teacher whose calls wait at the provider (Batch APIs, arbitrage/teachers/batch.py): it
+    """A teacher whose calls wait at the provider (Batch APIs, arbitrage/teachers/batch/teacher.py): it
     keeps its batch ledger beside the run's journal, and stops waiting when the run stops (the
     batches keep running there; the same command collects them)."""
 

@@ -1,9 +1,7 @@
-"""API teachers through litellm: any provider string (`openai/gpt-4o-mini`, `anthropic/...`).
+"""API teachers through litellm: any provider string (`anthropic/...`, `gemini/...`).
 
-litellm costs ~4.5 ms of CPU per request here, ~18× a bare aiohttp client (BENCHMARKS.md), so at
-high concurrency it caps throughput. `openai/...` models are plain OpenAI-compatible calls: with
-`fast_path` (the default) `api_teacher` builds an `OpenAICompatTeacher` for them instead, sent to
-`api_base` or OpenAI's endpoint. Every other provider goes through litellm.
+litellm costs ~4.5 ms of CPU per request here, ~18× a bare aiohttp client (BENCHMARKS.md), so
+`openai/...` models go to `OpenAICompatTeacher` instead when `fast_path` (teachers/factory.py).
 """
 
 from __future__ import annotations
@@ -13,61 +11,17 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from arbitrage.cost import Price, api_price, online_price
+from arbitrage.cost import Price, api_price
 from arbitrage.errors import ConfigError
 from arbitrage.rows import Call, Completion
 from arbitrage.settings import number
-from arbitrage.teachers import Limits, Sampling, Teacher
+from arbitrage.teachers import Limits, Sampling
 from arbitrage.teachers.diagnose import explain
-from arbitrage.teachers.openai_compat import OpenAICompatTeacher, api_key_from_env, parse_choices, ratelimit_headers
+from arbitrage.teachers.openai_compat import api_key_from_env, parse_choices, ratelimit_headers
 from arbitrage.teachers.samples import NativeN
 
 # litellm fetches its price map from the network at import unless told not to (no network here).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-OPENAI_BASE_URL = "https://api.openai.com/v1"
-
-
-def api_teacher(
-    name: str,
-    model: str,
-    api_key_env: str | None = None,
-    api_base: str | None = None,
-    sampling: Sampling | Mapping | None = None,
-    timeout_s: float = 120.0,
-    max_concurrency: int = 16,
-    rpm: float | None = None,
-    tpm: float | None = None,
-    price: Mapping | Price | None = None,
-    fast_path: bool = True,
-    native_n: bool = True,
-    mode: str = "online",
-    batch: Mapping | None = None,
-) -> Teacher:
-    """The `api` teacher: `openai/<model>` over our aiohttp client when `fast_path`, else litellm.
-    `mode: batch` sends through the provider's Batch API (arbitrage/teachers/batch.py)."""
-    from arbitrage.teachers.batch import batch_mode
-
-    if "/" not in str(model):
-        raise ConfigError(f"teacher '{name}': model '{model}' needs a provider prefix, e.g. openai/gpt-4o-mini")
-    online = online_price(price)  # without batch_discount, which only mode=batch reads
-    if fast_path and model.startswith("openai/"):
-        teacher = OpenAICompatTeacher(
-            name,
-            model.removeprefix("openai/"),
-            api_base or OPENAI_BASE_URL,
-            api_key_env=api_key_env,
-            sampling=sampling,
-            timeout_s=timeout_s,
-            max_concurrency=max_concurrency,
-            rpm=rpm,
-            tpm=tpm,
-            price=online,
-            price_model=model,
-            native_n=native_n,
-        )
-        return batch_mode(teacher, mode, batch, price, model)
-    teacher = LiteLLMTeacher(name, model, api_key_env, api_base, sampling, timeout_s, max_concurrency, rpm, tpm, online, native_n)
-    return batch_mode(teacher, mode, batch, price, model)
 
 
 class LiteLLMTeacher:

@@ -261,13 +261,3 @@ class OpenAICompatTeacher:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def openai_compat_teacher(mode: str = "online", batch: Mapping | None = None, price: Mapping | Price | None = None, **settings):
-    """conf/teacher/openai_compat.yaml: the teacher online, or through the server's Batch API
-    (`mode: batch`, arbitrage/teachers/batch.py)."""
-    from arbitrage.cost import online_price
-    from arbitrage.teachers.batch import batch_mode
-
-    online = OpenAICompatTeacher(price=online_price(price), **settings)
-    return batch_mode(online, mode, batch, price, settings.get("price_model") or online.model)

@@ -7,8 +7,8 @@ import base64
 import json
 from pathlib import Path
 
-from arbitrage.dataset import write_atomic
 from arbitrage.errors import ConfigError
+from arbitrage.output.dataset import write_atomic
 from arbitrage.view import assets
 from arbitrage.view.folder import RunFolder
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arbitrage.dataset import data_files
+from arbitrage.output.dataset import data_files
 from arbitrage.view import search
 from arbitrage.view.index import FACETS, STATUSES, PromptIndex, build
 from arbitrage.view.tables import RowGroups

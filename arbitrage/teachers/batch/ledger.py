@@ -27,9 +27,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arbitrage.engine.journal import disk_error
-from arbitrage.errors import ArbitrageError
-from arbitrage.teachers.batch_api import BatchAPI, BatchAPIError
+from arbitrage.errors import ArbitrageError, disk_error
+from arbitrage.teachers.batch.api import BatchAPI, BatchAPIError
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from arbitrage import figures as plots
-from arbitrage import scoretable
-from arbitrage.card import quality_section
+from arbitrage.analysis import figures as plots
+from arbitrage.analysis import scoretable
+from arbitrage.analysis.scoretable import TIE, ScoreTable, groups, margins, routed_reward, shares, winners
 from arbitrage.errors import ConfigError
 from arbitrage.markdown import markdown_table
-from arbitrage.scoretable import TIE, ScoreTable, groups, margins, routed_reward, shares, winners
+from arbitrage.output.card import quality_section
 from arbitrage.stats import RunSummary
 
 

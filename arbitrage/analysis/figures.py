@@ -1,4 +1,4 @@
-"""The run report's figures as small self-contained SVG files, drawn with arbitrage/svg.py.
+"""The run report's figures as small self-contained SVG files, drawn with arbitrage/analysis/svg.py.
 
 Every plot_* function returns the SVG text, or None when there is nothing to draw.
 """
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from arbitrage.scoretable import TIE, ScoreTable, groups, margins, routed_reward, shares, winners
-from arbitrage.svg import (
+from arbitrage.analysis.scoretable import TIE, ScoreTable, groups, margins, routed_reward, shares, winners
+from arbitrage.analysis.svg import (
     INK,
     MARK,
     MUTED,

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from arbitrage.dataset import data_files
 from arbitrage.errors import ConfigError
+from arbitrage.output.dataset import data_files
 from arbitrage.rows import Prompt
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from arbitrage.dataset import write_atomic
 from arbitrage.engine.journal import Journal
 from arbitrage.errors import ConfigError
+from arbitrage.output.dataset import write_atomic
 from arbitrage.rows import stable_hash
 
 LOCK = ".lock"

@@ -1,27 +1,17 @@
-"""The quality stage: filters that drop prompts before generation and answers after it.
-
-Each filter looks at a whole stage at once (dedup needs every item) and returns what it drops,
-with a reason: nothing is discarded silently. Stages:
-
-- `prompt`: Prompt rows before routing — dedup and decontamination save teacher calls.
-- `answer`: (Prompt, Candidate) of every scored answer — truncated, refusals, wrong language,
-  loops. A filtered answer is never chosen but can still be a DPO `rejected`.
-- `chosen`: (Prompt, Scored) of each prompt's chosen answer — reward below a threshold, and dedup
-  of the answers we keep. When one drops the best answer, the next best is tried.
-"""
+"""Filters that judge each answer alone: truncated, length, refusals, wrong language, loops, min reward
+(the contract, stages and `apply` are in base.py; dedup and decontamination in dedup.py)."""
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 from functools import cache
 from itertools import islice
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from arbitrage import constraints as C
-from arbitrage.errors import ConfigError
-from arbitrage.rows import Prompt, Scored
+from arbitrage.quality.base import text_of
+from arbitrage.quality.text import normalised_words
 from arbitrage.settings import number
 
 # Multilingual refusal / assistant boilerplate (en, es, fr, de, pt, it).
@@ -41,58 +31,6 @@ REFUSALS = [
     r"\bcome (?:un'?)?(?:ia|intelligenza artificiale|modello linguistico)\b",
     r"\bmi dispiace,? ma non posso\b",
 ]
-
-
-# Every ASCII character that is not a word character (\w) becomes a space.
-_ASCII_NON_WORD = str.maketrans({chr(c): " " for c in range(128) if not (chr(c).isalnum() or chr(c) == "_")})
-
-
-def normalised_words(text: str) -> list[str]:
-    r"""The words of a text, casefolded, punctuation dropped (\w+ after NFKC). ASCII text takes a
-    path 5× faster that gives the same words: the quality stage reads every answer."""
-    if text.isascii():
-        return text.lower().translate(_ASCII_NON_WORD).split()
-    return re.findall(r"\w+", unicodedata.normalize("NFKC", text).casefold())
-
-
-def normalise(text: str) -> str:
-    """Casefolded, accents and punctuation kept apart from words, whitespace collapsed."""
-    return " ".join(normalised_words(text))
-
-
-STAGES = ("prompt", "answer", "chosen")
-FIELDS = ("prompt", "response")
-
-
-def checked(name: str, stage: str, field: str = "prompt") -> tuple[str, str]:
-    """A filter's stage and field, or one error naming the choices (a typo is not a silent default)."""
-    if stage not in STAGES:
-        raise ConfigError(f"filters.{name}.stage must be one of {', '.join(STAGES)}, got {stage!r}")
-    if field not in FIELDS:
-        raise ConfigError(f"filters.{name}.field must be one of {', '.join(FIELDS)}, got {field!r}")
-    if stage == "prompt" and field != "prompt":
-        raise ConfigError(f"filters.{name}: a prompt-stage filter can only look at field=prompt")
-    return stage, field
-
-
-@runtime_checkable
-class Filter(Protocol):
-    name: str
-    stage: str  # one of STAGES
-
-    def check(self) -> None:
-        """Raise ConfigError naming the fix (a missing eval file, a bad threshold)."""
-
-    def drop(self, items: Sequence[Any]) -> dict[int, str]:
-        """Indexes of the items to drop, each with a reason."""
-
-
-def text_of(item: Prompt | tuple[Prompt, Scored], field: str) -> str:
-    """The text a filter looks at: a prompt's user message, or an answer's text."""
-    if isinstance(item, Prompt):
-        return item.user_text
-    prompt, scored = item
-    return prompt.user_text if field == "prompt" else scored.candidate.text or ""
 
 
 class _PerItem:
@@ -244,20 +182,3 @@ class MinReward(_PerItem):
     def reason(self, item: Any) -> str | None:
         score = item[1].score
         return f"reward {score:.3f} < {self.threshold}" if score < self.threshold else None
-
-
-def apply(filters: Sequence[Filter], stage: str, items: list, counts: dict[str, int]) -> tuple[list, dict[int, str]]:
-    """Run a stage's filters in order; returns the kept items and {original index: reason}."""
-    assert stage in STAGES, stage
-    reasons: dict[int, str] = {}
-    index = list(range(len(items)))
-    for f in filters:
-        if f.stage != stage:
-            continue
-        current = [items[i] for i in index]
-        dropped = f.drop(current)
-        counts[f.name] = counts.get(f.name, 0) + len(dropped)
-        for j, why in dropped.items():
-            reasons[index[j]] = why
-        index = [i for j, i in enumerate(index) if j not in dropped]
-    return [items[i] for i in index], reasons

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from arbitrage.analysis.scoretable import ScoreTable
 from arbitrage.errors import ConfigError
 from arbitrage.routers import Observation, OnlineRouter, Router
 from arbitrage.routers import model as router_model
 from arbitrage.routers.learned import CallBudget
 from arbitrage.routers.simple import FixedRouter, RandomRouter, RoundRobinRouter
 from arbitrage.rows import Candidate
-from arbitrage.scoretable import ScoreTable
 
 SELECTIVE_MIN_GAINS = (0.1, 0.05, 0.02)  # eval-router's selective rows: fewer to more second calls
 SELECTIVE_BUDGET = 1.5  # and one with a call budget (router.calls_per_prompt)

@@ -25,39 +25,24 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
-from arbitrage.cost import Price, batch_price
-from arbitrage.errors import ArbitrageError, ConfigError
+from arbitrage.cost import Price
+from arbitrage.errors import ArbitrageError
 from arbitrage.rows import Call, Completion
-from arbitrage.settings import choice
-from arbitrage.teachers import Limits, Teacher
-from arbitrage.teachers.batch_api import BatchAPI, BatchAPIError, missing_completion
-from arbitrage.teachers.batch_ledger import TERMINAL, BatchLedger, BatchRecord
-from arbitrage.teachers.batch_settings import BatchSettings
+from arbitrage.teachers import Limits
+from arbitrage.teachers.batch.api import BatchAPI, BatchAPIError, missing_completion
+from arbitrage.teachers.batch.ledger import TERMINAL, BatchLedger, BatchRecord
+from arbitrage.teachers.batch.settings import BatchSettings
 from arbitrage.teachers.openai_compat import OpenAICompatTeacher, api_key_from_env
 from arbitrage.teachers.samples import NativeN
 
 log = logging.getLogger(__name__)
 CALLS_PER_WORKER = 1000  # calls one engine worker hands over per complete()
-
-
-def batch_mode(online: Teacher, mode: str, batch: Mapping | None, price: Mapping | Price | None, price_model: str) -> Teacher:
-    """The teacher for `mode`: the online one as it is, or a BatchTeacher sending through it."""
-    choice(f"teacher.{online.name}.mode", mode, ("online", "batch"))
-    if mode == "online":
-        return online
-    if not isinstance(online, OpenAICompatTeacher):
-        raise ConfigError(
-            f"teacher '{online.name}': mode=batch needs the OpenAI-compatible client — use model openai/<name> with "
-            "fast_path=true (api_base= for Together, Groq and other OpenAI-format batch APIs), or mode=online"
-        )
-    settings = BatchSettings.of(batch, f"teacher.{online.name}.batch")
-    return BatchTeacher(online, settings, batch_price(price_model, online.base_url, price))
 
 
 @dataclass

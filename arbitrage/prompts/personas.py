@@ -7,16 +7,17 @@ deterministic in `seed`: the same config always yields the same prompts and prom
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from arbitrage import constraints as C
 from arbitrage.errors import ConfigError
+from arbitrage.prompts.source import check_n_prompts
 from arbitrage.rows import Prompt, stable_hash
+from arbitrage.settings import number, text
 
 PERSONA_KEYS = ("id", "persona", "language", "domain", "topics")
 
@@ -30,7 +31,7 @@ class Persona:
     topics: tuple[str, ...]
 
 
-def _json_object(where: str, line: str, keys: str) -> dict:
+def json_object(where: str, line: str, keys: str) -> dict:
     """One line of a JSONL input file, or one error line naming the file, the line and the fix."""
     try:
         record = json.loads(line)
@@ -43,7 +44,7 @@ def _json_object(where: str, line: str, keys: str) -> dict:
 
 def _parse_persona(path: Path, lineno: int, line: str) -> Persona:
     where = f"persona file {path}:{lineno}"
-    record = _json_object(where, line, f"keys {', '.join(PERSONA_KEYS)}")
+    record = json_object(where, line, f"keys {', '.join(PERSONA_KEYS)}")
     missing = [k for k in PERSONA_KEYS if k not in record]
     if missing:
         raise ConfigError(f"{where} lacks {', '.join(missing)} — each line needs {', '.join(PERSONA_KEYS)}")
@@ -133,7 +134,7 @@ def _user_text(rng: random.Random, persona: Persona, task: str, templates: list[
     return template.format(**values), topic, fixed, reference
 
 
-def _with_instructions(text: str, constraints: list[dict], language: str) -> str:
+def with_instructions(text: str, constraints: list[dict], language: str) -> str:
     # The math templates already ask for the final number; every other check adds its sentence.
     instructions = [C.instruction(c, language) for c in constraints if c["type"] != "arbitrage:final_number"]
     return " ".join([text, *instructions])
@@ -164,7 +165,7 @@ def iter_prompts(personas: list[Persona], spec: SynthesisSpec) -> Iterator[Promp
         wanted = rng.randint(spec.min_constraints, spec.max_constraints)
         ctx = C.Context(language=persona.language, topic=topic, task=task)
         sampled = C.sample(rng, ctx, max(0, wanted - len(fixed)))
-        user = _with_instructions(text, fixed + sampled, persona.language)
+        user = with_instructions(text, fixed + sampled, persona.language)
         messages: list[dict] = []
         if spec.system_prompt:
             messages.append({"role": "system", "content": spec.system_prompt.format(persona=persona.persona)})
@@ -191,126 +192,49 @@ def iter_prompts(personas: list[Persona], spec: SynthesisSpec) -> Iterator[Promp
         )
 
 
-# PersonaHub-style prompt writing: a teacher writes the request a persona would send, instead of
-# a fixed template. Math keeps its template, whose numbers carry the known answer.
-WRITABLE_TASKS = {
-    "explain": "a request for an explanation",
-    "advise": "a request for practical advice",
-    "write": "a request for a short piece of creative writing",
-    "email": "a request to draft an email",
-    "code": "a request for a small Python function",
-}
-WRITER_TEMPLATE = (
-    "Here is a persona: {persona}.\n"
-    'Write {task} that this person would send to an AI assistant about the topic "{topic}". '
-    "Write it in {language_name}, in the first person, in one to three sentences. "
-    "Output only the request, nothing else."
-)
+def _file_digest(path: Path) -> str:
+    return stable_hash(path.read_bytes().decode("utf-8", "replace"))
 
 
-@dataclass(frozen=True)
-class WrittenPrompt:
-    """The prompt a writer teacher receives, and the prompt whose user text it will replace."""
+class PersonaSource:
+    """The `personas` source: persona × task type × seed topic, with verifiable constraints."""
 
-    request: Prompt
-    original: Prompt
-
-
-def writer_requests(prompts: list[Prompt], personas: list[Persona], template: str = WRITER_TEMPLATE) -> list[WrittenPrompt]:
-    by_id = {p.id: p for p in personas}
-    requests = []
-    for prompt in prompts:
-        if prompt.task not in WRITABLE_TASKS:
-            continue
-        text = template.format(
-            persona=by_id[prompt.persona_id].persona,
-            task=WRITABLE_TASKS[prompt.task],
-            topic=prompt.topic,
-            language_name=C.texts()["language_name"]["en"][prompt.language],
-        )
-        messages = ({"role": "user", "content": text},)
-        request = replace(prompt, prompt_id="writer-" + stable_hash(messages), messages=messages, constraints=())
-        requests.append(WrittenPrompt(request, prompt))
-    return requests
-
-
-def with_written_request(prompt: Prompt, request: str) -> Prompt:
-    """Swap the template text for a written request; constraints and their instructions stay."""
-    request = request.strip().strip('"“”«»').strip()
-    messages = [
-        *prompt.messages[:-1],
-        {"role": "user", "content": _with_instructions(request, list(prompt.constraints), prompt.language)},
-    ]
-    return replace(prompt, prompt_id=stable_hash(messages), messages=tuple(messages))
-
-
-# Bring-your-own prompts: one JSON object per line, `prompt` (a string) or `messages` (chat list),
-# optional id, language, task, domain, persona_id, reference, constraints (verifiable checks, e.g.
-# [{"type": "lowercase"}]). Streamed, never held in memory.
-def _file_prompt(path: Path, number: int, line: str) -> Prompt:
-    where = f"{path} line {number}"
-    record = _json_object(where, line, "'prompt' or 'messages'")
-    messages = record.get("messages")
-    if messages is None and isinstance(record.get("prompt"), str):
-        messages = [{"role": "user", "content": record["prompt"]}]
-    if (
-        not isinstance(messages, list)
-        or not messages
-        or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages)
-        or messages[-1]["role"] != "user"
+    def __init__(
+        self,
+        files: Sequence[str | Path],
+        tasks: Mapping[str, Mapping],  # task → {templates: {language → [templates]}} (conf/tasks/)
+        n_prompts: int,
+        seed: int = 0,
+        min_constraints: int = 1,
+        max_constraints: int = 3,
+        languages: Sequence[str] | None = None,
+        system_prompt: str | None = None,
     ):
-        raise ConfigError(f"{where}: needs 'prompt' (a string) or 'messages' (role/content objects ending with a user turn)")
-    messages = [{"role": m["role"], "content": m["content"]} for m in messages]
-    constraints = _file_constraints(where, record)
-    return Prompt(
-        prompt_id=str(record.get("id") or stable_hash(messages)),
-        persona_id=str(record.get("persona_id") or ""),
-        language=str(record.get("language") or "en"),
-        domain=str(record.get("domain") or ""),
-        task=str(record.get("task") or "file"),
-        topic="",
-        messages=tuple(messages),
-        constraints=tuple(constraints),
-        reference=record.get("reference"),
-    )
+        self.files = [Path(f) for f in files]
+        self.n_prompts = check_n_prompts(n_prompts)
+        self.spec = SynthesisSpec(
+            tasks={task: {lang: list(t) for lang, t in spec["templates"].items()} for task, spec in tasks.items()},
+            n_prompts=self.n_prompts,
+            seed=number("seed", seed, int),
+            min_constraints=number("personas.min_constraints", min_constraints, int, 0),
+            max_constraints=number("personas.max_constraints", max_constraints, int, 0),
+            languages=tuple(languages) if languages else None,
+            system_prompt=text("personas.system_prompt", system_prompt),
+        )
+        self._personas: list[Persona] | None = None
 
+    @property
+    def personas(self) -> list[Persona]:
+        if self._personas is None:
+            self._personas = load_personas(self.files)
+        return self._personas
 
-def _file_constraints(where: str, record: dict) -> list[dict]:
-    """`constraints` (our dicts) or IFEval / Tulu 3 annotations (`instruction_id_list` + `kwargs`)."""
-    constraints = record.get("constraints") or []
-    try:
-        if record.get("instruction_id_list") is not None:
-            ids, kwargs = record["instruction_id_list"], record.get("kwargs")
-            if not isinstance(ids, list) or not (kwargs is None or isinstance(kwargs, list)):
-                raise ValueError("'instruction_id_list' and 'kwargs' must be lists")
-            return [*map(C.normalise, constraints), *C.from_ifeval(ids, kwargs)]
-        if not isinstance(constraints, list) or not all(isinstance(c, dict) for c in constraints):
-            raise ValueError("'constraints' must be a list of {\"type\": ...} objects")
-        return [C.normalise(c) for c in constraints]
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    def check(self) -> None:
+        validate(self.personas, self.spec)
 
+    def digest(self) -> str:
+        synthesis = {k: v for k, v in vars(self.spec).items() if k != "n_prompts"}
+        return stable_hash("personas", synthesis, sorted(_file_digest(p) for p in self.files))
 
-def check_prompt_file(path: Path) -> str:
-    """Validate every line before a run starts (one bad line is one error naming it); returns the
-    file's content digest, which identifies the run's prompts."""
-    if not path.is_file():
-        raise ConfigError(f"prompts file {path} does not exist — give source.path=PATH.jsonl")
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for number, raw in enumerate(f, 1):
-            digest.update(raw)
-            if raw.strip():
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise ConfigError(f"{path} line {number} is not UTF-8 text — save the file as UTF-8") from None
-                _file_prompt(path, number, text)
-    return digest.hexdigest()[:16]
-
-
-def iter_prompt_file(path: Path) -> Iterator[Prompt]:
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                yield _file_prompt(path, number, line)
+    def __iter__(self) -> Iterator[Prompt]:
+        return iter_prompts(self.personas, self.spec)

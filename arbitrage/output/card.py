@@ -7,8 +7,8 @@ import json
 
 import yaml
 
-from arbitrage.dataset import SCHEMAS
 from arbitrage.markdown import markdown_table, usd
+from arbitrage.output.dataset import SCHEMAS
 from arbitrage.stats import RunSummary
 
 

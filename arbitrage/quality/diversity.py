@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from arbitrage.filters import normalised_words
+from arbitrage.quality.text import normalised_words
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from arbitrage.errors import ConfigError
-from arbitrage.filters import checked, normalise, normalised_words, text_of
+from arbitrage.quality.base import checked, text_of
+from arbitrage.quality.text import normalise, normalised_words
 from arbitrage.settings import number
 
 

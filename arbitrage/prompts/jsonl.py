@@ -1,0 +1,123 @@
+"""The `jsonl` source: your own prompts, one JSON object per line, streamed and checked line by line."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from arbitrage import constraints as C
+from arbitrage.errors import ConfigError
+from arbitrage.prompts.personas import json_object
+from arbitrage.prompts.source import check_n_prompts
+from arbitrage.rows import Prompt, stable_hash
+
+log = logging.getLogger(__name__)
+
+
+# Bring-your-own prompts: one JSON object per line, `prompt` (a string) or `messages` (chat list),
+# optional id, language, task, domain, persona_id, reference, constraints (verifiable checks, e.g.
+# [{"type": "lowercase"}]). Streamed, never held in memory.
+def _file_prompt(path: Path, number: int, line: str) -> Prompt:
+    where = f"{path} line {number}"
+    record = json_object(where, line, "'prompt' or 'messages'")
+    messages = record.get("messages")
+    if messages is None and isinstance(record.get("prompt"), str):
+        messages = [{"role": "user", "content": record["prompt"]}]
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages)
+        or messages[-1]["role"] != "user"
+    ):
+        raise ConfigError(f"{where}: needs 'prompt' (a string) or 'messages' (role/content objects ending with a user turn)")
+    messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    constraints = _file_constraints(where, record)
+    return Prompt(
+        prompt_id=str(record.get("id") or stable_hash(messages)),
+        persona_id=str(record.get("persona_id") or ""),
+        language=str(record.get("language") or "en"),
+        domain=str(record.get("domain") or ""),
+        task=str(record.get("task") or "file"),
+        topic="",
+        messages=tuple(messages),
+        constraints=tuple(constraints),
+        reference=record.get("reference"),
+    )
+
+
+def _file_constraints(where: str, record: dict) -> list[dict]:
+    """`constraints` (our dicts) or IFEval / Tulu 3 annotations (`instruction_id_list` + `kwargs`)."""
+    constraints = record.get("constraints") or []
+    try:
+        if record.get("instruction_id_list") is not None:
+            ids, kwargs = record["instruction_id_list"], record.get("kwargs")
+            if not isinstance(ids, list) or not (kwargs is None or isinstance(kwargs, list)):
+                raise ValueError("'instruction_id_list' and 'kwargs' must be lists")
+            return [*map(C.normalise, constraints), *C.from_ifeval(ids, kwargs)]
+        if not isinstance(constraints, list) or not all(isinstance(c, dict) for c in constraints):
+            raise ValueError("'constraints' must be a list of {\"type\": ...} objects")
+        return [C.normalise(c) for c in constraints]
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def check_prompt_file(path: Path) -> str:
+    """Validate every line before a run starts (one bad line is one error naming it); returns the
+    file's content digest, which identifies the run's prompts."""
+    if not path.is_file():
+        raise ConfigError(f"prompts file {path} does not exist — give source.path=PATH.jsonl")
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            digest.update(raw)
+            if raw.strip():
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ConfigError(f"{path} line {number} is not UTF-8 text — save the file as UTF-8") from None
+                _file_prompt(path, number, text)
+    return digest.hexdigest()[:16]
+
+
+def iter_prompt_file(path: Path) -> Iterator[Prompt]:
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                yield _file_prompt(path, number, line)
+
+
+class JsonlSource:
+    """Your own prompts: one JSON object per line, `prompt` (a string) or `messages` (a chat list),
+    optional id, language, task, domain, persona_id, reference. A repeated id is skipped."""
+
+    def __init__(self, path: str | Path, n_prompts: int):
+        self.path = Path(path)
+        self.n_prompts = check_n_prompts(n_prompts)
+        self._digest: str | None = None
+
+    def check(self) -> None:
+        self._digest = check_prompt_file(self.path)
+
+    def digest(self) -> str:
+        if self._digest is None:
+            self.check()
+        return stable_hash("file", self._digest)
+
+    def __iter__(self) -> Iterator[Prompt]:
+        return itertools.islice(self._unique(), self.n_prompts)
+
+    def _unique(self) -> Iterator[Prompt]:
+        seen: set[int] = set()  # 64-bit hashes of the ids: ~85 bytes per prompt, the one thing that grows with N
+        repeated = 0
+        for prompt in iter_prompt_file(self.path):
+            key = hash(prompt.prompt_id)
+            if key in seen:
+                repeated += 1
+                continue
+            seen.add(key)
+            yield prompt
+        if repeated:
+            log.warning("skipped %d prompts whose id was already seen in %s", repeated, self.path)
