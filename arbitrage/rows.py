@@ -1,4 +1,4 @@
-"""The rows that flow through a run: Prompt → Call → Candidate → Scored (see DESIGN in README)."""
+"""The rows that flow through a run: Prompt → Call → Candidate → Scored (see docs/architecture.md)."""
 
 from __future__ import annotations
 

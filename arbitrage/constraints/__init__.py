@@ -85,7 +85,7 @@ def normalise(constraint: dict) -> dict:
             raise ValueError(f"constraint {kind!r} needs the argument {exc.args[0]!r}") from None
     if kind not in KWARGS:
         raise ValueError(
-            f"unknown constraint type {kind!r} — known: IFEval ids (e.g. punctuation:no_comma) and arbitrage:* (README)"
+            f"unknown constraint type {kind!r} — known: IFEval ids (e.g. punctuation:no_comma) and arbitrage:* (docs/constraints.md)"
         )
     missing = [k for k in KWARGS[kind] if constraint.get(k) is None]
     if missing:

