@@ -25,6 +25,9 @@ class Prompt:
     messages: tuple[dict, ...]  # optional system message, then the user message
     constraints: tuple[dict, ...] = ()
     reference: str | None = None  # known answer, for tasks generated with one
+    # Code tests run by reward=tests (arbitrage/verify/code.py TestSpec.to_dict()): HumanEval's
+    # test + entry_point or MBPP's test_list, from the prompts file.
+    tests: dict | None = None
 
     @property
     def user_text(self) -> str:
@@ -34,6 +37,7 @@ class Prompt:
         row = asdict(self)
         row["messages"] = list(self.messages)
         row["constraints"] = json.dumps(list(self.constraints), ensure_ascii=False)
+        row["tests"] = json.dumps(self.tests, ensure_ascii=False) if self.tests else None
         return row
 
 
@@ -78,6 +82,10 @@ class Completion:
     retry_after: float | None = None  # seconds the server asked us to wait
     logprobs: list | None = None  # first-token top logprobs, when asked for (judges)
     ratelimit: dict | None = None  # the server's x-ratelimit-* headers, parsed (see RateLimit.observe)
+    # A thinking teacher's reasoning, apart from `text`, the answer (arbitrage/teachers/reasoning.py);
+    # its tokens are part of tokens_out (servers bill them as completion tokens) and counted here too.
+    reasoning: str | None = None
+    reasoning_tokens: int = 0
 
     @property
     def ok(self) -> bool:
@@ -104,6 +112,10 @@ class Candidate:
     # a resume does not re-send it unless told to (retry_failed=true).
     final: bool = False
     logprobs: list | None = None  # first-token top logprobs (judge calls)
+    # The teacher's thinking, kept apart from `text` (the answer, all that checks and the reward see),
+    # also when a length cut inside it left no answer. Old journal lines lack both: None and 0.
+    reasoning: str | None = None
+    reasoning_tokens: int = 0  # of tokens_out
 
     @property
     def ok(self) -> bool:

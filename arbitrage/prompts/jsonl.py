@@ -13,13 +13,15 @@ from arbitrage.errors import ConfigError
 from arbitrage.prompts.personas import json_object
 from arbitrage.prompts.source import check_n_prompts
 from arbitrage.rows import Prompt, stable_hash
+from arbitrage.verify.code import TestSpec
 
 log = logging.getLogger(__name__)
 
 
 # Bring-your-own prompts: one JSON object per line, `prompt` (a string) or `messages` (chat list),
 # optional id, language, task, domain, persona_id, reference, constraints (verifiable checks, e.g.
-# [{"type": "lowercase"}]). Streamed, never held in memory.
+# [{"type": "lowercase"}]), and code tests for reward=tests: HumanEval's `test` + `entry_point` or
+# MBPP's `test_list` (verify/code.py TestSpec). Streamed, never held in memory.
 def _file_prompt(path: Path, number: int, line: str) -> Prompt:
     where = f"{path} line {number}"
     record = json_object(where, line, "'prompt' or 'messages'")
@@ -35,6 +37,10 @@ def _file_prompt(path: Path, number: int, line: str) -> Prompt:
         raise ConfigError(f"{where}: needs 'prompt' (a string) or 'messages' (role/content objects ending with a user turn)")
     messages = [{"role": m["role"], "content": m["content"]} for m in messages]
     constraints = _file_constraints(where, record)
+    try:
+        tests = TestSpec.from_record(record)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     return Prompt(
         prompt_id=str(record.get("id") or stable_hash(messages)),
         persona_id=str(record.get("persona_id") or ""),
@@ -45,6 +51,7 @@ def _file_prompt(path: Path, number: int, line: str) -> Prompt:
         messages=tuple(messages),
         constraints=tuple(constraints),
         reference=record.get("reference"),
+        tests=tests.to_dict() if tests else None,
     )
 
 
