@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from arbitrage import pipeline, settings
 from arbitrage.engine import RetryPolicy
 from arbitrage.errors import ArbitrageError, ConfigError, disk_error
+from arbitrage.runpaths import RunPaths
 from arbitrage.select import SelectionSpec
 
 log = logging.getLogger("arbitrage")
@@ -297,7 +298,7 @@ def _tool(name: str, args: list[str]) -> None:
             return
         table = scoretable.load(opts.run_dir)
         if name == "train-router":
-            out = opts.out or opts.run_dir / "router.pt"
+            out = opts.out or RunPaths(opts.run_dir).router_model
             model = router_model.train(
                 table.prompts, table.reward, table.teachers, router_model.embed(table.prompts), str(opts.run_dir)
             )
@@ -314,7 +315,7 @@ def _tool(name: str, args: list[str]) -> None:
         results = router_eval.evaluate(table, extra, folds=opts.folds, repeats=opts.repeats)
         print(router_eval.write(opts.run_dir, results, table))
         report.write(opts.run_dir)
-        print(f"wrote {opts.run_dir / 'router_eval.md'} and updated {opts.run_dir / 'report.md'}")
+        print(f"wrote {RunPaths(opts.run_dir).router_eval} and updated {RunPaths(opts.run_dir).report}")
     except ArbitrageError as exc:
         _fail(str(exc))
 
@@ -331,7 +332,7 @@ def _estimate(args: list[str]) -> None:
     _logging(cfg.log_level)
     spec = build(cfg)
     teachers = {**spec.teachers, **spec.scorer.teachers}
-    journal_dir = spec.out_dir / "journal"
+    journal_dir = RunPaths(spec.out_dir).journal
     journal = Journal(journal_dir, read_only=True) if Journal.exists(journal_dir) else None
     observed = estimate.mean_tokens_out(journal.records()) if journal else {}
     infos = {

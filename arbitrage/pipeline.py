@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -38,7 +38,8 @@ from arbitrage.scoring.verifiable import VerifiableScorer
 from arbitrage.select import Selection, SelectionSpec
 from arbitrage.stages import calls_of, choose, filter_prompts, route, waves, written
 from arbitrage.stats import RunStats, RunSummary
-from arbitrage.teachers import Teacher, teacher_key
+from arbitrage.runpaths import RunPaths
+from arbitrage.teachers import Teacher, teacher_facts, teacher_key
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,9 @@ async def run(spec: RunSpec) -> RunSummary:
     started = time.perf_counter()
     teachers = check(spec)  # every check that can fail before a model loads or a request is sent
     identity = run_identity(spec, teachers)
-    with runfolder.claim(spec.out_dir, identity, spec.config):
-        journal = Journal(spec.out_dir / "journal", retry_failed=spec.retry_failed)
+    paths = RunPaths(spec.out_dir)
+    with runfolder.claim(spec.out_dir, identity, spec.config, run_facts(spec, teachers)):
+        journal = Journal(paths.journal, retry_failed=spec.retry_failed)
         budget = Budget(spec.budget_usd, spent_before=_spent_before(journal, teachers))
         stats = RunStats(list(spec.teachers))
         out = Output(DatasetWriter(spec.out_dir), stats, spec.source.n_prompts, spec.progress)
@@ -129,7 +131,7 @@ async def run(spec: RunSpec) -> RunSummary:
         with stats.timer("write"):
             out.writer.commit(lambda paths: card.render(spec.out_dir, paths, summary, spec.config, _sample(out.writer)))
         summary.timings_s = _timings(stats, engine, time.perf_counter() - started)
-        summary.save(spec.out_dir / "summary.json")
+        summary.save(paths.summary)
     if engine.error is not None:
         log.warning(
             "the run folder keeps the %d prompts finished before the error (%d sft rows); rerun after the fix for the rest",
@@ -201,6 +203,16 @@ def run_identity(spec: RunSpec, teachers: dict[str, Teacher]) -> dict:
         "teachers": {name: t.identity() for name, t in teachers.items()},
         "router": spec.router.identity(),
         "prompt_writer": spec.prompt_writer,
+    }
+
+
+def run_facts(spec: RunSpec, teachers: dict[str, Teacher]) -> dict:
+    """What the report and the viewer read back (run.json): every teacher as resolved, the
+    selection settings, the source. Not part of the identity: a price change is no other run."""
+    return {
+        "teachers": {name: teacher_facts(t) for name, t in teachers.items()},
+        "selection": asdict(spec.selection),
+        "source": spec.source.facts(),
     }
 
 

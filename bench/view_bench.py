@@ -130,12 +130,12 @@ def peak_mb() -> float:
 
 def measure(run: Path, pages: int) -> dict:
     """In a fresh process: open the folder the way `arbitrage view` does, then page."""
-    from arbitrage.view.folder import RunFolder
+    from arbitrage.view.folder import RunView
     from arbitrage.view.server import make_server, url_of
 
     out = {"rss_start_mb": round(rss_mb(), 1)}
     started = time.perf_counter()
-    folder = RunFolder(run)
+    folder = RunView(run)
     server = make_server(folder, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = url_of(server)

@@ -8,13 +8,14 @@ import os
 import threading
 import urllib.error
 import urllib.request
+from dataclasses import asdict
 
 import pytest
-import yaml
 from browser import Chromium, artifacts_dir, executable
 from test_cli import arbitrage
 
 from arbitrage.analysis import report
+from arbitrage.cost import LOCAL_PRICE
 from arbitrage.engine.journal import Journal
 from arbitrage.output import card, dataset
 from arbitrage.routers import Route
@@ -23,7 +24,7 @@ from arbitrage.select import SelectionSpec, select
 from arbitrage.stats import RunStats, RunSummary
 from arbitrage.view import assets
 from arbitrage.view.export import export
-from arbitrage.view.folder import RunFolder
+from arbitrage.view.folder import RunView
 from arbitrage.view.pager import Query, RunData
 from arbitrage.view.server import make_server, url_of
 
@@ -67,10 +68,13 @@ def write_run(out, flush_rows=4096):
         writer.add([s])
         stats.add([s])
     summary = RunSummary(str(out), router="all", reward="verifiable", timings_s={"total_s": 1.0}, **stats.coverage())
-    config = {"output": {"min_margin": 0.01, "pairs": "worst"}, "teacher": {"a": {"_target_": "x.VLLMTeacher.vllm_local"}}}
+    config = {"output": {"min_margin": 0.01, "pairs": "worst"}}
     writer.commit(lambda paths: card.render(out, paths, summary, config, writer.samples.get("sft")))
     summary.save(out / "summary.json")
-    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    # What the run records of its teachers (pipeline.run_facts): a is local and free, b unpriced.
+    teachers = {"a": {"kind": "VLLMTeacher", "price": asdict(LOCAL_PRICE)}, "b": {"kind": "OpenAICompatTeacher", "price": None}}
+    facts = {"teachers": teachers, "selection": asdict(SelectionSpec()), "source": {"kind": "personas", "files": []}}
+    (out / "run.json").write_text(json.dumps({"facts": facts}))
     report.write(out)
     return out
 
@@ -152,7 +156,7 @@ def test_a_scan_pages_from_its_cursor_and_resumes_after_its_time_budget(run_dir)
 
 
 def test_detail_shows_answers_checks_and_why(run_dir):
-    folder = RunFolder(run_dir, background_index=False)
+    folder = RunView(run_dir, background_index=False)
     d = folder.prompt("p0")
     assert d["status"] == "pair" and [c["id"] for c in d["constraints"]] == ["punctuation:no_comma", "keywords:frequency"]
     assert d["constraints"][1]["args"] == {"keyword": "data", "frequency": 2, "relation": "at least"}
@@ -177,7 +181,7 @@ def test_live_run_without_a_dataset_shows_the_journal(tmp_path):
     journal = Journal(run / "journal")
     journal.append([Candidate(f"c{i}", f"q{i // 2}", "ab"[i % 2], f"answer {i}", "stop", 5, 7, 0.5, 1) for i in range(5)])
     journal.close()
-    folder = RunFolder(run)
+    folder = RunView(run)
     meta = folder.meta()
     assert meta["mode"] == "journal" and meta["n"] == 3 and meta["live"]["running"] and meta["live"]["calls"] == 5
     page = folder.prompts({"limit": "2"})
@@ -191,7 +195,7 @@ def test_live_run_without_a_dataset_shows_the_journal(tmp_path):
 
 def test_a_rerun_swapping_the_dataset_is_picked_up(tmp_path):
     run = write_run(tmp_path / "run")
-    folder = RunFolder(run, background_index=False)
+    folder = RunView(run, background_index=False)
     assert folder.meta()["n"] == 6 and not folder.live()["running"]
     before = folder.data()
     card_text = (run / "README.md").read_text()
@@ -214,7 +218,7 @@ def test_errors_name_the_fix(tmp_path):
 
 @pytest.fixture(scope="module")
 def served(run_dir):
-    server = make_server(RunFolder(run_dir), "127.0.0.1", 0)
+    server = make_server(RunView(run_dir), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield url_of(server)

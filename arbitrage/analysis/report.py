@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from arbitrage.analysis import figures as plots
 from arbitrage.analysis import scoretable
@@ -20,22 +19,23 @@ from arbitrage.analysis.scoretable import TIE, ScoreTable, groups, margins, rout
 from arbitrage.errors import ConfigError
 from arbitrage.markdown import markdown_table
 from arbitrage.output.card import quality_section
+from arbitrage.runpaths import RunPaths
 from arbitrage.stats import RunSummary
 
 
 def write(run_dir: Path | str, reference: Path | str | None = None) -> Path:
     """Write RUN_DIR/report.md and its figures; returns the report's path."""
     run_dir = Path(run_dir)
-    path = run_dir / "report.md"
+    paths = RunPaths(run_dir)
+    path = paths.report
     if not scoretable.read_config(run_dir, "candidates"):  # e.g. the prompt filters dropped every prompt
         path.write_text(f"# Run report: {run_dir.name}\n\nNo teacher answered any prompt: nothing to report.\n")
         return path
     table = scoretable.load(run_dir)
     ref = _reference(table, Path(reference)) if reference else None
-    evaluation = _read_json(run_dir / "router_eval.json")
-    summary = RunSummary.load(run_dir / "summary.json") or RunSummary(out_dir=str(run_dir))
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
-    min_margin = ((config or {}).get("output") or {}).get("min_margin")
+    evaluation = _read_json(paths.router_eval_data)
+    summary = RunSummary.load(paths.summary) or RunSummary(out_dir=str(run_dir))
+    min_margin = (paths.facts().get("selection") or {}).get("min_margin")
 
     labels = winners(table)
     figures = {
@@ -223,7 +223,8 @@ def _routing_section(run_dir, table, ref, evaluation, figures) -> list[str]:
             "",
         ]
     if evaluation:
-        text = (run_dir / "router_eval.md").read_text() if (run_dir / "router_eval.md").exists() else ""
+        eval_md = RunPaths(run_dir).router_eval
+        text = eval_md.read_text() if eval_md.exists() else ""
         lines += ["`arbitrage eval-router` replayed these routers on this run:", "", text.strip(), ""]
     elif table.complete:
         lines += [f"Run `arbitrage eval-router {run_dir}` to replay the routers on this run and add them here.", ""]

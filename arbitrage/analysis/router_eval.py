@@ -23,6 +23,7 @@ from arbitrage.routers import model as router_model
 from arbitrage.routers.learned import CallBudget
 from arbitrage.routers.simple import FixedRouter, RandomRouter, RoundRobinRouter
 from arbitrage.rows import Candidate
+from arbitrage.runpaths import RunPaths
 
 SELECTIVE_MIN_GAINS = (0.1, 0.05, 0.02)  # eval-router's selective rows: fewer to more second calls
 SELECTIVE_BUDGET = 1.5  # and one with a call budget (router.calls_per_prompt)
@@ -248,12 +249,12 @@ def markdown(results: list[Result], table: ScoreTable) -> str:
 def write(run_dir: Path, results: list[Result], table: ScoreTable) -> str:
     """router_eval.md (the table) and router_eval.json (what the run report plots)."""
     text = markdown(results, table)
-    (run_dir / "router_eval.md").write_text(text, encoding="utf-8")
+    RunPaths(run_dir).router_eval.write_text(text, encoding="utf-8")
     payload = {
         "prompts": [p.prompt_id for p in table.prompts],
         "teachers": table.teachers,
         "results": [asdict(r) for r in results],
         "winner_persistence": winner_persistence(table),
     }
-    (run_dir / "router_eval.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    RunPaths(run_dir).router_eval_data.write_text(json.dumps(payload, indent=1), encoding="utf-8")
     return text

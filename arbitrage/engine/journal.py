@@ -22,16 +22,13 @@ import numpy as np
 
 from arbitrage.errors import ArbitrageError, disk_error
 from arbitrage.rows import Candidate
+from arbitrage.runpaths import RunPaths
 
 log = logging.getLogger(__name__)
 
 
 def _key(call_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(call_id.encode(), digest_size=8).digest(), "little")
-
-
-FILE = "calls.jsonl"
-PATTERN = "calls*.jsonl"
 
 
 def settled(record: dict, retry_failed: bool = False) -> bool:
@@ -53,7 +50,7 @@ class Journal:
         sent again. `shard`: append to `calls-<shard>.jsonl` (one writer per file on Ray)."""
         if not read_only:
             directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / (f"calls-{shard}.jsonl" if shard else FILE)
+        self.path = RunPaths.journal_file(directory, shard)
         self.read_only, self.retry_failed = read_only, retry_failed
         self.tokens: dict[str, list[int]] = {}  # teacher → [tokens in, tokens out] over every record, for spend
         self.failed_before = 0  # failures an earlier run left to retry
@@ -64,7 +61,7 @@ class Journal:
         self._teachers = np.empty(0, dtype=np.uint16)
         self._delivered = np.empty(0, dtype=bool)
         self._undelivered = np.empty(0, dtype=np.int64)  # per teacher id
-        others = sorted(p for p in directory.glob(PATTERN) if p != self.path) if directory.is_dir() else []
+        others = [p for p in RunPaths.journal_files(directory) if p != self.path]
         self.paths = [*others, self.path]  # the own file last: its records win
         self._load()
         # Unbuffered: each batch is one os.write we can undo, with no leftover buffer that a
@@ -133,7 +130,7 @@ class Journal:
     @staticmethod
     def exists(directory: Path) -> bool:
         """A journal with at least one record in it (any shard)."""
-        return directory.is_dir() and any(p.stat().st_size for p in directory.glob(PATTERN))
+        return any(p.stat().st_size for p in RunPaths.journal_files(directory))
 
     def __len__(self) -> int:
         return len(self._keys)

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from arbitrage import constraints
+from arbitrage.runpaths import RunPaths
 from arbitrage.select import Selection
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
@@ -184,7 +185,8 @@ class DatasetWriter:
         # the first requests are in flight, not after the last one.
         threading.Thread(target=pa.array, args=([0],), daemon=True).start()
         self.out_dir = out_dir
-        self.data = out_dir / "data"
+        self.paths = RunPaths(out_dir)
+        self.data = self.paths.data
         self.data.mkdir(parents=True, exist_ok=True)
         self.flush_rows = flush_rows
         self.samples: dict[str, dict] = {}  # first row of each config, for the card
@@ -227,10 +229,10 @@ class DatasetWriter:
             final = f"{name}-{_file_hash(tmp)}.parquet"
             _fsync(tmp)
             tmp.replace(self.data / final)
-            paths[name] = f"data/{final}"
+            paths[name] = RunPaths.data_file(final)
         self._writers = {}
         _fsync(self.data)
-        write_atomic(self.out_dir / "README.md", card(paths))  # the switch
+        write_atomic(self.paths.card, card(paths))  # the switch
         keep = {Path(p).name for p in paths.values()}
         for old in self.data.glob("*.parquet"):
             if old.name not in keep:
@@ -275,7 +277,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 def data_files(out_dir: Path) -> dict[str, str]:
     """config → file, as the card names them (what load_dataset reads); {} without a card."""
-    card = Path(out_dir) / "README.md"
+    card = RunPaths(out_dir).card
     if not card.exists():
         return {}
     text = card.read_text(encoding="utf-8")

@@ -22,10 +22,9 @@ from arbitrage.engine.journal import Journal
 from arbitrage.errors import ConfigError
 from arbitrage.output.dataset import write_atomic
 from arbitrage.rows import stable_hash
+from arbitrage.runpaths import BEFORE_FIRST_RUN, RunPaths
 
-LOCK = ".lock"
 log = logging.getLogger(__name__)
-OURS = {".hydra", "arbitrage.log", LOCK}  # what may be in a folder before its first run
 
 
 def run_id(identity: dict) -> str:
@@ -54,14 +53,15 @@ def differences(old, new, path: str = "") -> list[str]:
 
 
 @contextlib.contextmanager
-def claim(out_dir: Path, identity: dict, config: dict) -> Iterator[None]:
-    """Hold the folder for one run: lock it, check it holds this run or none, record the identity
-    and the resolved config. Nothing is written before every check has passed."""
+def claim(out_dir: Path, identity: dict, config: dict, facts: dict | None = None) -> Iterator[None]:
+    """Hold the folder for one run: lock it, check it holds this run or none, record the identity,
+    the resolved facts (what the report and viewer read: teachers' kinds, prices, sampling) and
+    the resolved config. Nothing is written before every check has passed."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"out={out_dir} is a file — give a folder for the run")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        lock = (out_dir / LOCK).open("a+")
+        lock = RunPaths(out_dir).lock.open("a+")
     except OSError as exc:
         raise ConfigError(f"cannot write to out={out_dir} ({exc.strerror}) — choose a folder you can write to") from None
     try:
@@ -80,20 +80,23 @@ def claim(out_dir: Path, identity: dict, config: dict) -> Iterator[None]:
         lock.write(str(os.getpid()))
         lock.flush()
         _check_identity(out_dir, identity)
-        write_atomic(out_dir / "run.json", json.dumps({**identity, "run_id": run_id(identity)}, indent=2, ensure_ascii=False))
-        write_atomic(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        paths = RunPaths(out_dir)
+        record = {**identity, "run_id": run_id(identity), "facts": facts or {}}
+        write_atomic(paths.run_json, json.dumps(record, indent=2, ensure_ascii=False))
+        write_atomic(paths.config, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
         yield
     finally:
         lock.close()  # closing releases the lock
 
 
 def _check_identity(out_dir: Path, identity: dict) -> None:
-    run_file = out_dir / "run.json"
+    run_file = RunPaths(out_dir).run_json
     if run_file.exists():
         previous = json.loads(run_file.read_text())
         previous.pop("run_id", None)
+        previous.pop("facts", None)  # prices and settings that do not decide the calls
         differs = differences(previous, identity)
-        if differs and not Journal.exists(out_dir / "journal"):
+        if differs and not Journal.exists(RunPaths(out_dir).journal):
             # It finished no call (refused at start: a wrong URL, key or setting): nothing to protect,
             # so the fixed command takes the folder over instead of being refused as another run.
             log.info("%s holds settings of a run that finished no call: replacing them", out_dir)
@@ -104,5 +107,5 @@ def _check_identity(out_dir: Path, identity: dict) -> None:
                 f"{out_dir} already holds a different run (differs in: {shown}) — rerun with the same settings to "
                 f"resume it, or choose another out=..."
             )
-    elif any(p.name not in OURS for p in out_dir.iterdir()):
+    elif any(p.name not in BEFORE_FIRST_RUN for p in out_dir.iterdir()):
         raise ConfigError(f"{out_dir} exists and is not an arbitrage run — choose another out=... or empty it")

@@ -113,6 +113,9 @@ class JsonlSource:
             self.check()
         return stable_hash("file", self._digest)
 
+    def facts(self) -> dict:
+        return {"kind": "jsonl", "path": str(self.path.resolve())}
+
     def __iter__(self) -> Iterator[Prompt]:
         return itertools.islice(self._unique(), self.n_prompts)
 

@@ -236,5 +236,8 @@ class PersonaSource:
         synthesis = {k: v for k, v in vars(self.spec).items() if k != "n_prompts"}
         return stable_hash("personas", synthesis, sorted(_file_digest(p) for p in self.files))
 
+    def facts(self) -> dict:
+        return {"kind": "personas", "files": [str(p.resolve()) for p in self.files]}
+
     def __iter__(self) -> Iterator[Prompt]:
         return iter_prompts(self.personas, self.spec)

@@ -26,6 +26,9 @@ class Source(Protocol):
     def digest(self) -> str:
         """What identifies the prompt stream (not how much of it is drawn)."""
 
+    def facts(self) -> dict:
+        """What the viewer shows of the source (its kind; the persona files, where there are some)."""
+
     def __iter__(self) -> Iterator[Prompt]: ...
 
 

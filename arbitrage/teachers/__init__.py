@@ -138,3 +138,17 @@ class WaitsElsewhere(Protocol):
 def teacher_key(teacher: Teacher) -> str:
     """The teacher part of every call id."""
     return stable_hash(teacher.identity())
+
+
+def teacher_facts(teacher: Teacher) -> dict:
+    """A teacher as the run resolved it, written to run.json: the report and the viewer read its
+    kind, model, endpoint, price and sampling from here, whatever class it is."""
+    identity = teacher.identity()
+    return {
+        "kind": type(teacher).__name__,
+        "model": teacher.model,
+        "endpoint": identity.get("endpoint"),
+        "price": None if teacher.price is None else asdict(teacher.price),
+        "sampling": asdict(teacher.sampling),
+        "identity": identity,
+    }

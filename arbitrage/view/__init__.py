@@ -28,10 +28,10 @@ def main(argv: list[str]) -> None:
         path = export(opts.run_dir, opts.export, opts.limit)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed")
         return
-    from arbitrage.view.folder import RunFolder
+    from arbitrage.view.folder import RunView
     from arbitrage.view.server import make_server, url_of
 
-    folder = RunFolder(opts.run_dir)
+    folder = RunView(opts.run_dir)
     try:
         server = make_server(folder, opts.host, opts.port)
     except OSError as exc:

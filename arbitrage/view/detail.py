@@ -9,11 +9,8 @@ import logging
 from functools import cached_property
 from pathlib import Path
 
-import yaml
-
-from arbitrage import cost
-from arbitrage.cost import LOCAL_PRICE, Price
-from arbitrage.errors import ArbitrageError
+from arbitrage.cost import Price
+from arbitrage.runpaths import RunPaths
 
 log = logging.getLogger(__name__)
 
@@ -23,41 +20,30 @@ DPO_COLUMNS = ("rejected", "teacher_rejected", "score_rejected", "margin")  # wh
 PERSONA_FILES_MAX_BYTES = 64 << 20  # bigger persona sets are not read just to show one line
 
 
-class RunConfig:
-    """What the detail view reads from the run's config.yaml: selection settings, prices, personas."""
+class RunFacts:
+    """What the detail view reads from the facts the run wrote (run.json, arbitrage/runpaths.py):
+    selection settings, each teacher's price as the run priced it, the persona files. Nothing is
+    worked out again from the config's shape, so a new kind of teacher shows its price as is."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
-        path = run_dir / "config.yaml"
-        self.config = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
+        self.facts = RunPaths(run_dir).facts()
 
     @property
     def output(self) -> dict:
-        return self.config.get("output") or {}
+        return self.facts.get("selection") or {}
 
     @cached_property
     def prices(self) -> dict[str, Price | None]:
         out = {}
-        for name, teacher in (self.config.get("teacher") or {}).items():
-            teacher = teacher or {}
-            if "vllm_local" in str(teacher.get("_target_", "")):
-                out[name] = LOCAL_PRICE
-                continue
-            model = str(teacher.get("price_model") or teacher.get("model") or "")
-            endpoint, override = teacher.get("base_url") or teacher.get("api_base"), teacher.get("price")
-            try:
-                if teacher.get("mode") == "batch":
-                    out[name] = cost.batch_price(model, endpoint, override)
-                else:  # `batch_discount` belongs to batch mode only
-                    out[name] = cost.api_price(model, endpoint, cost.online_price(override))
-            except ArbitrageError:
-                out[name] = None
+        for name, teacher in (self.facts.get("teachers") or {}).items():
+            price = (teacher or {}).get("price")
+            out[name] = None if price is None else Price(price["input_per_token"], price["output_per_token"], price["source"])
         return out
 
     @cached_property
     def personas(self) -> dict[str, str]:
-        files = (self.config.get("personas") or {}).get("files") or (self.config.get("source") or {}).get("files") or []
-        found = [p for f in files for p in self._where(f)]
+        found = [Path(f) for f in (self.facts.get("source") or {}).get("files") or [] if Path(f).is_file()]
         if sum(p.stat().st_size for p in found) > PERSONA_FILES_MAX_BYTES:
             return {}
         out = {}
@@ -69,11 +55,6 @@ class RunConfig:
                 except (ValueError, KeyError, TypeError):
                     continue
         return out
-
-    def _where(self, name: str) -> list[Path]:
-        """A persona file as the run named it: relative to where it ran, which we do not know."""
-        candidates = [Path(name), self.run_dir / name, *(parent / name for parent in self.run_dir.resolve().parents)]
-        return next(([p] for p in candidates if p.is_file()), [])
 
 
 def constraints_of(raw: str | None) -> list[dict]:
@@ -163,7 +144,7 @@ def mark_rejected(candidates: list[dict], dpo: dict | None) -> None:
             return
 
 
-def describe(run, config: RunConfig, position: int) -> dict:
+def describe(run, config: RunFacts, position: int) -> dict:
     """Everything about the prompt at a list position (`run` is a pager.RunData)."""
     index = run.index()
     name, row_number = run.locate(position)

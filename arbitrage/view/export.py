@@ -10,10 +10,10 @@ from pathlib import Path
 from arbitrage.errors import ConfigError
 from arbitrage.output.dataset import write_atomic
 from arbitrage.view import assets
-from arbitrage.view.folder import RunFolder
+from arbitrage.view.folder import RunView
 
 
-def collect(folder: RunFolder, limit: int) -> dict:
+def collect(folder: RunView, limit: int) -> dict:
     """The data the page needs for the first `limit` prompts of the folder."""
     data = folder.data()
     if data is None:
@@ -57,7 +57,7 @@ def export(run_dir: Path | str, out: Path | str, limit: int = 200) -> Path:
         raise ConfigError(f"--export {out} is a folder — give a file name such as view.html")
     if not out.parent.exists():
         raise ConfigError(f"--export {out}: folder {out.parent} does not exist — create it or choose another path")
-    folder = RunFolder(run_dir, background_index=False)
+    folder = RunView(run_dir, background_index=False)
     data = collect(folder, limit)
     json.dumps(data, allow_nan=False)  # fail here, not in the browser
     write_atomic(out, assets.page(data["meta"]["name"], data))

@@ -9,7 +9,8 @@ import threading
 from pathlib import Path
 
 from arbitrage.errors import ConfigError
-from arbitrage.view.detail import RunConfig, describe
+from arbitrage.runpaths import RunPaths
+from arbitrage.view.detail import RunFacts, describe
 from arbitrage.view.live import JournalView
 from arbitrage.view.pager import Query, RunData
 
@@ -20,12 +21,15 @@ class NotFound(Exception):
     pass
 
 
-class RunFolder:
+class RunView:
+    """A run folder as the viewer reads it (its layout is arbitrage/runpaths.py's)."""
+
     def __init__(self, run_dir: Path | str, background_index: bool = True):
         self.run_dir = Path(run_dir)
+        self.paths = RunPaths(self.run_dir)
         if not self.run_dir.is_dir():
             raise ConfigError(f"{self.run_dir} is not a folder — give the out= folder of an arbitrage run")
-        if not any((self.run_dir / name).exists() for name in ("README.md", "journal", "run.json")):
+        if not self.paths.is_run():
             raise ConfigError(
                 f"{self.run_dir} holds no arbitrage run (no README.md, run.json or journal/) — give a run's out= folder"
             )
@@ -34,10 +38,10 @@ class RunFolder:
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
         self._data: RunData | None = None
-        self._config: RunConfig | None = None
+        self._config: RunFacts | None = None
 
     def _card_stamp(self) -> tuple | None:
-        card = self.run_dir / "README.md"
+        card = self.paths.card
         try:
             st = card.stat()
         except FileNotFoundError:
@@ -52,20 +56,20 @@ class RunFolder:
                 self._stamp = stamp
                 data = RunData(self.run_dir, background=self.background_index) if stamp else None
                 self._data = data if data is not None and data.tables else None
-                self._config = RunConfig(self.run_dir)
+                self._config = RunFacts(self.run_dir)
             return self._data
 
     @property
-    def config(self) -> RunConfig:
+    def config(self) -> RunFacts:
         self.data()
         return self._config  # type: ignore[return-value]
 
     def live(self) -> dict:
         """A run is going when the journal has calls that the summary (written at the end) does not."""
-        summary = self.run_dir / "summary.json"
+        summary = self.paths.summary
         if not self.journal.exists():
             return {"running": False}
-        newest = max(p.stat().st_mtime for p in self.journal.directory.glob("calls*.jsonl"))
+        newest = max(p.stat().st_mtime for p in RunPaths.journal_files(self.paths.journal))
         running = not summary.exists() or newest > summary.stat().st_mtime
         return {"running": running, **(self.journal.stats() if running else {})}
 
@@ -104,8 +108,7 @@ class RunFolder:
         return describe(data, self.config, position)
 
     def summary(self) -> dict:
-        report = self.run_dir / "report.md"
-        summary = self.run_dir / "summary.json"
+        report, summary = self.paths.report, self.paths.summary
         return {
             "report": report.read_text(encoding="utf-8") if report.exists() else None,
             "summary": json.loads(summary.read_text(encoding="utf-8")) if summary.exists() else None,

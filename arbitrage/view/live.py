@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from arbitrage.runpaths import RunPaths
+
 SNIPPET = 240
 
 
@@ -24,9 +26,8 @@ def _key(prompt_id: str) -> int:
 
 class JournalView:
     def __init__(self, run_dir: Path):
-        self.directory = Path(run_dir) / "journal"
-        self.path = self.directory / "calls.jsonl"
-        self.files: list[Path] = []  # calls.jsonl, or one shard per actor on Ray (calls-<shard>.jsonl)
+        self.directory = RunPaths(run_dir).journal
+        self.files: list[Path] = []  # the run's journal file, or one shard per actor on Ray
         self.read_to: list[int] = []  # bytes parsed per file: whole lines only (a line being written waits)
         self._keys = np.empty(0, dtype=np.uint64)
         self._offsets = np.empty(0, dtype=np.int64)
@@ -36,13 +37,13 @@ class JournalView:
         self._lock = threading.Lock()
 
     def exists(self) -> bool:
-        return any(self.directory.glob("calls*.jsonl")) if self.directory.is_dir() else False
+        return bool(RunPaths.journal_files(self.directory))
 
     def refresh(self) -> None:
         if not self.directory.is_dir():
             return
         with self._lock:
-            for path in sorted(self.directory.glob("calls*.jsonl")):
+            for path in RunPaths.journal_files(self.directory):
                 if path not in self.files:
                     self.files.append(path)
                     self.read_to.append(0)

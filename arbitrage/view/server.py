@@ -15,14 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from arbitrage.view import assets
-from arbitrage.view.folder import NotFound, RunFolder
+from arbitrage.view.folder import NotFound, RunView
 
 log = logging.getLogger(__name__)
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 class Handler(BaseHTTPRequestHandler):
-    folder: RunFolder  # set on the subclass that make_server builds
+    folder: RunView  # set on the subclass that make_server builds
     allowed_hosts: set[str] = set()
     server_version = "arbitrage-view"
 
@@ -90,7 +90,7 @@ class Handler(BaseHTTPRequestHandler):
             raise NotFound(path)
 
 
-def make_server(folder: RunFolder, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+def make_server(folder: RunView, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     """A server for the folder (port 0: a free one); `serve_forever()` runs it."""
     handler = type("RunHandler", (Handler,), {"folder": folder})
     server = ThreadingHTTPServer((host, port), handler)

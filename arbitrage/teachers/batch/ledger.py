@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arbitrage.errors import ArbitrageError, disk_error
+from arbitrage.runpaths import RunPaths
 from arbitrage.teachers.batch.api import BatchAPI, BatchAPIError
 
 log = logging.getLogger(__name__)
 
-LEDGER_NAME = "batches.jsonl"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 
@@ -73,7 +73,7 @@ class BatchLedger:
 
     def __init__(self, directory: Path, teacher: str):
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / LEDGER_NAME
+        self.path = RunPaths.batch_ledger(directory)
         self.teacher = teacher
         self.batches: dict[str, BatchRecord] = {}
         self._carrier: dict[str, str] = {}  # call id → tag of the latest batch that carries it
