@@ -30,6 +30,8 @@ class BatchScript:
     fail_first: int = 0  # the first N batches fail validation: no output at all
     fail_code: str = "invalid_request"  # `errors` code of a failed batch (token_limit_exceeded: a full quota)
     workers: int = 4  # lines run at once against the chat endpoint
+    create_then_fail: int = 0  # the first N creates make the batch, then answer 502 (a gateway timing out)
+    unlisted: bool = False  # batches made by a failing create are missing from the list (a lagging index)
 
 
 class FakeBatches:
@@ -43,6 +45,7 @@ class FakeBatches:
         self.polls = 0
         self._lock = threading.Lock()
         self._cancelled: set[str] = set()
+        self.unlisted: set[str] = set()  # batch ids the list leaves out (until cleared)
         self._hurry = threading.Event()
 
     def finish_now(self) -> None:
@@ -125,12 +128,17 @@ class FakeBatches:
             }
             self.batches[batch_id] = batch
             number = len(self.batches)
+            failed_create = number <= self.script.create_then_fail
+            if failed_create and self.script.unlisted:
+                self.unlisted.add(batch_id)
         threading.Thread(target=self._run, args=(batch, number), daemon=True).start()
+        if failed_create:
+            return 502, {"error": {"message": "upstream timed out"}}
         return 200, batch
 
     def _list(self, query: dict) -> dict:
         limit = int(query.get("limit", ["20"])[0])
-        newest_first = list(reversed(self.batches.values()))
+        newest_first = [b for b in reversed(self.batches.values()) if b["id"] not in self.unlisted]
         after = query.get("after", [None])[0]
         if after is not None:
             ids = [b["id"] for b in newest_first]

@@ -418,3 +418,31 @@ def test_a_batch_teacher_counts_lines_as_requests_and_bills_a_prompt_once_per_li
     calls = [make_call(make_prompt(prompt_id=f"p{i}"), "a", "k", s) for i in range(2) for s in range(SAMPLES)]
     assert with_n.limits.native_n and request_starts(calls, with_n) == [True, False, False] * 2  # estimate and rpm too
     assert not alone.limits.native_n and request_starts(calls, alone) == [True] * 6
+
+
+# a create that answers 5xx after the provider made the batch ------------------------------------
+def test_a_create_that_answers_502_after_making_the_batch_finds_it_by_its_tag_and_bills_each_call_once(tmp_path):
+    with FakeOpenAI(Script()) as server:
+        server.batches.script.create_then_fail = 1  # the 1st create makes its batch, then answers 502
+        out = tmp_path / "run"
+        result = run(*args(server, out, prompts_file(tmp_path, 5), *FAST, n=5))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert sorted(server.batches.carried.values()) == [1] * 5 and sorted(server.seen.values()) == [1] * 5
+        assert len(server.batches.batches) == 1
+    assert "abandoned" not in [r["event"] for r in ledger(out)]
+    assert_every_prompt_once_and_correct(out, Script(), n=5)
+
+
+def test_a_batch_made_by_a_failing_create_and_not_listed_yet_is_held_for_the_next_start_never_sent_again(tmp_path):
+    with FakeOpenAI(Script()) as server:
+        server.batches.script.create_then_fail, server.batches.script.unlisted = 1, True
+        out, prompts = tmp_path / "run", prompts_file(tmp_path, 5)
+        first = run(*args(server, out, prompts, *FAST, "engine.max_attempts=3", n=5))
+        assert first.returncode == 1, first.stderr[-3000:]  # no answer this run: its calls wait on the lookup
+        assert len(server.batches.batches) == 1  # the retries looked it up, and sent nothing again
+        assert [r["event"] for r in ledger(out)] == ["prepared"]  # unresolved: neither submitted nor abandoned
+        server.batches.unlisted.clear()  # the provider's list catches up
+        again = run(*args(server, out, prompts, *FAST, n=5))
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert len(server.batches.batches) == 1 and sorted(server.batches.carried.values()) == [1] * 5
+    assert_every_prompt_once_and_correct(out, Script(), n=5)

@@ -22,6 +22,10 @@ from arbitrage.rows import Completion
 from arbitrage.teachers.openai_compat import parse_choices
 
 TAG_KEY = "arbitrage_tag"  # our batch metadata: finds a batch whose id a crash kept us from recording
+# Statuses of a create request the provider refused before making the batch: validation, auth, an
+# unknown file, a full enqueued-token quota (429). Any other failure (5xx from a gateway that timed
+# out, no answer, an unreadable 200) may come after the batch was made: it is looked up by its tag.
+CREATE_REFUSED = frozenset({400, 401, 403, 404, 422, 429})
 
 
 class BatchAPIError(Exception):

@@ -8,7 +8,10 @@ One append-only JSONL, fsynced per record. The order of a batch's records makes 
 
 A crash before `prepared` lost nothing; between `prepared` and `submitted` the batch may or may not
 exist, and the rerun looks it up by its tag (`resolve`, listing the provider's batches) before any
-of its calls is sent again; after `submitted` the rerun polls it. Answers are journaled in
+of its calls is sent again; after `submitted` the rerun polls it. A create request that fails
+without a clear refusal (a 502 from a gateway that timed out after the provider made the batch) is
+the same case: the batch is looked up by its tag, and while it is not found the record stays
+unresolved and its calls are not sent again; only `resolve` at the next start abandons it. Answers are journaled in
 `calls.jsonl` as they are parsed; a call whose answer was downloaded but not journaled is read again
 from the batch's output file, never paid for twice.
 

@@ -35,7 +35,7 @@ from arbitrage.cost import Price
 from arbitrage.errors import ArbitrageError
 from arbitrage.rows import Call, Completion
 from arbitrage.teachers import Limits
-from arbitrage.teachers.batch.api import BatchAPI, BatchAPIError, missing_completion
+from arbitrage.teachers.batch.api import CREATE_REFUSED, BatchAPI, BatchAPIError, missing_completion
 from arbitrage.teachers.batch.ledger import TERMINAL, BatchLedger, BatchRecord
 from arbitrage.teachers.batch.settings import BatchSettings
 from arbitrage.teachers.openai_compat import OpenAICompatTeacher, api_key_from_env
@@ -79,6 +79,7 @@ class BatchTeacher:
         self._tasks: set[asyncio.Task] = set()
         self._submitting: set[asyncio.Task] = set()
         self._outputs: dict[str, asyncio.Task] = {}  # tag → answers of a finished batch, read again after a crash
+        self._lookups: dict[str, asyncio.Future] = {}  # tag → a lookup of a batch whose create failed
         self._halted: str | None = None
         self.answered = self.failed_lines = 0
 
@@ -186,6 +187,12 @@ class BatchTeacher:
         if carrier is not None and carrier.live:  # submitted by an earlier run: poll it, never send again
             self._track(call.call_id, future, self._follow(carrier))
             return future
+        if carrier is not None and carrier.unresolved:  # its create failed in a way that may have made it
+            if await self._look_up(carrier) is None:
+                future.set_result(self._unresolved(carrier, "create failed and no batch with its tag is listed"))
+                return future
+            self._track(call.call_id, future, self._follow(carrier))
+            return future
         if carrier is not None and carrier.output_file_id and call.call_id not in carrier.failed:
             answer = await self._answer_from_output(carrier, call.call_id)  # downloaded before a crash, not journaled
             if answer is not None:
@@ -264,23 +271,57 @@ class BatchTeacher:
         data, batch.lines = b"".join(batch.lines), []
         try:
             file_id = await self._api.upload(data, f"arbitrage-{tag}.jsonl")
-            try:
-                created = await self._api.create(file_id, self.settings.completion_window, tag)
-            except BatchAPIError as exc:
-                if exc.status is not None:  # the provider answered: no batch was made
-                    raise
-                created = (await self._api.find_tagged({tag}, batch.record.prepared_at - 300)).get(tag)
-                if created is None:
-                    raise
-        except BatchAPIError as exc:
-            self._ledger.abandoned(tag, str(exc)[:300])
-            failed = Completion(None, error=f"batch not submitted: {exc}"[:400], status=exc.status)
-            self._settle(batch, lambda _: failed)
+        except BatchAPIError as exc:  # no input file: no batch can exist
+            self._abandon(batch, exc)
             return
-        self._ledger.submitted(tag, created["id"], created.get("input_file_id"))
+        try:
+            created = await self._api.create(file_id, self.settings.completion_window, tag)
+        except BatchAPIError as exc:
+            if exc.status in CREATE_REFUSED:
+                self._abandon(batch, exc)
+                return
+            created = await self._look_up(batch.record)  # made before the failure? its tag says
+            if created is None:  # unresolved: its calls wait for a lookup that finds it, or the next start's
+                unresolved = self._unresolved(batch.record, f"create failed ({exc})")
+                self._settle(batch, lambda _: unresolved)
+                return
+        await self._submitted(batch, created, len(data))
+
+    def _abandon(self, batch: _Batch, exc: BatchAPIError) -> None:
+        self._ledger.abandoned(batch.record.tag, str(exc)[:300])
+        failed = Completion(None, error=f"batch not submitted: {exc}"[:400], status=exc.status)
+        self._settle(batch, lambda _: failed)
+
+    async def _look_up(self, record: BatchRecord) -> dict | None:
+        """The provider's batch with this record's tag (recorded as submitted), or None: not listed
+        (yet), or the list failed. One lookup per tag at a time: a batch's calls share it."""
+        if record.tag not in self._lookups:
+
+            async def look_up() -> dict | None:
+                try:
+                    found = (await self._api.find_tagged({record.tag}, record.prepared_at - 300)).get(record.tag)
+                except BatchAPIError as exc:
+                    log.warning("teacher %s: cannot list batches to find %s (%s)", self.name, record.tag, exc)
+                    return None
+                if found is not None and record.unresolved:
+                    self._ledger.submitted(record.tag, found["id"], found.get("input_file_id"))
+                return found
+
+            self._lookups[record.tag] = asyncio.ensure_future(look_up())
+            self._lookups[record.tag].add_done_callback(lambda _, tag=record.tag: self._lookups.pop(tag, None))
+        return await asyncio.shield(self._lookups[record.tag])
+
+    def _unresolved(self, record: BatchRecord, why: str) -> Completion:
+        said = f"batch {record.tag}: {why}; it may exist at the provider: its calls are not sent again until a lookup"
+        return Completion(None, error=f"{said[:340]} finds it or the next start decides")
+
+    async def _submitted(self, batch: _Batch, created: dict, size: int) -> None:
+        tag = batch.record.tag
+        if batch.record.unresolved:
+            self._ledger.submitted(tag, created["id"], created.get("input_file_id"))
         self._submitting.discard(asyncio.current_task())  # on record: from here on a stop need not wait for it
         self._polled[tag] = batch
-        self._progress(f"batch {created['id']} submitted ({len(batch.futures):,} calls, {len(data) / 1e6:.1f} MB)")
+        self._progress(f"batch {created['id']} submitted ({len(batch.futures):,} calls, {size / 1e6:.1f} MB)")
         if self._halted not in (None, "budget"):
             self._settle(batch, self._left_running)
         await self._poll(batch)
