@@ -446,3 +446,38 @@ def test_journal_shards_are_read_by_every_journal_and_written_by_one(tmp_path):
     assert (tmp_path / "calls-t-a.jsonl").stat().st_size == size  # not its file: not cut
     local.close()
     assert Journal.exists(tmp_path) and not Journal.exists(tmp_path / "none")
+
+
+def test_a_failure_in_the_local_file_never_unsettles_a_call_a_ray_shard_answered(tmp_path):
+    """Local run: call K fails (HTTP 500, attempts spent). A Ray actor's shard (named as
+    ray_stages.Stage names it: `calls-<teacher>-<8 hex>.jsonl`) answers K. A local resume of the
+    folder sends nothing and keeps the shard's answer."""
+    ps = prompts(3)
+    with FakeOpenAI(Script(fail_first=1, fail_status=500)) as server:
+        teacher = OpenAICompatTeacher("t", "m", server.url)
+        _, first = run_calls(teacher, ps, Journal(tmp_path), RetryPolicy(max_attempts=1))
+        assert all(not c.ok and "HTTP 500" in c.error for c in first)
+        k = calls(teacher, ps)[0]
+        shard = Journal(tmp_path, shard="t-0a1b2c3d")  # the Ray actor reads calls.jsonl first, then answers K
+        assert not shard.answered(k.call_id)
+        shard.append([Candidate(k.call_id, k.prompt.prompt_id, "t", "the shard's answer", "stop", 5, 7, 0.1, 2)])
+        shard.close()
+        assert (tmp_path / "calls-t-0a1b2c3d.jsonl").exists()
+        sent = len(server.requests)
+        local = Journal(tmp_path)
+        assert local.answered(k.call_id) and local.failed_before == 2
+        assert {r.call_id: r.text for r in local.records()}[k.call_id] == "the shard's answer"
+        _, again = run_calls(OpenAICompatTeacher("t", "m", server.url), ps[:1], local)
+        assert len(server.requests) == sent  # K was not sent again
+    assert again[0].text == "the shard's answer"
+
+
+def test_journal_get_checks_the_record_is_the_calls(tmp_path):
+    journal = Journal(tmp_path)
+    journal.append([make_candidate("a", prompt_id="p1")])
+    journal.close()
+    reader = Journal(tmp_path)
+    # the file rewritten under the run: the same offset now holds another call's record
+    (tmp_path / "calls.jsonl").write_text(json.dumps(vars(make_candidate("b", prompt_id="p2"))) + "\n")
+    assert reader.answered("p1-t1") and reader.get("p1-t1") is None  # not p2's answer: sent again
+    reader.close()

@@ -1,11 +1,15 @@
 """The journal: an append-only JSONL of finished calls, the source of truth for resume.
 
 Every finished call — answer or failure — is appended as it lands and flushed, so a crash loses at
-most the calls in flight. The last record of a call id wins. A rerun skips every call an earlier run
-settled: answered, or failed for good (an empty answer: the same request gets it again).
+most the calls in flight. Of a call's settled records the last one read wins. A rerun skips every
+call an earlier run settled: answered, or failed for good (an empty answer: the same request gets it
+again).
 
 A local run appends to `calls.jsonl`; on Ray each actor appends to a shard of its own,
-`calls-<shard>.jsonl`, and every journal reads all of them: a call settled in any file is settled.
+`calls-<shard>.jsonl`, and every journal reads all of them: a call settled in any file is settled,
+and a failure in any file (the run's own included) never un-settles it. The order the files are
+read in then does not matter: a local run that failed a call, then a Ray actor that answered it,
+then a local resume, keeps the answer and sends nothing.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ class Journal:
         self._delivered = np.empty(0, dtype=bool)
         self._undelivered = np.empty(0, dtype=np.int64)  # per teacher id
         others = [p for p in RunPaths.journal_files(directory) if p != self.path]
-        self.paths = [*others, self.path]  # the own file last: its records win
+        self.paths = [*others, self.path]  # the own file last: of two settled records, its record wins
         self._load()
         # Unbuffered: each batch is one os.write we can undo, with no leftover buffer that a
         # later flush could write after a failure.
@@ -118,8 +122,7 @@ class Journal:
                 if settled(record, self.retry_failed):
                     done[key] = (file_id, offset, teacher_ids.setdefault(teacher, len(teacher_ids)))
                     failed.discard(key)
-                elif own or key not in done:  # settled in another shard stays settled
-                    done.pop(key, None)
+                elif key not in done:  # a failure never un-settles a call a file settled
                     failed.add(key)
                 used = self.tokens.setdefault(teacher, [0, 0])
                 used[0] += int(record.get("tokens_in") or 0)
@@ -159,7 +162,12 @@ class Journal:
             self._readers[file_id] = self.paths[file_id].open("rb")
         reader = self._readers[file_id]
         reader.seek(int(self._offsets[i]))
-        return Candidate(**json.loads(reader.readline()))
+        record = Candidate(**json.loads(reader.readline()))
+        if record.call_id != call_id:  # two ids alike in 64 bits of hash, or a file rewritten under the run
+            log.warning("journal: the record at %s byte %d is call %s, not %s: sent again", self.paths[file_id],
+                        int(self._offsets[i]), record.call_id, call_id)  # fmt: skip
+            return None
+        return record
 
     def undelivered(self, teachers: Iterable[str]) -> int:
         """Settled calls of these teachers that this run has not read back yet."""
@@ -167,8 +175,8 @@ class Journal:
         return int(sum(self._undelivered[i] for i, name in enumerate(self.teacher_names) if name in wanted))
 
     def records(self) -> Iterator[Candidate]:
-        """Every record on disk, last one per call id winning, a settled one over a failure in
-        another shard (reads every file: tests, tools)."""
+        """Every record on disk, last one per call id winning, a settled one over any failure
+        (reads every file: tests, tools)."""
         latest: dict[str, Candidate] = {}
         for path in self.paths:
             if not path.exists():
@@ -179,7 +187,7 @@ class Journal:
                         break
                     record = Candidate(**json.loads(line))
                     before = latest.get(record.call_id)
-                    if before is None or path == self.path or not settled(vars(before)) or settled(vars(record)):
+                    if before is None or not settled(vars(before)) or settled(vars(record)):
                         latest[record.call_id] = record
         return iter(latest.values())
 
