@@ -1,17 +1,17 @@
-"""`arbitrage.run` from Python, no Hydra: an in-memory teacher, real pipeline, real datasets."""
+"""`arbitrage.run` from Python, no Hydra: an in-memory teacher, real pipeline, real datasets; only the
+public names of `arbitrage` (its `__all__`), as docs/python-api.md uses them."""
 
 import asyncio
+import importlib
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import datasets
 import pytest
 
 import arbitrage
-from arbitrage.prompts import JsonlSource
-from arbitrage.routers.bandit import BanditRouter
-from arbitrage.routers.simple import AllTeachers
-from arbitrage.rows import Completion
-from arbitrage.teachers import Limits, Sampling, Teacher
+from arbitrage import AllTeachers, BanditRouter, Completion, JsonlSource, Limits, Sampling, Teacher
 
 
 @dataclass(eq=False)
@@ -90,3 +90,31 @@ def test_an_online_router_runs_wave_by_wave_from_python(tmp_path, prompts):
     assert teachers["plain"].calls + teachers["loud"].calls == 12  # one call per prompt
     assert sum(s.n for s in router.overall.values()) == 12  # it saw every scored call, wave by wave
     assert summary.prompts_finished == 12
+
+
+def test_every_public_name_resolves_to_the_object_its_module_defines():
+    assert len(set(arbitrage.__all__)) == len(arbitrage.__all__)
+    assert set(arbitrage.__all__) == {"run", *arbitrage._EXPORTS}
+    for name in arbitrage.__all__:
+        value = getattr(arbitrage, name)
+        if name != "run":
+            assert value is getattr(importlib.import_module(arbitrage._EXPORTS[name]), name), name
+    assert set(arbitrage.__all__) <= set(dir(arbitrage))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        arbitrage.nope  # noqa: B018
+
+
+def test_import_arbitrage_loads_none_of_the_run():
+    """`import arbitrage` stays cheap: it loads no module of its own beyond the package, nor any library
+    (no vLLM, torch, litellm, not even asyncio); the public names are imported on first use, and a
+    submodule import still goes through."""
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import arbitrage\n"
+        "print(sorted(set(sys.modules) - before - {'__future__'}))\n"
+        "from arbitrage import select\n"
+        "print(select.SelectionSpec is arbitrage.SelectionSpec)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["['arbitrage']", "True"]
