@@ -82,4 +82,63 @@ def test_weights_digest_is_cached_and_names_a_missing_model(model_dir, tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="holds no config.json or weights"):
         models.weights_digest(str(tmp_path / "empty"))
-    assert models.weights_digest("nobody/unknown-model") == "nobody/unknown-model"  # a hub id not cached here
+    with pytest.raises(ConfigError, match="not in the local cache .* HF_HUB_OFFLINE is set"):
+        models.weights_digest("nobody/unknown-model")  # a hub id not cached here, and no hub to ask
+
+
+class FakeHub:
+    """The hub's model-info endpoint (`GET /api/models/<repo>/revision/main`), answering one commit."""
+
+    def __init__(self, commit):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                repo = self.path.removeprefix("/api/models/").partition("/revision/")[0]
+                body = json.dumps({"id": repo, "sha": commit}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_hub_teacher_has_one_identity_before_and_after_its_download(tmp_path, monkeypatch):
+    """Named by a hub id: the revision is resolved before the folder is claimed, so the call ids of
+    the first run (weights not downloaded yet) are those of every rerun (weights in the cache,
+    HF_HUB_OFFLINE=1), and the load reads the pinned snapshot."""
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(models, "_HUB_COMMITS", {})
+    hub_server = FakeHub(commit)
+    monkeypatch.setattr(constants, "ENDPOINT", hub_server.url)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    before = VLLMTeacher("t", "org/name")
+    assert before.identity()["weights"] == f"org/name@{commit}"  # nothing downloaded yet: the hub's main
+    hub_server.server.shutdown()
+
+    # the download, laid out as huggingface_hub leaves it
+    repo = hub / "models--org--name"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (snapshot / "model.safetensors").write_bytes(b"\0" * 64)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the rerun: offline, weights cached
+    monkeypatch.setattr(models, "_HUB_COMMITS", {})  # a new process
+    after = VLLMTeacher("t", "org/name")
+    assert teacher_key(after) == teacher_key(before)
+    assert models.resolve("org/name") == str(snapshot)  # vLLM loads the commit the identity names

