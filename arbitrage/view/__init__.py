@@ -1,6 +1,6 @@
 """`arbitrage view RUN_DIR`: read a run folder in the browser — the prompt list with filters and
-search, every teacher's answers with their checks, and why one became `chosen` (see README.md,
-"Look at the data"). Serves on 127.0.0.1; `--export FILE` writes one self-contained HTML file."""
+search, every teacher's answers with their checks, and why one became `chosen` (see
+docs/viewer.md). Serves on 127.0.0.1; `--export FILE` writes one self-contained HTML file."""
 
 from __future__ import annotations
 
