@@ -11,7 +11,7 @@ from arbitrage.errors import ConfigError
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="arbitrage view", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="arbitrage view", description=__doc__.splitlines()[0], epilog="docs: docs/viewer.md")
     p.add_argument("run_dir", type=Path, help="the out= folder of a run (finished or still going)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="port to serve on; 0 picks a free one (default 8765)")
