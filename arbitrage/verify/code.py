@@ -258,6 +258,7 @@ class CodeExecutor:
         self.python = python
         self._sandbox: Sandbox | None = None
         self._semaphore: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._uids: list[int | None] = []
         if os.geteuid() == 0:
             base = SANDBOX_UID + secrets.randbelow(100_000) * 64
@@ -282,7 +283,7 @@ class CodeExecutor:
         for kind in _candidates(self.kind):
             missing = _missing_tools(kind)
             if missing:
-                tried.append(f"{kind}: {' and '.join(missing)} not found")
+                tried.append(", ".join(f"{tool} not found" for tool in missing))
                 continue
             for python in _interpreters(self.python):
                 sandbox = Sandbox(kind, python)
@@ -307,8 +308,9 @@ class CodeExecutor:
     async def run(self, code: str, spec: TestSpec) -> Verdict:
         """One program against its tests, in a fresh directory, within the limits."""
         sandbox = self.sandbox
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.max_workers)
+        loop = asyncio.get_running_loop()
+        if self._semaphore is None or self._loop is not loop:  # a semaphore serves one event loop
+            self._semaphore, self._loop = asyncio.Semaphore(self.max_workers), loop
         async with self._semaphore:
             uid = self._uids.pop()
             try:
@@ -340,15 +342,7 @@ def _probe(sandbox: Sandbox, uid: int | None, limits: Limits) -> Verdict:
 def _own_processes() -> int:
     """Processes (and threads' leaders) of our uid: RLIMIT_NPROC counts them all, so a non-root
     sandbox's limit is set above what we already run."""
-    me, n = os.getuid(), 0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                if entry.stat().st_uid == me:
-                    n += 1
-            except OSError:
-                pass
-    return n
+    return len(_processes_of(os.getuid()))
 
 
 async def _run(sandbox: Sandbox, uid: int | None, limits: Limits, code: str, spec: TestSpec) -> Verdict:
@@ -406,6 +400,8 @@ async def _run(sandbox: Sandbox, uid: int | None, limits: Limits, code: str, spe
                 raise
             _kill(proc)  # stragglers too (without a pid namespace, forks outlive the harness)
             returncode = await proc.wait()
+            if uid is not None:
+                await _reap(uid)
         stderr = _tail(os.path.join(workdir, ".stderr"))
         return _verdict(results, spec, returncode, timed_out, limits, stderr, time.monotonic() - start)
     finally:
@@ -417,6 +413,36 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+async def _reap(uid: int, patience_s: float = 2.0) -> None:
+    """Wait until no process of the slot's uid is left, killing any that are. The pid namespace
+    dies with its init, but its members take a moment to go (measured: 16 of a fork bomb still
+    listed right after the sandbox exited); a slot is handed on only once its uid owns nothing, so
+    the next program's RLIMIT_NPROC counts its own processes only."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        left = _processes_of(uid)
+        if not left or time.monotonic() > deadline:
+            return
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        await asyncio.sleep(0.02)
+
+
+def _processes_of(uid: int) -> list[int]:
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
 
 
 def _tail(path: str) -> str:
