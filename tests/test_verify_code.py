@@ -256,3 +256,20 @@ def test_reward_tests_scores_through_the_configured_scorer_and_stage(tmp_path):
     }
     assert add_b.breakdown["status"] == "failed" and add_b.breakdown["passed"] == 2 and add_b.breakdown["total"] == 3
     assert hello.score == 1.0 and hello.breakdown["total"] == 0, "no tests: nothing to fail"
+
+
+def test_the_unshare_fallback_also_has_no_network_and_stops_a_fork_bomb():
+    ex = CodeExecutor(Limits(timeout_s=3, cpu_s=3, memory_mb=256, processes=16), max_workers=1, sandbox="unshare")
+    assert ex.sandbox.kind == "unshare"
+    server = socket.create_server(("127.0.0.1", 0))
+    try:
+        probe = TestSpec(
+            "mbpp", test_list=(f"import socket\nsocket.create_connection(('127.0.0.1', {server.getsockname()[1]}), timeout=2)",)
+        )
+        assert run(ex.run("", probe)).status == "failed"
+    finally:
+        server.close()
+    bomb = run(ex.run("import os\nwhile True:\n    os.fork()\n", MBPP))
+    assert bomb.status == "error" and "BlockingIOError" in bomb.detail
+    assert run(ex.run("while True: pass", MBPP)).status == "timeout"
+    assert run(ex.run("def add(a, b):\n    return a + b\n", MBPP)).ok
