@@ -111,11 +111,11 @@ class FakeOpenAI:
                     fake.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
                     fake.seen[text] += 1
                     nth = fake.seen[text]
+                if script.always_fail_marker and script.always_fail_marker in text:  # refused at once, as vLLM
+                    return self._send(400, b'{"error": {"message": "bad request"}}')  # refuses an over-long prompt
                 if script.latency_s or script.jitter_s:
                     spread = int(hashlib.sha256(text.encode()).hexdigest()[:4], 16) / 0xFFFF
                     time.sleep(script.latency_s + script.jitter_s * spread)
-                if script.always_fail_marker and script.always_fail_marker in text:
-                    return self._send(400, b'{"error": {"message": "bad request"}}')
                 if nth <= script.fail_first:
                     headers = {"Retry-After": script.retry_after} if script.retry_after else {}
                     message = json.dumps({"error": {"message": script.error_message}}).encode()

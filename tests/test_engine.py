@@ -481,3 +481,35 @@ def test_journal_get_checks_the_record_is_the_calls(tmp_path):
     (tmp_path / "calls.jsonl").write_text(json.dumps(vars(make_candidate("b", prompt_id="p2"))) + "\n")
     assert reader.answered("p1-t1") and reader.get("p1-t1") is None  # not p2's answer: sent again
     reader.close()
+
+
+def refused_first(n, refused):
+    """n prompts, the first `refused` of them carrying the fake's always-400 marker."""
+    return [
+        make_prompt(prompt_id=f"p{i}", text=f"{'OVERLONG ' if i < refused else ''}Explain topic number {i}.") for i in range(n)
+    ]
+
+
+def test_fast_400s_on_the_leading_prompts_do_not_stop_a_healthy_teacher(tmp_path):
+    """The first 6 prompts are refused at once (vLLM and an over-long prompt); the others take a
+    while to answer. The breaker waits for answers before blaming the teacher."""
+    with FakeOpenAI(Script(latency_s=0.3, always_fail_marker="OVERLONG")) as server:
+        teacher = OpenAICompatTeacher("t", "m", server.url, max_concurrency=4)
+        engine, results = run_calls(teacher, refused_first(20, 6), Journal(tmp_path))
+    assert engine.error is None and engine.stop_reason is None
+    assert [c.ok for c in results] == [False] * 6 + [True] * 14
+    assert all("HTTP 400" in c.error for c in results[:6])
+
+
+def test_400s_on_every_prompt_stop_the_teacher_after_a_window_and_breaker_false_sends_every_one(tmp_path):
+    with FakeOpenAI(Script(always_fail_marker="Explain")) as server:
+        teacher = OpenAICompatTeacher("t", "m", server.url, max_concurrency=4)
+        engine, _ = run_calls(teacher, prompts(200), Journal(tmp_path / "a"))
+        assert isinstance(engine.error, TeacherUnusable) and "engine.breaker=false" in str(engine.error)
+        assert 13 <= len(server.requests) <= 13 + 4  # the window (5 + 2 × 4), plus what was in flight
+        sent = len(server.requests)
+        off = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05, breaker=False)
+        engine, results = run_calls(OpenAICompatTeacher("t", "m", server.url), prompts(30), Journal(tmp_path / "b"), off)
+        assert engine.error is None and len(server.requests) == sent + 30 and not any(c.ok for c in results)
+    with pytest.raises(ConfigError, match="engine.breaker must be true or false"):
+        RetryPolicy(breaker="no")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from arbitrage.cost import Spend, heuristic_tokens, max_prompt_tokens
 from arbitrage.engine import streams
-from arbitrage.engine.breaker import Breaker
+from arbitrage.engine.breaker import Breaker, refusal_window
 from arbitrage.engine.budget import Budget
 from arbitrage.engine.journal import Journal
 from arbitrage.engine.policy import RetryPolicy, failure_reason
@@ -69,7 +69,10 @@ class Engine:
         self._retrying: dict[asyncio.Task, Pending] = {}
         self._streams: set[Stream] = set()
         self._inflation = dict.fromkeys(teachers, 1.0)  # prompt tokens billed / bound, when a server bills more
-        self._breakers = {name: Breaker() for name in teachers}
+        self._breakers = {
+            name: Breaker(refusal_window(teacher.limits.max_concurrency), enabled=self.policy.breaker)
+            for name, teacher in teachers.items()
+        }
         self.error: BaseException | None = None  # what ended the run early (see fail)
         self._bar: tqdm | None = None
         self._last_postfix = 0.0
@@ -286,7 +289,7 @@ class Engine:
         for item, completion, starts in zip(batch, completions, starts_request, strict=True):
             self._account(name, item, completion, limit)
             if starts:  # the breaker counts requests: a native-n request's samples fail together
-                self._watch(name, completion)
+                self._watch(name, completion, item.call.prompt.prompt_id)
             if not completion.ok and completion.error and self._retry(name, item, completion):
                 item.handed_on = True
                 continue
@@ -314,9 +317,12 @@ class Engine:
             limit.settle(item.estimate, completion.tokens_in + completion.tokens_out)
             limit.observe(completion.ratelimit)
 
-    def _watch(self, name: str, completion: Completion) -> None:
-        if self._breakers[name].observe(completion):
-            self.fail(TeacherUnusable(self.teachers[name].diagnose(completion)))
+    def _watch(self, name: str, completion: Completion, prompt_id: str) -> None:
+        if self._breakers[name].observe(completion, prompt_id):
+            said = self.teachers[name].diagnose(completion)
+            if completion.status == 400:  # it may be the prompts after all: the way to send every one anyway
+                said += " (if only these prompts are refused: engine.breaker=false)"
+            self.fail(TeacherUnusable(said))
 
     def _retry(self, name: str, item: Pending, completion: Completion) -> bool:
         if not self.policy.retryable(completion) or item.attempts >= self.policy.max_attempts or self.stop_reason:

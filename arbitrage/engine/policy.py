@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from arbitrage.errors import ConfigError
 from arbitrage.rows import Completion
+from arbitrage.teachers.diagnose import no_completion
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -16,8 +17,11 @@ class RetryPolicy:
     max_attempts: int = 4
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
+    breaker: bool = True  # stop a teacher that never answered and fails alike (engine/breaker.py)
 
     def __post_init__(self):
+        if not isinstance(self.breaker, bool):
+            raise ConfigError(f"engine.breaker must be true or false, got {self.breaker!r}")
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
             raise ConfigError(f"engine.max_attempts must be an integer ≥ 1, got {self.max_attempts!r}")
         for key in ("base_delay_s", "max_delay_s"):
@@ -26,8 +30,11 @@ class RetryPolicy:
                 raise ConfigError(f"engine.{key} must be a number of seconds ≥ 0, got {value!r}")
 
     def retryable(self, completion: Completion) -> bool:
-        # No status: timeout or connection error. 200 with an error: a body we could not parse.
-        return completion.status is None or completion.status == 200 or completion.status in RETRYABLE_STATUS
+        # No status: timeout or connection error. 200 with an error: a body cut short (retried), or
+        # JSON that is no chat completion (not: the same request gets it again, teachers/diagnose.py).
+        if completion.status == 200:
+            return not no_completion(completion)
+        return completion.status is None or completion.status in RETRYABLE_STATUS
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
