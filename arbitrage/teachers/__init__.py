@@ -135,6 +135,14 @@ class WaitsElsewhere(Protocol):
     def halt(self, reason: str) -> None: ...
 
 
+@runtime_checkable
+class KeepsLog(Protocol):
+    """A teacher with a log of its own (the vLLM server it starts, arbitrage/teachers/vllm_server.py):
+    the run tells it where, in the run folder."""
+
+    def log_to(self, path: Path) -> None: ...
+
+
 def teacher_key(teacher: Teacher) -> str:
     """The teacher part of every call id."""
     return stable_hash(teacher.identity())

@@ -4,7 +4,9 @@
 when `fast_path`, every other provider string through litellm (`LiteLLMTeacher`). litellm costs
 ~4.5 ms of CPU per request here, ~18× a bare aiohttp client (BENCHMARKS.md). `openai_compat`: any
 OpenAI-compatible server. Both can send through the provider's Batch API (`mode: batch`,
-arbitrage/teachers/batch/). Local vLLM teachers are `VLLMTeacher` (conf/teacher/smollm2.yaml).
+arbitrage/teachers/batch/). Local vLLM teachers (conf/teacher/smollm2.yaml) are `VLLMTeacher` in
+this process, or `VLLMServerTeacher` on a vLLM server of their own (`serve: process`) or the
+user's (`base_url`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,26 @@ from arbitrage.teachers.batch.settings import BatchSettings
 from arbitrage.teachers.batch.teacher import BatchTeacher
 from arbitrage.teachers.litellm_api import LiteLLMTeacher
 from arbitrage.teachers.openai_compat import OpenAICompatTeacher
+from arbitrage.teachers.vllm_local import VLLMTeacher
+from arbitrage.teachers.vllm_server import VLLMServerTeacher
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+# VLLMServerTeacher's settings that VLLMTeacher does not take; the YAMLs set them for both kinds.
+SERVER_SETTINGS = ("start_timeout_s", "timeout_s", "log_dir", "gpus", "base_url", "served_model_name", "sleep_between_waves")
+
+
+def local_teacher(serve: str = "inprocess", **settings) -> Teacher:
+    """A local vLLM teacher: the engine in this process (`inprocess`: the fastest for one small model
+    on CPU, BENCHMARKS.md), or a vLLM server of its own (`process`: one process per model, pinned to
+    its `gpus`), or the user's server when `base_url` is set."""
+    name = settings.get("name", "teacher")
+    choice(f"teacher.{name}.serve", serve, ("inprocess", "process"))
+    if serve == "process" or settings.get("base_url"):
+        return VLLMServerTeacher(**settings)
+    for key in ("gpus", "served_model_name", "sleep_between_waves"):
+        if settings.get(key):
+            raise ConfigError(f"teacher.{name}.{key} needs a server of its own — add teacher.{name}.serve=process")
+    return VLLMTeacher(**{k: v for k, v in settings.items() if k not in SERVER_SETTINGS})
 
 
 def api_teacher(

@@ -13,14 +13,14 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import aiohttp
 
 from arbitrage.cost import Price, api_price
 from arbitrage.errors import ConfigError, TeacherUnusable
-from arbitrage.rows import Call, Completion
+from arbitrage.rows import Call, Completion, Prompt
 from arbitrage.settings import number
 from arbitrage.teachers import Limits, Sampling
 from arbitrage.teachers.diagnose import explain, refused
@@ -101,7 +101,8 @@ def parse_choices(body: dict, n: int) -> list[Completion | None]:
             by_index.setdefault(index, choice)
     if not by_index:
         raise IndexError("no choices in the response")
-    texts = {i: (c["message"].get("content") or "").strip() for i, c in by_index.items()}
+    # /chat/completions answers in message.content, /completions in text
+    texts = {i: ((c["message"].get("content") if "message" in c else c["text"]) or "").strip() for i, c in by_index.items()}
     shares = dict(zip(texts, split_usage(int(usage.get("completion_tokens") or 0), list(texts.values())), strict=True))
     answers: list[Completion | None] = [None] * n
     for i, choice in by_index.items():
@@ -109,6 +110,8 @@ def parse_choices(body: dict, n: int) -> list[Completion | None]:
         logprobs = choice.get("logprobs") or {}
         if logprobs.get("content"):
             top = [{"token": t["token"], "logprob": t["logprob"]} for t in logprobs["content"][0].get("top_logprobs", [])]
+        elif logprobs.get("top_logprobs"):  # /completions: {token: logprob} per position
+            top = [{"token": t, "logprob": lp} for t, lp in (logprobs["top_logprobs"][0] or {}).items()]
         answers[i] = Completion(  # no content (a filtered answer): the engine records an empty answer
             text=texts[i],
             finish_reason=choice.get("finish_reason"),
@@ -134,6 +137,8 @@ class OpenAICompatTeacher:
         price: Mapping | Price | None = None,  # {input_per_mtok, output_per_mtok}; None: litellm's price map
         price_model: str | None = None,  # the name to look up in the price map (default: model)
         native_n: bool = True,  # a prompt's samples as one request with `n` (false: servers that mishandle it)
+        stop: Sequence[str] = (),  # stop strings, sent with every request
+        render: Callable[[Prompt], str] | None = None,  # set: /completions with this raw text (base models), not chat
     ):
         self.name = name
         self.model = model
@@ -146,11 +151,14 @@ class OpenAICompatTeacher:
         self.limits = Limits(max_concurrency, batch, rpm, tpm, from_headers=True, native_n=native, where=f"teacher.{name}")
         self.timeout_s = number(f"teacher.{name}.timeout_s", timeout_s, float, 0.1)
         self.price = api_price(price_model or model, self.base_url, price)
+        self.stop, self.render = list(stop), render
         self._native = NativeN.of(self)
         self._session: aiohttp.ClientSession | None = None
+        self.served: dict[str, dict] = {}  # /models' entries by id, read at start (vLLM's carry max_model_len)
 
     def identity(self) -> dict:
-        return {"api": "openai-compatible", "model": self.model, "endpoint": self.base_url, "sampling": self.sampling.key()}
+        identity = {"api": "openai-compatible", "model": self.model, "endpoint": self.base_url, "sampling": self.sampling.key()}
+        return identity | ({"stop": self.stop} if self.stop else {})  # without stop strings: the ids of earlier runs
 
     def check(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -174,7 +182,7 @@ class OpenAICompatTeacher:
                 connector=aiohttp.TCPConnector(limit=self.limits.max_concurrency),
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),  # a hung request becomes a retryable timeout
             )
-            self._url = f"{self.base_url}/chat/completions"
+            self._url = f"{self.base_url}/{'completions' if self.render else 'chat/completions'}"
             await self._preflight()
 
     async def _preflight(self) -> None:
@@ -194,9 +202,16 @@ class OpenAICompatTeacher:
             raise TeacherUnusable(self.diagnose(failed))
         if status == 200:
             try:
-                served = [m.get("id") for m in json.loads(raw).get("data", [])]
+                self.served = {m.get("id"): m for m in json.loads(raw).get("data", []) if isinstance(m, dict)}
             except (ValueError, AttributeError):
                 return
+            served = list(self.served)
+            max_len = self.served.get(self.model, {}).get("max_model_len")
+            if isinstance(max_len, int) and self.sampling.max_tokens >= max_len:
+                raise TeacherUnusable(
+                    f"teacher '{self.name}': sampling.max_tokens={self.sampling.max_tokens} leaves no room for a prompt in "
+                    f"{self.base_url}'s max_model_len {max_len} — lower teacher.{self.name}.sampling.max_tokens"
+                )
             if served and self.model not in served:
                 log.warning(
                     "teacher %s: %s does not list model '%s' (it lists %s)",
@@ -211,7 +226,7 @@ class OpenAICompatTeacher:
         s = self.sampling
         body = {
             "model": self.model,
-            "messages": list(call.prompt.messages),
+            **({"prompt": self.render(call.prompt)} if self.render else {"messages": list(call.prompt.messages)}),
             "max_tokens": s.max_tokens,
             "temperature": s.temperature,
             "top_p": s.top_p,
@@ -221,8 +236,10 @@ class OpenAICompatTeacher:
         seed = s.seed_for(call.prompt.prompt_id, call.sample)
         if seed is not None:
             body["seed"] = seed
-        if s.logprobs:
-            body |= {"logprobs": True, "top_logprobs": s.logprobs}
+        if self.stop:
+            body["stop"] = self.stop
+        if s.logprobs:  # /completions takes the number of top log-probs in `logprobs`
+            body |= {"logprobs": s.logprobs} if self.render else {"logprobs": True, "top_logprobs": s.logprobs}
         if s.repetition_penalty != 1.0:  # vLLM, TGI and llama.cpp servers take it; OpenAI's API does not
             body["repetition_penalty"] = s.repetition_penalty
         return body

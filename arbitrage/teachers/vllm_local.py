@@ -43,6 +43,14 @@ def _configure_vllm_env(kv_cache_gib: float) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
 
 
+def bos_prefix(tokenizer) -> str:
+    """Base models need <bos> on raw prompts; vLLM adds it only if the tokenizer does (Gemma's GGUF does not)."""
+    probe = tokenizer("probe")["input_ids"]
+    if tokenizer.bos_token and (not probe or probe[0] != tokenizer.bos_token_id):
+        return tokenizer.bos_token
+    return ""
+
+
 class VLLMTeacher:
     def __init__(
         self,
@@ -71,7 +79,7 @@ class VLLMTeacher:
         self.native_n = bool(native_n)
         self._llm = None
         self._busy = asyncio.Lock()  # one LLM.generate at a time: the prompt writer may share this engine
-        self._bos = ""
+        self.bos = ""  # put before a raw prompt (completion mode) when the tokenizer does not add it
         self._identity: dict | None = None
         self._stats = {"load_s": 0.0, "generate_s": 0.0}  # engine time, for tok/s in the summary
 
@@ -87,7 +95,7 @@ class VLLMTeacher:
         """The weights' digest and the engine settings that change outputs belong to it: a resumed
         run never mixes two models' answers under one call id."""
         if self._identity is None:
-            settings = self._engine_settings()
+            settings = self.engine_settings()
             self._identity = {
                 "engine": "vllm",
                 "model": self.model,
@@ -106,7 +114,7 @@ class VLLMTeacher:
     def diagnose(self, completion: Completion) -> str:
         return f"teacher '{self.name}': {completion.error}"
 
-    def _engine_settings(self) -> dict:
+    def engine_settings(self) -> dict:
         """vllm.LLM's keyword arguments: this machine's defaults, then the teacher's engine_kwargs."""
         import torch
 
@@ -134,12 +142,9 @@ class VLLMTeacher:
         path = models.resolve(self.model)
         started = time.perf_counter()
         with _ENGINE_LOCK:
-            self._llm = LLM(model=path, **self._engine_settings())
+            self._llm = LLM(model=path, **self.engine_settings())
         tokenizer = self._llm.get_tokenizer()
-        probe = tokenizer("probe")["input_ids"]
-        # Base models need <bos> on raw prompts; vLLM adds it only if the tokenizer does.
-        if tokenizer.bos_token and (not probe or probe[0] != tokenizer.bos_token_id):
-            self._bos = tokenizer.bos_token
+        self.bos = bos_prefix(tokenizer)
         self._stats["load_s"] = time.perf_counter() - started
         log.info("teacher %s: vLLM engine for %s ready in %.1fs", self.name, path, self._stats["load_s"])
 
@@ -162,7 +167,7 @@ class VLLMTeacher:
     def render(self, prompt: Prompt) -> str:
         """The raw text a completion-mode teacher sees."""
         question = "\n\n".join(m["content"] for m in prompt.messages)
-        return self._bos + self.prompt_template.replace("{question}", question)
+        return self.bos + self.prompt_template.replace("{question}", question)
 
     def _generate(self, calls: Sequence[Call]) -> list[Completion]:
         seeded = self.sampling.seed is not None
