@@ -29,7 +29,8 @@ from arbitrage.engine.ratelimit import RateLimit
 from arbitrage.engine.streams import CallQueue, Finished, Pending, Stream, TeacherStats, aiter_calls, bar_interval, unsent
 from arbitrage.errors import TeacherUnusable
 from arbitrage.rows import Call, Candidate, Completion
-from arbitrage.teachers import Teacher, WaitsElsewhere
+from arbitrage.runpaths import RunPaths
+from arbitrage.teachers import KeepsLog, Teacher, WaitsElsewhere
 from arbitrage.teachers.samples import request_starts
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class Engine:
             self._queues[name] = CallQueue(maxsize=teacher.limits.queue_size)
             if isinstance(teacher, WaitsElsewhere):  # a batch teacher keeps its batch ledger beside the journal
                 teacher.attach_journal(self.journal.path.parent)
+            if isinstance(teacher, KeepsLog):  # a server's own log goes in the run folder: logs/<teacher>.log
+                teacher.log_to(RunPaths(self.journal.path.parent.parent).log(name))
             limits = teacher.limits
             if (limits.rpm or limits.tpm or limits.from_headers) and name not in self._limits:
                 self._limits[name] = RateLimit(limits.rpm, limits.tpm)
