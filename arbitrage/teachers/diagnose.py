@@ -12,6 +12,29 @@ from arbitrage.rows import Completion
 # so it takes more of them.
 BREAK_AFTER = {401: 3, 403: 3, 404: 3, 400: 5}
 REFUSED_BREAK_AFTER = 3
+# A 200 whose JSON is no chat completion (`"choices": []`) is the server's own answer, not a torn
+# transfer: the same request gets it again, so it is not retried, and five in a row stop the teacher.
+NOT_A_COMPLETION_BREAK_AFTER = 5
+NOT_A_COMPLETION = "answered 200 with "
+
+
+def not_a_completion(body) -> str:
+    """The error for a JSON body that is no chat completion, quoting what is wrong with it."""
+    if not isinstance(body, dict):
+        wrong = f"a JSON {type(body).__name__}, not an object"
+    elif "choices" not in body:
+        said = f" (error: {json.dumps(body['error'], ensure_ascii=False)[:100]})" if "error" in body else ""
+        wrong = f'no "choices"{said}'
+    elif body["choices"] == []:
+        wrong = '"choices": []'
+    else:
+        wrong = f'"choices": {json.dumps(body["choices"], ensure_ascii=False)[:100]}'
+    return NOT_A_COMPLETION + wrong
+
+
+def no_completion(completion: Completion) -> bool:
+    """A 200 that is no chat completion (see `not_a_completion`)."""
+    return completion.status == 200 and (completion.error or "").startswith(NOT_A_COMPLETION)
 
 
 def refused(completion: Completion) -> bool:
@@ -25,6 +48,8 @@ def breaks_after(completion: Completion) -> int | None:
     """How many failures like this one in a row stop the teacher; None: not that kind of failure."""
     if refused(completion):
         return REFUSED_BREAK_AFTER
+    if no_completion(completion):
+        return NOT_A_COMPLETION_BREAK_AFTER
     return BREAK_AFTER.get(completion.status)
 
 
@@ -48,6 +73,11 @@ def explain(teacher: str, endpoint: str | None, key_env: str | None, model: str,
         return (
             f"teacher '{teacher}': cannot connect to {endpoint or where} ({(completion.error or '')[:120]}) — "
             f"is the server running? check teacher.{teacher}.base_url"
+        )
+    if no_completion(completion):
+        return (
+            f"teacher '{teacher}': {where} {completion.error} {NOT_A_COMPLETION_BREAK_AFTER} times, never a chat completion — "
+            f"check that teacher.{teacher}.base_url ({endpoint or where}) is an OpenAI-compatible /v1 and teacher.{teacher}.model ('{model}')"
         )
     status, said = completion.status, server_message(completion.error)
     head = f"teacher '{teacher}': HTTP {status} from {where} \"{said}\""

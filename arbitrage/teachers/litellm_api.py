@@ -16,7 +16,7 @@ from arbitrage.errors import ConfigError
 from arbitrage.rows import Call, Completion
 from arbitrage.settings import number
 from arbitrage.teachers import Limits, Sampling
-from arbitrage.teachers.diagnose import explain
+from arbitrage.teachers.diagnose import explain, not_a_completion
 from arbitrage.teachers.openai_compat import api_key_from_env, parse_choices, ratelimit_headers
 from arbitrage.teachers.samples import NativeN
 
@@ -104,10 +104,11 @@ class LiteLLMTeacher:
             )
         except Exception as exc:  # litellm maps provider errors onto its own classes
             return [_failure(exc)] * n
+        body = response.model_dump()
         try:  # the OpenAI form of the response: one parser for both API paths
-            answers = parse_choices(response.model_dump(), n)
-        except (IndexError, KeyError, TypeError):
-            return [Completion(text=None, error="invalid response: no choices", status=200)] * n
+            answers = parse_choices(body, n)
+        except (IndexError, KeyError, TypeError, AttributeError):  # no chat completion: not retried (teachers/diagnose.py)
+            return [Completion(text=None, error=not_a_completion(body), status=200)] * n
         # litellm passes the provider's headers on with an "llm_provider-" prefix.
         provider = (getattr(response, "_hidden_params", None) or {}).get("additional_headers") or {}
         limits = ratelimit_headers({k.removeprefix("llm_provider-"): v for k, v in provider.items()})

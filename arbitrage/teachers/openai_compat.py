@@ -23,7 +23,7 @@ from arbitrage.errors import ConfigError, TeacherUnusable
 from arbitrage.rows import Call, Completion, Prompt
 from arbitrage.settings import number
 from arbitrage.teachers import Limits, Sampling
-from arbitrage.teachers.diagnose import explain, refused
+from arbitrage.teachers.diagnose import explain, not_a_completion, refused
 from arbitrage.teachers.samples import NativeN, split_usage
 
 log = logging.getLogger(__name__)
@@ -265,9 +265,13 @@ class OpenAICompatTeacher:
             )
             return [failed] * n
         try:
-            answers = parse_choices(json.loads(raw), n)
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            body = json.loads(raw)
+        except ValueError as exc:  # cut short or not JSON: a torn transfer, retried
             return [Completion(text=None, error=f"invalid response body: {exc!r}"[:300], status=200)] * n
+        try:
+            answers = parse_choices(body, n)
+        except (KeyError, IndexError, TypeError, AttributeError):  # JSON, but no chat completion: the server's own answer
+            return [Completion(text=None, error=not_a_completion(body), status=200)] * n
         limits = ratelimit_headers(headers)
         return [replace(a, ratelimit=limits) if a is not None else None for a in answers]
 
