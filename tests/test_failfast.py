@@ -255,3 +255,16 @@ def test_ctrl_c_names_the_prompts_really_left(tmp_path):
     done = len(datasets.load_dataset(str(out), "sft", split="train"))
     assert 0 < done < N
     assert f"stopped (interrupted) with {N - done} prompts unfinished — rerun the same command to finish them" in stdout
+
+
+def test_a_403_on_models_is_a_warning_and_the_chat_calls_decide(tmp_path):
+    """A restricted key may call chat completions without the right to list models."""
+    with FakeOpenAI(Script(models_status=403, error_message="missing scope: model.read")) as server:
+        result = arbitrage(*args(server.url, tmp_path / "run", prompts_file(tmp_path)))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "models answered 403 — going on" in result.stderr and len(server.requests) == N
+    assert len(datasets.load_dataset(str(tmp_path / "run"), "sft", split="train")) == N
+    script = Script(models_status=403, fail_first=99, fail_status=403, error_message="key not allowed")
+    with FakeOpenAI(script) as server:  # chat refuses too: the breaker's three, then one line
+        line = one_line(arbitrage(*args(server.url, tmp_path / "refused", prompts_file(tmp_path))))
+        assert "HTTP 403" in line and "key not allowed" in line and 3 <= len(server.requests) <= 3 + 4

@@ -198,8 +198,15 @@ class OpenAICompatTeacher:
                 raise TeacherUnusable(self.diagnose(failed)) from None
             return  # a slow or odd /models says nothing about chat completions: the calls will tell
         failed = Completion(None, error=f"HTTP {status}: {raw[:300].decode('utf-8', 'replace')}", status=status)
-        if status in (401, 403) or (status == 404 and self.base_url.endswith("/chat/completions")):
+        if status == 401 or (status == 404 and self.base_url.endswith("/chat/completions")):
             raise TeacherUnusable(self.diagnose(failed))
+        if status == 403:  # a restricted key may call chat completions without the right to list models
+            log.warning(
+                "teacher %s: %s/models answered 403 — going on; the circuit breaker stops the run if chat completions refuse too",
+                self.name,
+                self.base_url,
+            )
+            return
         if status == 200:
             try:
                 self.served = {m.get("id"): m for m in json.loads(raw).get("data", []) if isinstance(m, dict)}
