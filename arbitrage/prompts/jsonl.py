@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,13 +29,19 @@ def _file_prompt(path: Path, number: int, line: str) -> Prompt:
     messages = record.get("messages")
     if messages is None and isinstance(record.get("prompt"), str):
         messages = [{"role": "user", "content": record["prompt"]}]
-    if (
-        not isinstance(messages, list)
-        or not messages
-        or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages)
-        or messages[-1]["role"] != "user"
-    ):
+    if not isinstance(messages, list) or not messages:
         raise ConfigError(f"{where}: needs 'prompt' (a string) or 'messages' (role/content objects ending with a user turn)")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise ConfigError(f"{where}: messages[{i}] must be an object with 'role' and 'content', got {json.dumps(m)[:60]}")
+        for key in ("role", "content"):
+            if not isinstance(m.get(key), str):
+                got = "nothing" if key not in m else json.dumps(m[key], ensure_ascii=False)[:60]
+                raise ConfigError(f"{where}: messages[{i}].{key} must be a string, got {got}")
+    if messages[-1]["role"] != "user":
+        raise ConfigError(
+            f"{where}: messages[{len(messages) - 1}].role is '{messages[-1]['role']}' — the last turn must be the user's"
+        )
     messages = [{"role": m["role"], "content": m["content"]} for m in messages]
     constraints = _file_constraints(where, record)
     try:
@@ -74,6 +81,8 @@ def _file_constraints(where: str, record: dict) -> list[dict]:
 def check_prompt_file(path: Path) -> str:
     """Validate every line before a run starts (one bad line is one error naming it); returns the
     file's content digest, which identifies the run's prompts."""
+    if path.is_dir():
+        raise ConfigError(f"prompts file {path} is a directory — give source.path=PATH.jsonl, the file itself")
     if not path.is_file():
         raise ConfigError(f"prompts file {path} does not exist — give source.path=PATH.jsonl")
     digest = hashlib.sha256()

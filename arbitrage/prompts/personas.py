@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from arbitrage import constraints as C
@@ -29,6 +29,7 @@ class Persona:
     language: str
     domain: str
     topics: tuple[str, ...]
+    where: str = field(default="", compare=False)  # `persona file PATH:LINE`, for errors about this persona
 
 
 def json_object(where: str, line: str, keys: str) -> dict:
@@ -39,7 +40,29 @@ def json_object(where: str, line: str, keys: str) -> dict:
         raise ConfigError(f"{where} is not valid JSON ({exc.msg}) — one JSON object per line") from None
     if not isinstance(record, dict):
         raise ConfigError(f"{where} must be a JSON object with {keys}")
+    if "\\u" in line:  # a \uXXXX escape can spell half a surrogate pair: valid JSON, not valid Unicode
+        _no_lone_surrogate(where, record)
     return record
+
+
+def _no_lone_surrogate(where: str, value, key: str = "") -> None:
+    """One line naming the field whose text holds a lone surrogate (it cannot be written as UTF-8)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _no_lone_surrogate(where, k, key)
+            _no_lone_surrogate(where, v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _no_lone_surrogate(where, v, f"{key}[{i}]")
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            code = f"\\u{ord(value[exc.start]):04x}"
+            raise ConfigError(
+                f"{where}: '{key}' holds a lone surrogate ({code}: valid JSON, not valid Unicode) — "
+                "write the character itself, or both halves of its surrogate pair"
+            ) from None
 
 
 def _parse_persona(path: Path, lineno: int, line: str) -> Persona:
@@ -54,7 +77,7 @@ def _parse_persona(path: Path, lineno: int, line: str) -> Persona:
     for key in ("id", "persona", "language", "domain"):
         if not isinstance(record[key], str) or not record[key].strip():
             raise ConfigError(f"{where}: '{key}' must be a non-empty string")
-    return Persona(record["id"], record["persona"], record["language"], record["domain"], tuple(topics))
+    return Persona(record["id"], record["persona"], record["language"], record["domain"], tuple(topics), where)
 
 
 def load_personas(paths: list[Path]) -> list[Persona]:
@@ -104,6 +127,14 @@ def validate(personas: list[Persona], spec: SynthesisSpec) -> list[Persona]:
         personas = [p for p in personas if p.language in spec.languages]
         if not personas:
             raise ConfigError(f"no persona has a language in personas.languages={list(spec.languages)}")
+    supported = supported_languages(spec.tasks)
+    for p in personas:
+        if p.language not in supported:
+            raise ConfigError(
+                f"{p.where or f'persona {p.id}'}: language '{p.language}' is not supported — supported: "
+                f"{', '.join(sorted(supported))} (the languages with task templates in conf/tasks/ and "
+                "constraint texts in arbitrage/i18n/constraints.yaml)"
+            )
     languages = {p.language for p in personas}
     for task, by_language in spec.tasks.items():
         missing = languages - {lang for lang, templates in by_language.items() if templates}
@@ -113,6 +144,13 @@ def validate(personas: list[Persona], spec: SynthesisSpec) -> list[Persona]:
             )
     C.validate_texts(languages)
     return personas
+
+
+def supported_languages(tasks: Mapping[str, Mapping[str, list[str]]]) -> set[str]:
+    """Languages a persona may have: some task has templates in it, and every constraint has its instruction text."""
+    templated = {lang for by_language in tasks.values() for lang, templates in by_language.items() if templates}
+    table = C.texts()
+    return {lang for lang in templated if all(lang in table.get(name, {}) for name in C.KWARGS)}
 
 
 def _user_text(rng: random.Random, persona: Persona, task: str, templates: list[str]) -> tuple[str, str, list[dict], str | None]:
