@@ -363,3 +363,17 @@ def test_export_opens_from_file_without_a_server(browser, run_dir, tmp_path):
     assert browser.eval("window.__pwned === undefined") and browser.dialogs == []
     assert browser.errors() == []
     browser.screenshot(artifacts_dir(tmp_path) / "view-export.png")
+
+
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_the_viewer_binds_an_ipv6_loopback(run_dir, host):
+    server = make_server(RunView(run_dir), host, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = url_of(server)
+        assert url.startswith("http://[::1]:")
+        status, _, body = get(url + "api/meta")
+        assert status == 200 and json.loads(body)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import socket
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -90,10 +91,15 @@ class Handler(BaseHTTPRequestHandler):
             raise NotFound(path)
 
 
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6  # the stdlib's server binds IPv4 only: `--host ::1` failed
+
+
 def make_server(folder: RunView, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     """A server for the folder (port 0: a free one); `serve_forever()` runs it."""
     handler = type("RunHandler", (Handler,), {"folder": folder})
-    server = ThreadingHTTPServer((host, port), handler)
+    host = host.removeprefix("[").removesuffix("]")  # `--host [::1]` as a URL writes it
+    server = (_IPv6Server if ":" in host else ThreadingHTTPServer)((host, port), handler)
     server.daemon_threads = True
     if host in LOOPBACK:
         handler.allowed_hosts = set(LOOPBACK)
