@@ -22,7 +22,7 @@ from arbitrage.errors import ConfigError
 from arbitrage.prompts.jsonl import check_prompt_file, iter_prompt_file
 from arbitrage.routers import Route
 from arbitrage.stages import Group, score
-from arbitrage.verify.code import CodeExecutor, Limits, SandboxMissing, TestSpec, extract_code
+from arbitrage.verify.code import KILL_GRACE_S, CodeExecutor, Limits, SandboxMissing, TestSpec, extract_code
 
 MBPP = TestSpec("mbpp", test_list=("assert add(1, 2) == 3", "assert add(2, 2) == 4", "assert add(-1, 1) == 0"))
 
@@ -78,6 +78,12 @@ def test_an_infinite_loop_is_killed_at_the_wall_clock_timeout():
     took = time.monotonic() - start
     assert v.status == "timeout" and 1.5 <= took < 4
     assert v.tests == (True, False), "the test that finished before the kill still counts"
+    assert "timed out at the 1.5 s wall-clock limit, 1 of 2 tests done" in v.detail
+    # a program that swallows the alarm: the parent kills the process group KILL_GRACE_S later
+    stubborn = "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass\n"
+    start = time.monotonic()
+    v = run(CodeExecutor(Limits(timeout_s=0.5, cpu_s=30), max_workers=1).run(stubborn, MBPP))
+    assert v.status == "timeout" and "killed after" in v.detail and time.monotonic() - start < 0.5 + KILL_GRACE_S + 3
 
 
 def test_a_sleeping_program_is_killed_too_and_leaves_no_process(executor):
