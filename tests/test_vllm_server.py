@@ -20,7 +20,7 @@ import pytest
 from arbitrage.errors import ConfigError, TeacherUnusable
 from arbitrage.teachers.factory import local_teacher
 from arbitrage.teachers.vllm_local import VLLMTeacher
-from arbitrage.teachers.vllm_server import ServerProcess, Turn, VLLMServerTeacher, cli_flags, free_port, server_command
+from arbitrage.teachers.vllm_server import GpuTurns, ServerProcess, Turn, VLLMServerTeacher, cli_flags, free_port, server_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,7 +144,7 @@ def test_teachers_sharing_gpus_take_turns():
     events = []
 
     async def scenario():
-        lock = asyncio.Lock()
+        shared = GpuTurns()
         turns = {}
         for name in ("a", "b"):
 
@@ -154,7 +154,7 @@ def test_teachers_sharing_gpus_take_turns():
             async def sleep(name=name):
                 events.append(f"sleep {name}")
 
-            turns[name] = Turn(lock, wake, sleep, idle_s=0.05)
+            turns[name] = Turn(shared, wake, sleep, idle_s=0.05)
 
         async def call(name):
             async with turns[name]:
@@ -332,3 +332,39 @@ def test_served_answers_equal_in_process_answers(tmp_path):
 def _per_prompt(completions) -> list[int]:
     n = len(completions) // len(QUESTIONS)
     return [sum(c.tokens_out for c in completions[i : i + n]) for i in range(0, len(completions), n)]
+
+
+def test_a_teacher_that_holds_the_turn_too_long_passes_it_on():
+    events = []
+
+    async def scenario():
+        shared = GpuTurns()
+
+        def turn(name):
+            async def wake():
+                events.append(f"wake {name}")
+
+            async def sleep():
+                events.append(f"sleep {name}")
+
+            return Turn(shared, wake, sleep, idle_s=0.05, max_turn_s=0.1)
+
+        a, b = turn("a"), turn("b")
+
+        async def busy_a():
+            for _ in range(30):  # back-to-back calls: a is never idle
+                async with a:
+                    events.append("call a")
+                    await asyncio.sleep(0.01)
+
+        async def later_b():
+            await asyncio.sleep(0.02)
+            async with b:
+                events.append("call b")
+
+        await asyncio.gather(busy_a(), later_b())
+        await asyncio.sleep(0.2)
+
+    asyncio.run(scenario())
+    assert events.index("wake b") < len(events) - 1 - events[::-1].index("call a"), "b ran while a still had calls"
+    assert events.count("wake a") == 2 and events.index("sleep a") < events.index("wake b")

@@ -160,7 +160,9 @@ class ServerProcess:
             out.write(f"\n=== arbitrage {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(self.argv)}\n")
             out.flush()
             env = {**os.environ, **self.env}
-            env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)  # set for in-process engines; the server decides its own
+            # Set for in-process engines and the quiet terminal (cli.py); the server logs all to its own file.
+            for key in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CONFIGURE_LOGGING", "TRANSFORMERS_VERBOSITY"):
+                env.pop(key, None)
             # Its own session: Ctrl-C in the terminal reaches arbitrage only, which stops the server
             # after the calls in flight; the group holds the engine-core children too.
             self.proc = subprocess.Popen(
@@ -248,39 +250,52 @@ def _group_alive(pgid: int) -> bool:
 class GpuTurns:
     """Teachers whose servers share GPUs and do not fit there together take turns: one awake at a
     time. A teacher holds the turn while it has calls in flight; idle for `idle_s`, or asked to
-    yield after holding it `max_turn_s` while another waits, it sleeps its server and passes on."""
+    yield after holding it `max_turn_s` while another waits, it sleeps its server and passes on.
+    On a queue-fed engine this alternates in rounds of about a teacher's queue (2 × batch_size
+    calls): the feeder blocks on the sleeping teacher's full queue, the awake one runs dry."""
 
-    _locks: dict[tuple[int, ...], asyncio.Lock] = {}
+    def __init__(self):
+        self.lock = asyncio.Lock()
+        self.waiting = 0
+
+    _shared: dict[tuple[int, ...], GpuTurns] = {}
 
     @classmethod
-    def lock(cls, gpus: Sequence[int]) -> asyncio.Lock:
-        return cls._locks.setdefault(tuple(sorted(gpus)), asyncio.Lock())
+    def of(cls, gpus: Sequence[int]) -> GpuTurns:
+        return cls._shared.setdefault(tuple(sorted(gpus)), cls())
+
+    async def acquire(self) -> None:
+        self.waiting += 1
+        try:
+            await self.lock.acquire()
+        finally:
+            self.waiting -= 1
 
 
 class Turn:
     """One teacher's side of GpuTurns: `async with turn:` around each request."""
 
-    def __init__(self, lock: asyncio.Lock, wake, sleep, idle_s: float = 1.0, max_turn_s: float = 120.0):
-        self.lock, self.wake, self.sleep = lock, wake, sleep
+    def __init__(self, turns: GpuTurns, wake, sleep, idle_s: float = 1.0, max_turn_s: float = 120.0):
+        self.turns, self.wake, self.sleep = turns, wake, sleep
         self.idle_s, self.max_turn_s = idle_s, max_turn_s
         self.holding = False
         self.in_flight = 0
         self.since = 0.0
-        self.turns = 0
+        self.count = 0  # turns taken
         self._changing = asyncio.Lock()
         self._release: asyncio.Task | None = None
 
     async def __aenter__(self) -> None:
         async with self._changing:
-            if self.holding and self.lock._waiters and time.monotonic() - self.since > self.max_turn_s:
+            if self.holding and self.turns.waiting and time.monotonic() - self.since > self.max_turn_s:
                 while self.in_flight:  # let the others have it: finish what is in flight, then pass
                     await asyncio.sleep(0.05)
                 await self._pass()
             if not self.holding:
-                await self.lock.acquire()
+                await self.turns.acquire()
                 await self.wake()
                 self.holding, self.since = True, time.monotonic()
-                self.turns += 1
+                self.count += 1
             self.in_flight += 1
             if self._release is not None:
                 self._release.cancel()
@@ -301,7 +316,7 @@ class Turn:
     async def _pass(self) -> None:
         await self.sleep()
         self.holding = False
-        self.lock.release()
+        self.turns.lock.release()
 
 
 class VLLMServerTeacher:
@@ -410,16 +425,18 @@ class VLLMServerTeacher:
         self._restarting = asyncio.Lock()
         started = time.perf_counter()
         if not self.attached:
-            lock = GpuTurns.lock(self.gpus or [-1]) if self.sleep_between_waves else None
-            if lock is not None:  # start in turn: a server measures free memory as it starts
-                self._turn = Turn(lock, self._wake, self._sleep)
-                await lock.acquire()
+            turns = GpuTurns.of(self.gpus or [-1]) if self.sleep_between_waves else None
+            if turns is not None:  # start in turn: a server measures the free memory as it starts
+                self._turn = Turn(turns, self._wake, self._sleep)
+                await turns.acquire()
             try:
                 await self._launch()
             finally:
-                if lock is not None:
-                    await self._sleep()
-                    lock.release()
+                if turns is not None:
+                    with contextlib.suppress(TeacherUnusable):
+                        if self.server is not None and self.server.exited() is None:
+                            await self._sleep()
+                    turns.lock.release()
         await self.api.start()
         self.max_model_len = self.api.served.get(self.served_name, {}).get("max_model_len")
         self._stats["load_s"] = time.perf_counter() - started
