@@ -42,7 +42,8 @@ def run_calls(teacher, ps, journal, policy=FAST, budget=None):
 def test_retry_policy_backoff_and_retry_after():
     policy = RetryPolicy(base_delay_s=1.0, max_delay_s=8.0)
     assert policy.delay(1, retry_after=2.5) == 2.5
-    assert policy.delay(1, retry_after=100) == 8.0
+    assert policy.delay(1, retry_after=100) == 100  # the server's wish, not our backoff's max_delay_s
+    assert policy.delay(1, retry_after=86_400) == 600  # up to a sane ceiling
     assert all(0 <= policy.delay(4, None) <= 8.0 for _ in range(100))
     assert policy.retryable(Completion(None, error="timeout"))
     assert policy.retryable(Completion(None, error="x", status=429))
@@ -348,10 +349,11 @@ def test_missing_api_key_is_one_clear_error(monkeypatch):
 
 
 def test_a_failing_call_source_lets_calls_in_flight_finish_then_reports_the_error(tmp_path):
-    def source(teacher):
+    async def source(teacher):
         key = teacher_key(teacher)
         for i in range(6):
             yield make_call(make_prompt(prompt_id=f"p{i}", text=f"Q {i}"), "t", key)
+        await asyncio.sleep(0.3)  # the first requests are in flight (a call still waiting for the teacher's start is not)
         raise ConfigError("prompts.jsonl line 7: needs 'prompt'")
 
     async def go(server):
@@ -362,7 +364,7 @@ def test_a_failing_call_source_lets_calls_in_flight_finish_then_reports_the_erro
                 done += batch
         return engine, done
 
-    with FakeOpenAI(Script(latency_s=0.05)) as server:
+    with FakeOpenAI(Script(latency_s=0.5)) as server:
         engine, done = asyncio.run(go(server))
         sent = len(server.requests)
     assert isinstance(engine.error, ConfigError) and "line 7" in str(engine.error) and engine.stop_reason.startswith("error")
@@ -513,3 +515,40 @@ def test_400s_on_every_prompt_stop_the_teacher_after_a_window_and_breaker_false_
         assert engine.error is None and len(server.requests) == sent + 30 and not any(c.ok for c in results)
     with pytest.raises(ConfigError, match="engine.breaker must be true or false"):
         RetryPolicy(breaker="no")
+
+
+def test_a_failed_request_gives_its_token_estimate_back():
+    async def go():
+        limit = RateLimit(tpm=1000)
+        await limit.acquire(800)
+        limit.settle(800, 0, failed=True)  # a 429 or a 5xx with no usage: nothing was used
+        started = time.perf_counter()
+        await limit.acquire(800)  # without the refund: ~36 s until the bucket has 800 again
+        waited = time.perf_counter() - started
+        limit.settle(800, 0)  # an answer without usage keeps its estimate
+        return waited, limit.tokens.level
+
+    waited, level = asyncio.run(go())
+    assert waited < 0.5 and level < 300
+
+
+def test_a_stop_during_a_rate_limit_wait_sends_nothing_more(tmp_path):
+    """rpm=2: two requests, then 30 s until the next. A stop meanwhile ends the wait: no request
+    goes out after the stop, and the stream ends at once."""
+    with FakeOpenAI() as server:
+        teacher = OpenAICompatTeacher("t", "m", server.url, max_concurrency=4, rpm=2)
+
+        async def go():
+            async with Engine({"t": teacher}, Journal(tmp_path), FAST) as engine:
+                got = []
+                started = time.perf_counter()
+                async for batch in engine.stream(calls(teacher, prompts(6))):
+                    got += batch
+                    if len(got) == 2:
+                        await asyncio.sleep(0.3)  # the other workers are waiting on the bucket now
+                        engine.stop("test")
+                return got, time.perf_counter() - started
+
+        got, took = asyncio.run(go())
+        assert len(server.requests) == 2 and len(got) == 2 and took < 5
+    assert {r.call_id for r in Journal(tmp_path).records()} == {f.call.call_id for f in got}

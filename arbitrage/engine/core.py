@@ -61,6 +61,7 @@ class Engine:
         self.stats = {name: TeacherStats() for name in teachers}
         self.spend = Spend({name: teacher.price for name, teacher in teachers.items()})
         self.stop_reason: str | None = None
+        self._stopped = asyncio.Event()  # set with stop_reason: long waits give up on it
         self._progress, self._label = progress, label
         self._queues: dict[str, CallQueue[Pending]] = {}
         self._limits: dict[str, RateLimit] = dict(rate_limits or {})
@@ -202,6 +203,7 @@ class Engine:
         if self.stop_reason is not None:
             return
         self.stop_reason = reason
+        self._stopped.set()
         for teacher in self.teachers.values():
             if isinstance(teacher, WaitsElsewhere):  # batches keep running at the provider; a rerun collects them
                 teacher.halt(reason)
@@ -273,12 +275,23 @@ class Engine:
             for item in batch:
                 self._drop(item)
             return
-        await self._start(name)
+        await self._start(name)  # a vLLM engine can take minutes to load: the run may stop meanwhile
         starts_request = request_starts([i.call for i in batch], teacher)  # native n: one request, several calls
+        acquired = []
         for item, starts in zip(batch, starts_request, strict=True):
-            if limit is not None:
-                item.estimate = heuristic_tokens(item.call.prompt.messages) + teacher.sampling.max_tokens
-                await limit.acquire(item.estimate, requests=int(starts))
+            if limit is None or self.stop_reason is not None:
+                break
+            item.estimate = heuristic_tokens(item.call.prompt.messages) + teacher.sampling.max_tokens
+            if not await self._unless_stopped(limit.acquire(item.estimate, requests=int(starts))):
+                break
+            acquired.append(item)
+        if self.stop_reason is not None:  # stopped during a long wait (an engine load, a rate limit): send nothing
+            for item in acquired:
+                limit.settle(item.estimate, 0, failed=True)
+            for item in batch:
+                self._drop(item)
+            return
+        for item in batch:
             item.attempts += 1
             item.started = item.started or time.perf_counter()
         stats.sent += len(batch)
@@ -302,6 +315,21 @@ class Engine:
         if self.budget.exhausted:
             self.stop("budget")
 
+    async def _unless_stopped(self, wait) -> bool:
+        """Await a wait that can be long (a rate limit's); False, the wait given up, when the run stops first."""
+        waiting, stopped = asyncio.ensure_future(wait), asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({waiting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not waiting.done():
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
+        if waiting.cancelled():
+            return False
+        waiting.result()  # a wait that failed raises here
+        return self.stop_reason is None
+
     def _account(self, name: str, item: Pending, completion: Completion, limit: RateLimit | None) -> None:
         stats = self.stats[name]
         stats.tokens_in += completion.tokens_in
@@ -317,7 +345,7 @@ class Engine:
                 bound,
             )
         if limit is not None:
-            limit.settle(item.estimate, completion.tokens_in + completion.tokens_out)
+            limit.settle(item.estimate, completion.tokens_in + completion.tokens_out, failed=not completion.ok)
             limit.observe(completion.ratelimit)
 
     def _watch(self, name: str, completion: Completion, prompt_id: str) -> None:

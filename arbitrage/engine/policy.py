@@ -10,6 +10,9 @@ from arbitrage.rows import Completion
 from arbitrage.teachers.diagnose import no_completion
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+# The longest Retry-After honoured as given (a provider's minute-long rate-limit window is common);
+# a longer one is clipped to this: a server asking for an hour is more likely wrong than meant.
+MAX_RETRY_AFTER_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,8 @@ class RetryPolicy:
         return completion.status is None or completion.status in RETRYABLE_STATUS
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_delay_s)
+        if retry_after is not None:  # the server knows when it has room again: not capped at our own backoff's max
+            return min(max(retry_after, 0.0), MAX_RETRY_AFTER_S)
         # Full jitter (AWS architecture blog): spreads retries of a burst of failures apart.
         return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)))
 

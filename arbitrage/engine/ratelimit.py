@@ -73,8 +73,10 @@ class RateLimit:
         if self.tokens:
             await self.tokens.take(tokens)
 
-    def settle(self, estimated: float, used: int) -> None:
-        if self.tokens and used:
+    def settle(self, estimated: float, used: int, failed: bool = False) -> None:
+        """Correct the token bucket by what the request really used. A failed request that reports
+        no usage gives its estimate back (it used nothing); an answer without usage keeps it."""
+        if self.tokens and (used or failed):
             self.tokens.charge(used - estimated)
 
     def observe(self, headers: dict | None) -> None:
