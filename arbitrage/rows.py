@@ -126,11 +126,30 @@ class Candidate:
 class Scored:
     candidate: Candidate
     score: float | None  # None: scoring failed (its reason in `error`): never chosen nor rejected
-    breakdown: dict = field(default_factory=dict)  # per-scorer values / per-check results
+    details: dict = field(default_factory=dict)  # what the scorer shows beside its verdicts (per-part scores, ratings)
     filtered: str | None = None  # why the quality stage kept this answer from being chosen
     error: str | None = None  # why there is no score
+    checks: dict[str, bool] = field(default_factory=dict)  # check id → passed (the scorer's verdicts)
+    gates: frozenset[str] = frozenset()  # the checks that say the answer is correct (see select.py)
 
     @property
     def usable(self) -> bool:
         """Answered and scored with a real number: may be chosen (unless filtered) or rejected."""
         return self.candidate.ok and self.score is not None and self.score == self.score  # NaN ≠ NaN
+
+    @property
+    def failed_gates(self) -> list[str]:
+        """The gates this answer fails (a gate without a verdict fails)."""
+        return sorted(g for g in self.gates if not self.checks.get(g, False))
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a prompt has no chosen answer, or no DPO pair: a code to count by, a detail to read.
+    `str()` is the text rows and logs have always shown: `code (detail)`."""
+
+    code: str  # e.g. "no usable candidate", "gate arbitrage:final_number failed on every answer", a filter's verdict
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.detail})" if self.detail else self.code

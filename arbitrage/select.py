@@ -1,4 +1,12 @@
-"""Best-of-n selection and DPO pairing, per prompt."""
+"""Best-of-n selection and DPO pairing, per prompt.
+
+Gates first, then the reward (issue 23): a check is a gate when it says whether the answer is
+correct (a known final answer, its tests) rather than how well it is formatted. The chosen answer
+must pass every gate of its prompt; among those the reward ranks. A prompt whose answers all fail
+goes to `rejected_rows` with the gate named; a gate-failing answer is still a fine `rejected`
+(a correct-vs-wrong pair is the most useful pair there is). `require` can ask more of the chosen
+answer (every check, or a reward floor); `gates=false` is the reward alone, as before.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +15,49 @@ import random
 from dataclasses import dataclass
 
 from arbitrage.errors import ConfigError
-from arbitrage.rows import Prompt, Route, Scored, stable_hash
+from arbitrage.rows import Prompt, Reason, Route, Scored, stable_hash
 
 PAIRS = ("worst", "random_lower")
+REQUIRE = ("gates", "all_checks", "min_reward")
+
+
+def _on_off(key: str, value) -> bool:
+    # Hydra reads `selection.gates=off` as the string "off", YAML `off` as false.
+    if isinstance(value, str) and value.lower() in ("on", "off"):
+        return value.lower() == "on"
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be on or off, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
 class SelectionSpec:
     pairs: str = "worst"  # worst | random_lower: which lower-scored answer becomes `rejected`
     min_margin: float = 0.01  # pairs closer than this are dropped (ties teach nothing)
+    gates: bool = True  # the chosen answer must pass every gate of its prompt (off: the reward alone)
+    require: str = "gates"  # gates | all_checks (every check, preferences too) | min_reward (reward ≥ min_reward)
+    min_reward: float = 0.5  # for require=min_reward
 
     def __post_init__(self):
         if self.pairs not in PAIRS:
             raise ConfigError(f"output.pairs must be one of {', '.join(PAIRS)}, got {self.pairs!r}")
         if isinstance(self.min_margin, bool) or not isinstance(self.min_margin, int | float) or self.min_margin < 0:
             raise ConfigError(f"output.min_margin must be a number ≥ 0, got {self.min_margin!r}")
+        object.__setattr__(self, "gates", _on_off("selection.gates", self.gates))
+        if self.require not in REQUIRE:
+            raise ConfigError(f"selection.require must be one of {', '.join(REQUIRE)}, got {self.require!r}")
+        if isinstance(self.min_reward, bool) or not isinstance(self.min_reward, int | float):
+            raise ConfigError(f"selection.min_reward must be a number, got {self.min_reward!r}")
+
+    def unmet(self, s: Scored) -> str | None:
+        """What keeps this (scored, unfiltered) answer from being chosen, or None."""
+        if self.gates and s.failed_gates:
+            return "gate"
+        if self.require == "all_checks" and not all(s.checks.values()):
+            return "check"
+        if self.require == "min_reward" and s.score < self.min_reward:
+            return "reward"
+        return None
 
 
 @dataclass
@@ -31,8 +67,14 @@ class Selection:
     candidates: list[Scored]  # every candidate, usable or not
     chosen: Scored | None = None
     rejected: Scored | None = None
-    reason: str | None = None  # why there is no chosen answer
-    pair_reason: str | None = None  # why there is no DPO pair
+    reason: Reason | None = None  # why there is no chosen answer
+    pair_reason: Reason | None = None  # why there is no DPO pair
+    gates_failed: tuple[str, ...] = ()  # the gates that kept every answer out (counted on the card)
+
+    def __setattr__(self, name, value):
+        if name == "reason" and isinstance(value, str):  # a filter's verdict, as text
+            value = Reason(value)
+        object.__setattr__(self, name, value)
 
     @property
     def margin(self) -> float | None:
@@ -58,34 +100,65 @@ def _problem(s: Scored) -> str:
 
 
 NO_CANDIDATE = "no usable candidate"  # every answer failed (or its scoring did)
+ALL_FILTERED = "every answer filtered"
+
+
+def _gate_reason(eligible: list[Scored]) -> tuple[Reason, tuple[str, ...]]:
+    """`gate X failed on every answer (3)`; when each answer fails a different gate, every gate
+    that failed one is named."""
+    failed = [set(s.failed_gates) for s in eligible]
+    everywhere = sorted(set.intersection(*failed))
+    named = everywhere or sorted(set.union(*failed))
+    label = "gate" if len(named) == 1 else "gates"
+    how = "failed on every answer" if everywhere else "each failed on some answer, none passed by all"
+    return Reason(f"{label} {', '.join(named)} {how}", str(len(eligible))), tuple(named)
+
+
+def _unmet_reason(eligible: list[Scored], spec: SelectionSpec) -> Reason:
+    best = max(s.score for s in eligible)
+    if spec.require == "all_checks":
+        return Reason("no answer passes every check (selection.require=all_checks)", f"{len(eligible)}; best reward {best:.3f}")
+    return Reason(f"no answer reaches selection.min_reward {spec.min_reward}", f"{len(eligible)}; best reward {best:.3f}")
 
 
 def select(prompt: Prompt, route: Route, scored: list[Scored], spec: SelectionSpec) -> Selection:
-    """The best unfiltered answer is chosen; a lower-scored answer with another text, filtered ones
-    included (a refusal or a wrong-language answer is a fine DPO negative), can be rejected. An
-    answer without a score (it failed, or its scoring did) is neither."""
+    """The best unfiltered answer that meets the spec (every gate passed, by default) is chosen; a
+    worse answer with another text can be rejected: one that misses the spec (a wrong final
+    answer), or a lower-scored one — filtered ones included (a refusal or a wrong-language answer
+    is a fine DPO negative). An answer without a score (it failed, or its scoring did) is neither."""
     selection = Selection(prompt, route, scored)
     usable = [s for s in scored if s.usable]
     eligible = [s for s in usable if not s.filtered]
     if not eligible:
         problems = sorted({_problem(s) for s in scored})
-        label = "every answer filtered" if usable else NO_CANDIDATE
-        selection.reason = f"{label} (" + "; ".join(problems)[:300] + ")" if problems else "no candidate"
+        label = ALL_FILTERED if usable else NO_CANDIDATE
+        selection.reason = Reason(label, "; ".join(problems)[:300]) if problems else Reason("no candidate")
         return selection
-    best = _rank(prompt, eligible)[0]
+    passing = [s for s in eligible if spec.unmet(s) is None]
+    if not passing:
+        if spec.gates and all(s.failed_gates for s in eligible):
+            selection.reason, selection.gates_failed = _gate_reason(eligible)
+        else:
+            selection.reason = _unmet_reason(eligible, spec)
+        return selection
+    best = _rank(prompt, passing)[0]
     selection.chosen = best
     text = (best.candidate.text or "").strip()
-    lower = [s for s in _rank(prompt, usable) if s.score < best.score and (s.candidate.text or "").strip() != text]
-    if not lower:
-        selection.pair_reason = "single candidate" if len(usable) == 1 else "all candidates tie"
+    others = [s for s in _rank(prompt, usable) if (s.candidate.text or "").strip() != text]
+    # Worse than the chosen answer: it misses the spec (whatever its reward), or it scores lower.
+    missed = [s for s in others if spec.unmet(s)]
+    lower = [s for s in others if s not in missed and s.score < best.score]
+    if not missed and not lower:
+        selection.pair_reason = Reason("single candidate" if len(usable) == 1 else "all candidates tie")
         return selection
     clear = [s for s in lower if best.score - s.score >= spec.min_margin]
-    if not clear:
+    if not missed and not clear:
         gap = best.score - lower[-1].score  # the widest gap there is
-        selection.pair_reason = f"margin {gap:.3f} below output.min_margin {spec.min_margin}"
+        selection.pair_reason = Reason("margin below output.min_margin", f"{gap:.3f} < {spec.min_margin}")
         return selection
+    worse = clear + missed  # best first, the answers that miss the spec last (the worst there is)
     if spec.pairs == "worst":
-        selection.rejected = clear[-1]
+        selection.rejected = worse[-1]
     else:
-        selection.rejected = random.Random(stable_hash("pair", prompt.prompt_id)).choice(clear)
+        selection.rejected = random.Random(stable_hash("pair", prompt.prompt_id)).choice(worse)
     return selection

@@ -144,7 +144,10 @@ async def score(groups: list[Group], scorer: Scorer, engine: Engine) -> list[lis
         row = []
         for c in g.candidates:
             s = next(scores) if c.ok else None
-            row.append(Scored(c, s.value if s else None, s.details if s else {}, error=s.error if s else None))
+            if s is None:
+                row.append(Scored(c, None))
+            else:
+                row.append(Scored(c, s.value, s.details, error=s.error, checks=s.checks, gates=s.gates))
         out.append(row)
     return out
 

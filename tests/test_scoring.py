@@ -37,7 +37,8 @@ def test_verifiable_scores_fraction_of_checks_with_breakdown():
     scorer = VerifiableScorer()
     assert scorer.calls([(prompt, good)]) == [] and scorer.teachers == {}
     scores = run(scorer.score([(prompt, good), (prompt, half)], {}))
-    assert scores[0].value == 1.0 and scores[0].details["checks"] == {"no_commas": True, "max_words": True, "lowercase": True}
+    assert scores[0].value == 1.0 and scores[0].checks == {"no_commas": True, "max_words": True, "lowercase": True}
+    assert scores[0].gates == frozenset() and scores[1].checks["no_commas"] is False
     assert scores[1].value == pytest.approx(1 / 3)
     truncated = make_candidate("all lowercase no commas", finish_reason="length")
     assert run(VerifiableScorer(truncated_penalty=0.5).score([(prompt, truncated)], {}))[0].value == 0.5
@@ -52,8 +53,34 @@ def test_weighted_sum_combines_scorers():
     score = run(weighted.score([(prompt, make_candidate("lowercase, commas", finish_reason="length"))], {}))[0]
     assert score.value == pytest.approx((3 * 0.5 + 1 * 0.0) / 4)
     assert score.details["a"]["score"] == 0.5 and score.details["b"]["score"] == 0.0
+    # the parts' verdicts merged in one dict; a check id two parts share is kept apart
+    assert score.checks == {"no_commas": False, "lowercase": True, "b/no_commas": False, "b/lowercase": True}
     with pytest.raises(ConfigError):
         WeightedScorer({}).check()
+
+
+def test_known_answers_and_checks_marked_gate_are_gates():
+    prompt = make_prompt(
+        [
+            {"type": "arbitrage:final_number", "answer": "3/4"},
+            {"type": "punctuation:no_comma"},
+            {"type": "arbitrage:lowercase", "gate": True},
+            {"type": "punctuation:no_comma", "gate": False},
+        ],
+        task="math",
+    )
+    score = run(VerifiableScorer().score([(prompt, make_candidate("so the answer is \\boxed{0.75}"))], {}))[0]
+    assert score.checks == {
+        "arbitrage:final_number": True,
+        "punctuation:no_comma": True,
+        "arbitrage:lowercase": True,
+        "punctuation:no_comma#2": True,
+    }
+    assert score.gates == {"arbitrage:final_number", "arbitrage:lowercase"}
+    weighted = WeightedScorer({"v": {"scorer": VerifiableScorer()}})
+    merged = run(weighted.score([(prompt, make_candidate("Wrong: 1/2"))], {}))[0]
+    assert merged.gates == score.gates and merged.checks["arbitrage:final_number"] is False
+    assert "checks" not in merged.details["v"]  # verdicts live in `checks`, not in a part's details
 
 
 def judge_teacher(url, **sampling):
@@ -98,7 +125,7 @@ def test_a_judgment_that_fails_is_a_failure_never_a_score(tmp_path):
     assert all(s.value is None and "no rating" in s.error for s in scores)
     rows = [Scored(c, s.value, s.details, error=s.error) for (_, c), s in zip(items, scores, strict=True)]
     selection = select(prompt, Route(("a", "b"), "all"), rows, SelectionSpec())
-    assert selection.chosen is None and selection.rejected is None and "no rating" in selection.reason
+    assert selection.chosen is None and selection.rejected is None and "no rating" in str(selection.reason)
 
 
 def test_weighted_fails_when_a_part_fails(tmp_path):

@@ -37,9 +37,17 @@ __all__ = [
     "words",
     "WORD",
     "detect_language",
+    "GATES",
+    "FINAL_ANSWER",
+    "is_gate",
+    "keyed",
 ]
 
 KWARGS: dict[str, tuple[str, ...]] = {**ifeval.KWARGS, **extensions.KWARGS}
+# Gates say whether an answer is correct (a known final answer); every other id is a preference (a
+# format, as IFEval's are). A prompts-file line can make any check a gate: `"gate": true` (issue 23).
+GATES = extensions.GATES
+FINAL_ANSWER = "arbitrage:final_number"  # the known-answer check (math-verify), a gate
 
 # The names our first releases used, and the constraint each meant.
 ALIASES = {
@@ -78,11 +86,14 @@ def detect_language(text: str) -> str | None:
 def normalise(constraint: dict) -> dict:
     """The constraint under its id today; ValueError (one line) for an unknown type or a missing argument."""
     kind = constraint.get("type")
+    if constraint.get("gate") is not None and not isinstance(constraint["gate"], bool):
+        raise ValueError(f"constraint {kind!r}: 'gate' must be true or false, got {constraint['gate']!r}")
     if kind in ALIASES:
         try:
-            return ALIASES[kind](constraint)
+            renamed = ALIASES[kind](constraint)
         except KeyError as exc:
             raise ValueError(f"constraint {kind!r} needs the argument {exc.args[0]!r}") from None
+        return {**renamed, "gate": constraint["gate"]} if "gate" in constraint else renamed
     if kind not in KWARGS:
         raise ValueError(
             f"unknown constraint type {kind!r} — known: IFEval ids (e.g. punctuation:no_comma) and arbitrage:* (docs/constraints.md)"
@@ -102,6 +113,28 @@ def type_ids(constraints: Iterable[dict]) -> list[str]:
         except ValueError:
             kinds.append(str(c.get("type")))
     return kinds
+
+
+def is_gate(constraint: dict) -> bool:
+    """Does failing this check make an answer wrong (not just worse)? The constraint's own `gate`
+    key when it has one, else what its id declares (`GATES`)."""
+    if constraint.get("gate") is not None:
+        return bool(constraint["gate"])
+    return normalise(constraint)["type"] in GATES
+
+
+def keyed(constraints: Iterable[dict]) -> list[tuple[str, dict]]:
+    """Each constraint under the key its verdict is stored by: its type, `type#2` for a second one
+    of the same type (two keyword checks)."""
+    out, taken = [], set()
+    for c in constraints:
+        key, n = c["type"], 1
+        while key in taken:
+            n += 1
+            key = f"{c['type']}#{n}"
+        taken.add(key)
+        out.append((key, c))
+    return out
 
 
 def check(constraint: dict, text: str) -> bool:
@@ -134,7 +167,7 @@ def instruction(constraint: dict, language: str) -> str:
     """The sentence appended to the user prompt, in the prompt's language."""
     constraint = normalise(constraint)
     kind = constraint["type"]
-    args = {k: _shown(k, v, language) for k, v in constraint.items() if k != "type"}
+    args = {k: _shown(k, v, language) for k, v in constraint.items() if k not in ("type", "gate")}
     if kind == "language:response_language":
         args["language_name"] = texts()["language_name"][language].get(constraint["language"], constraint["language"])
     return texts()[kind][language].format(**args)
@@ -145,7 +178,7 @@ def to_ifeval(constraints: Iterable[dict]) -> tuple[list[str], list[dict]]:
     ids, kwargs = [], []
     for c in map(normalise, constraints):
         ids.append(c["type"])
-        kwargs.append({k: v for k, v in c.items() if k != "type"})
+        kwargs.append({k: v for k, v in c.items() if k not in ("type", "gate")})
     return ids, kwargs
 
 

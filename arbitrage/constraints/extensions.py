@@ -8,13 +8,19 @@ their own ids so nobody mistakes one for the other:
 - `arbitrage:quotation`   wrapped in straight, curly or guillemet quotes (IFEval: `"` only)
 - `arbitrage:paragraphs`  exactly N paragraphs separated by blank lines (IFEval's uses `***`)
 - `arbitrage:code_block`  exactly one ```python block, and it parses
-- `arbitrage:final_number` the last number in the answer equals the known answer (math)
+- `arbitrage:final_number` the answer's final result equals the known answer (math), by math-verify
+  (arbitrage/verify/math.py): integers, fractions, decimals, LaTeX, percentages, answer sets
+
+`GATES` are the checks that say whether an answer is *correct* rather than well formatted (issue
+23): selection never keeps an answer that fails one (arbitrage/select.py).
 """
 
 from __future__ import annotations
 
 import ast
 import re
+
+from arbitrage.verify import math as verify_math
 
 NUMBER = re.compile(r"-?\d[\d,. ]*\d|-?\d")
 CODE_BLOCK = re.compile(r"```(?:python|py)\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -68,7 +74,13 @@ def final_number(text: str) -> float | None:
 
 
 def final_number_is(text: str, answer) -> bool:
-    return final_number(text) == parse_number(str(answer))
+    """math-verify's verdict. One addition for whole-number answers: math-verify reads `2.381` as
+    a decimal, which in de/es/fr/it/pt is two thousand three hundred eighty-one, so a last number
+    written with thousands separators that equals the answer counts too."""
+    if verify_math.matches(text, str(answer)):
+        return True
+    reference = parse_number(str(answer))
+    return reference is not None and reference.is_integer() and final_number(text) == reference
 
 
 CHECKS = {
@@ -79,6 +91,8 @@ CHECKS = {
     "arbitrage:code_block": lambda text, a: code_block(text),
     "arbitrage:final_number": lambda text, a: final_number_is(text, a["answer"]),
 }
+# Correctness, not format: a known final answer. (Code tests are reward=tests' gate, scoring/tests.py.)
+GATES = frozenset({"arbitrage:final_number"})
 KWARGS = {
     "arbitrage:lowercase": (),
     "arbitrage:no_comma": (),

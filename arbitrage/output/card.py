@@ -71,6 +71,29 @@ def _check_rates(checks: dict) -> str:
     return "## Verifiable checks passed\n" + markdown_table(["check", *teachers], body) + "\n"
 
 
+def _gates(summary: RunSummary, config: dict) -> str:
+    """What selection asked of a chosen answer, the prompts each gate dropped, and what the sft rows
+    still fail (issue 23: a row that fails its known answer is no training target)."""
+    selection = config.get("selection") or {}
+    require = selection.get("require", "gates")
+    rules = ["pass every gate of its prompt"] if selection.get("gates", True) not in (False, "off") else []
+    rules += {"all_checks": ["pass every other check too"], "min_reward": [f"reach reward {selection.get('min_reward')}"]}.get(
+        require, []
+    )
+    rule = "must " + " and ".join(rules) if rules else "needs no gate passed (`selection.gates=off`): the reward alone ranks"
+    failing = summary.sft_failing or {}
+    dropped = ", ".join(f"`{g}` {n}" for g, n in sorted(summary.gates_dropped.items())) or "none"
+    return (
+        "## Gates\n"
+        f"A chosen answer {rule} (`selection.require={require}`). A gate says whether an answer is "
+        "correct (a known final answer, checked by math-verify; its tests); the other checks are "
+        "preferences the reward ranks by.\n\n"
+        f"Prompts dropped because no answer passed a gate: {dropped}. "
+        f"Sft rows whose answer fails a gate: {failing.get('a gate', 0)}, fails any check: {failing.get('a check', 0)}, "
+        f"scores 0: {failing.get('reward 0', 0)}.\n"
+    )
+
+
 def _best_of(best_of: dict) -> str:
     """More samples against more teachers, for runs with n > 1 samples per teacher."""
     if not best_of:
@@ -131,13 +154,13 @@ A config with 0 rows is left out of `configs:` (datasets cannot load an empty sp
 Provenance columns on `sft` and `dpo`: prompt_id, persona_id, language, domain, task,
 teacher_chosen, teacher_rejected, score_chosen, score_rejected, margin, n_candidates,
 router_decision, constraints (JSON), instruction_id_list and kwargs (the same checks in IFEval /
-Tulu 3 form, kwargs as JSON), score_details (JSON: IFEval's strict verdict per check under
-`checks`, its loose one under `loose`).
+Tulu 3 form, kwargs as JSON), score_details (JSON: the strict verdict per check under `checks`,
+the checks that are gates under `gates`, IFEval's loose verdicts under `loose`).
 
 ## Teachers
 {markdown_table(["teacher", "calls", "failed", "wins", "win share", "mean score", "tokens in", "tokens out", "$"], teacher_rows)}
 
-{_check_rates(summary.checks)}{_best_of(summary.best_of)}
+{_check_rates(summary.checks)}{_gates(summary, config)}{_best_of(summary.best_of)}
 {quality_section(summary.quality)}
 ## Coverage
 {markdown_table(["language", "sft rows"], sorted(summary.by_language.items()))}

@@ -21,9 +21,16 @@ Item = tuple[Prompt, Candidate]
 
 @dataclass(frozen=True)
 class Score:
+    """One answer's grade. `checks` are the pass/fail verdicts behind it; `gates` name those that
+    say whether the answer is correct (a known final answer, its tests) rather than well formatted:
+    selection keeps no answer that fails one (arbitrage/select.py, issue 23). `details` is what the
+    scorer shows beside them (a rating, the loose verdicts)."""
+
     value: float | None  # None: no score, see `error`
     details: dict = field(default_factory=dict)
     error: str | None = None
+    checks: dict[str, bool] = field(default_factory=dict)
+    gates: frozenset[str] = frozenset()
 
     @classmethod
     def failed(cls, error: str, details: dict | None = None) -> Score:
@@ -50,7 +57,8 @@ class Scorer(Protocol):
 
 class WeightedScorer:
     """Σ weight·score / Σ weight. Scales differ (a reward model's logits vs a pass rate in [0, 1]):
-    choose weights with that in mind. If any part fails, the combined score fails."""
+    choose weights with that in mind. If any part fails, the combined score fails. The parts'
+    checks and gates are merged (a check id two parts share is kept apart as `part/id`)."""
 
     name = "weighted"
 
@@ -82,13 +90,28 @@ class WeightedScorer:
             details = {
                 name: {"score": s.value, **s.details, **({"error": s.error} if s.error else {})} for name, s in parts.items()
             }
+            checks, gates = merge_checks(parts)
             failed = [f"{name}: {s.error}" for name, s in parts.items() if s.value is None]
             if failed:
-                combined.append(Score.failed("; ".join(failed), details))
+                combined.append(Score(None, details, "; ".join(failed), checks, gates))
                 continue
-            combined.append(Score(sum(parts[name].value * w for name, (_, w) in self.parts.items()) / total, details))
+            value = sum(parts[name].value * w for name, (_, w) in self.parts.items()) / total
+            combined.append(Score(value, details, None, checks, gates))
         return combined
 
     async def close(self) -> None:
         for scorer, _ in self.parts.values():
             await scorer.close()
+
+
+def merge_checks(parts: Mapping[str, Score]) -> tuple[dict[str, bool], frozenset[str]]:
+    """Every part's verdicts in one dict, and which of them are gates."""
+    checks: dict[str, bool] = {}
+    gates: set[str] = set()
+    for name, s in parts.items():
+        for check, ok in s.checks.items():
+            key = check if check not in checks else f"{name}/{check}"
+            checks[key] = ok
+            if check in s.gates:
+                gates.add(key)
+    return checks, frozenset(gates)

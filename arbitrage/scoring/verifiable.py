@@ -1,4 +1,6 @@
 """The offline default reward: the fraction of a prompt's verifiable checks a response passes.
+Its verdicts are `Score.checks`; the ones that say the answer is correct (a known final answer,
+or any check a prompts file marks `"gate": true`) are `Score.gates` (arbitrage/select.py).
 
 Tulu 3 RLVR style: constraints attached at synthesis time (and known answers for math) are
 checked programmatically. Deterministic, cheap, and it separates good from bad answers where the
@@ -13,15 +15,7 @@ from arbitrage import constraints as C
 from arbitrage.rows import Call, Candidate, Prompt
 from arbitrage.scoring import Item, Score
 from arbitrage.settings import flag, number
-
-
-def _key(kind: str, taken: Mapping) -> str:
-    """A prompt may carry one id twice (two keyword checks): the second is `id#2`."""
-    key, n = kind, 1
-    while key in taken:
-        n += 1
-        key = f"{kind}#{n}"
-    return key
+from arbitrage.verify import math as verify_math
 
 
 class VerifiableScorer:
@@ -34,21 +28,23 @@ class VerifiableScorer:
         self.teachers = {}
 
     def check(self) -> None:
-        return None
+        verify_math.require()  # the known-answer check: one line naming the install if it is missing
 
     def score_one(self, prompt: Prompt, candidate: Candidate) -> Score:
         text = candidate.text or ""
-        strict, loose = {}, {}
-        for c in prompt.constraints:
-            key = _key(c["type"], strict)
+        strict, loose, gates = {}, {}, set()
+        for key, c in C.keyed(prompt.constraints):
             strict[key] = C.check(c, text)
             # the loose variants start with the response itself: a strict pass is a loose pass
             loose[key] = strict[key] or C.check_loose(c, text)
+            if C.is_gate(c):
+                gates.add(key)
         results = loose if self.loose else strict
         value = sum(results.values()) / len(results) if results else 1.0
         if candidate.finish_reason == "length":
             value = max(0.0, value - self.truncated_penalty)
-        return Score(round(value, 6), {"checks": strict, "loose": loose})
+        # Gates are judged strictly whatever `loose` says: a known answer is right or it is not.
+        return Score(round(value, 6), {"loose": loose}, checks=strict, gates=frozenset(gates))
 
     def calls(self, items: Sequence[Item]) -> list[Call]:
         return []
