@@ -279,3 +279,11 @@ def test_the_unshare_fallback_also_has_no_network_and_stops_a_fork_bomb():
     assert bomb.status == "error" and "BlockingIOError" in bomb.detail
     assert run(ex.run("while True: pass", MBPP)).status == "timeout"
     assert run(ex.run("def add(a, b):\n    return a + b\n", MBPP)).ok
+
+
+def test_the_executor_pickles_after_use_for_ray_actors(executor):
+    import pickle
+
+    assert run(executor.run("def add(a, b):\n    return a + b\n", MBPP)).ok
+    copy = pickle.loads(pickle.dumps(executor))
+    assert copy.sandbox == executor.sandbox and run(copy.run("def add(a, b):\n    return a + b\n", MBPP)).ok

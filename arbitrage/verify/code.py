@@ -271,6 +271,9 @@ class CodeExecutor:
         else:
             self._uids = [None] * self.max_workers
 
+    def __getstate__(self) -> dict:  # executor=ray ships the scorer to actors: no event-loop state
+        return {**self.__dict__, "_semaphore": None, "_loop": None}
+
     # -- finding a sandbox that works here, once --
 
     @property
