@@ -52,8 +52,10 @@ def test_prompts_carry_checkable_constraints_in_their_language(all_personas, tas
         persona = next(x for x in all_personas if x.id == p.persona_id)
         assert persona.persona in p.user_text and p.language == persona.language
         if p.task == "math":
-            a, b, c = (int(x) for x in __import__("re").search(r"(\d+) × (\d+) \+ (\d+)", p.user_text).groups())
-            assert p.reference == str(a * b + c)
+            whole = __import__("re").search(r"(\d+) × (\d+) \+ (\d+)", p.user_text)
+            if whole:  # the other math prompts' exact answers: tests/test_references.py
+                a, b, c = (int(x) for x in whole.groups())
+                assert p.reference == str(a * b + c)
             assert {"type": "arbitrage:final_number", "answer": p.reference} in p.constraints
         if p.task == "code":
             assert {"type": "arbitrage:code_block"} in p.constraints

@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def _file_prompt(path: Path, number: int, line: str) -> Prompt:
         )
     messages = [{"role": m["role"], "content": m["content"]} for m in messages]
     constraints = _file_constraints(where, record)
+    reference = file_reference(where, record)
+    if reference is not None and reads_as_math(reference) and not any(c["type"] == C.FINAL_ANSWER for c in constraints):
+        constraints.append({"type": C.FINAL_ANSWER, "answer": reference})  # a gate: the answer must equal it
     try:
         tests = TestSpec.from_record(record)
     except ValueError as exc:
@@ -57,9 +61,50 @@ def _file_prompt(path: Path, number: int, line: str) -> Prompt:
         topic="",
         messages=tuple(messages),
         constraints=tuple(constraints),
-        reference=record.get("reference"),
+        reference=reference,
         tests=tests.to_dict() if tests else None,
     )
+
+
+GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
+LATEX_OR_DIGIT = re.compile(r"[\d\\]")
+
+
+def file_reference(where: str, record: dict) -> str | None:
+    """A line's known answer, in the forms datasets ship it: our `reference`; a plain `answer`, or
+    GSM8K's (its worked solution ending `#### 72`: the part after ####); MATH's `solution` (the
+    last `\\boxed{…}` in it)."""
+    for key in ("reference", "answer"):
+        value = record.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ConfigError(f"{where}: '{key}' must be a string or a number, got {json.dumps(value)[:60]}")
+        text = str(value).strip()
+        found = GSM8K_ANSWER.search(text) if key == "answer" else None
+        return found.group(1).strip() if found else text
+    solution = record.get("solution")
+    return last_boxed(solution) if isinstance(solution, str) else None
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last `\\boxed{…}` (or `\\fbox{…}`), braces matched; None if there is none."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth = 1
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i:j].strip()
+    return None
+
+
+def reads_as_math(reference: str) -> bool:
+    """math-verify compares math, not words: an answer with no digit and no LaTeX ('Paris') stays the
+    prompt's `reference` but is not checked."""
+    return bool(LATEX_OR_DIGIT.search(reference))
 
 
 def _file_constraints(where: str, record: dict) -> list[dict]:

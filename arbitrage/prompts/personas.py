@@ -11,6 +11,7 @@ import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 from arbitrage import constraints as C
@@ -159,11 +160,15 @@ def _user_text(rng: random.Random, persona: Persona, task: str, templates: list[
     fixed: list[dict] = []
     reference = None
     values = {"persona": persona.persona, "topic": topic}
-    if task == "math":
+    if task == "math" and "{expression}" in template:
+        expression, reference = exact_problem(rng, persona.language)
+        values |= {"expression": expression}
+        fixed.append({"type": C.FINAL_ANSWER, "answer": reference})
+    elif task == "math":
         a, b, c = rng.randint(12, 99), rng.randint(3, 19), rng.randint(10, 500)
         values |= {"a": a, "b": b, "c": c}
         reference = str(a * b + c)
-        fixed.append({"type": "arbitrage:final_number", "answer": reference})
+        fixed.append({"type": C.FINAL_ANSWER, "answer": reference})
     elif task == "code":
         fixed.append({"type": "arbitrage:code_block"})
     if persona.language != "en":
@@ -172,9 +177,45 @@ def _user_text(rng: random.Random, persona: Persona, task: str, templates: list[
     return template.format(**values), topic, fixed, reference
 
 
+def _shown_decimal(value: Fraction, language: str) -> str:
+    text = f"{float(value):g}"
+    return text if language == "en" else text.replace(".", ",")  # the other persona languages write 2,5
+
+
+def _exact(value: Fraction) -> str:
+    """A reference math-verify reads exactly: an integer, a terminating decimal, else p/q."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    rest = value.denominator
+    for p in (2, 5):
+        while rest % p == 0:
+            rest //= p
+    decimal = f"{float(value):.10f}".rstrip("0")
+    return decimal if rest == 1 else f"{value.numerator}/{value.denominator}"
+
+
+def exact_problem(rng: random.Random, language: str) -> tuple[str, str]:
+    """A problem whose answer is not a whole number, written for the prompt and solved exactly
+    (fractions.Fraction): a sum of fractions, a decimal times a whole number, or a quotient."""
+    kind = rng.choice(("fractions", "decimal", "quotient"))
+    while True:  # drawn again until the answer is not whole (2.5 × 4 is)
+        if kind == "fractions":
+            b, d = rng.randint(2, 12), rng.randint(2, 12)
+            a, c = rng.randint(1, b - 1), rng.randint(1, d - 1)
+            expression, value = f"{a}/{b} + {c}/{d}", Fraction(a, b) + Fraction(c, d)
+        elif kind == "decimal":
+            x, y = Fraction(rng.choice([k for k in range(11, 100) if k % 10]), 10), rng.randint(3, 19)
+            expression, value = f"{_shown_decimal(x, language)} × {y}", x * y
+        else:
+            a, b = rng.randint(20, 500), rng.choice((4, 6, 7, 8, 12, 16, 24, 25))
+            expression, value = f"{a} ÷ {b}", Fraction(a, b)
+        if value.denominator != 1:
+            return expression, _exact(value)
+
+
 def with_instructions(text: str, constraints: list[dict], language: str) -> str:
     # The math templates already ask for the final number; every other check adds its sentence.
-    instructions = [C.instruction(c, language) for c in constraints if c["type"] != "arbitrage:final_number"]
+    instructions = [C.instruction(c, language) for c in constraints if c["type"] != C.FINAL_ANSWER]
     return " ".join([text, *instructions])
 
 
