@@ -54,6 +54,25 @@ def test_the_sampling_key_is_the_generation_key_and_n_only_adds_samples():
     assert Sampling(seed=None).seed_for("p", 3) is None
 
 
+def test_the_seed_derivation_is_versioned_in_the_call_identity(monkeypatch):
+    """seed_scheme 1 is the derivation runs had before it was named: the same seeds and teacher keys
+    (pinned here: a change to scheme 1 in place fails this test); another scheme changes the key,
+    so a resume never mixes samples seeded two ways."""
+    teacher = OpenAICompatTeacher("t", "m", "http://127.0.0.1:8000/v1")
+    assert Sampling().seed_for("p1", 0) == 1740706926 and Sampling(seed=7).seed_for("p1", 2) == 4101438783
+    assert teacher_key(teacher) == "7eb3eab6316ad67b" and "seed_scheme" not in Sampling().key()
+    from arbitrage import teachers
+
+    monkeypatch.setitem(teachers.SEED_SCHEMES, 2, lambda seed, prompt_id, sample: seed * 1000 + sample)
+    two = Sampling(seed_scheme=2)
+    assert two.seed_for("p1", 3) == 3 and two.key() == {**Sampling().key(), "seed_scheme": 2}
+    assert teacher_key(OpenAICompatTeacher("t", "m", "http://127.0.0.1:8000/v1", sampling={"seed_scheme": 2})) != teacher_key(
+        teacher
+    )
+    with pytest.raises(ConfigError, match="sampling.seed_scheme must be one of 1, 2, got 9"):
+        Sampling(seed_scheme=9)
+
+
 def test_an_api_teachers_identity_names_its_endpoint():
     here = OpenAICompatTeacher("t", "m", "http://127.0.0.1:8000/v1")
     there = OpenAICompatTeacher("t", "m", "http://127.0.0.1:9000/v1")

@@ -28,6 +28,9 @@ class Sampling:
     # > 1 discourages repeating tokens (vLLM and servers built on it; not OpenAI's API): small
     # models otherwise loop until max_tokens (BENCHMARKS.md, "Defaults").
     repetition_penalty: float = 1.0
+    # How `seed_for` derives a call's seed from `seed` (SEED_SCHEMES). A new derivation gets a new
+    # number: the scheme is part of the call ids, so a resume never mixes samples of two schemes.
+    seed_scheme: int = 1
     where: str = field(default="sampling", compare=False, repr=False)  # for error messages only
 
     def __post_init__(self):
@@ -40,6 +43,9 @@ class Sampling:
         if self.logprobs is not None:
             number(f"{self.where}.logprobs", self.logprobs, int, 1, 20)
         number(f"{self.where}.repetition_penalty", self.repetition_penalty, float, 0.5, 2)
+        if self.seed_scheme not in SEED_SCHEMES:
+            known = ", ".join(map(str, SEED_SCHEMES))
+            raise ConfigError(f"{self.where}.seed_scheme must be one of {known}, got {self.seed_scheme!r}")
         if self.top_p == 0:
             raise ConfigError(f"{self.where}.top_p must be above 0, got 0")
 
@@ -58,6 +64,8 @@ class Sampling:
         key = {k: v for k, v in asdict(self).items() if k not in ("n", "where")}
         if key["repetition_penalty"] == 1.0:
             del key["repetition_penalty"]  # the default: call ids stay those of runs that predate it
+        if key["seed_scheme"] == 1:
+            del key["seed_scheme"]  # the derivation runs had before it was named: their call ids stay
         return key
 
     def seed_for(self, prompt_id: str, sample: int) -> int | None:
@@ -67,7 +75,13 @@ class Sampling:
         (teachers/samples.py). Sample 0 keeps the seed runs had before samples existed."""
         if self.seed is None:
             return None
-        return int(stable_hash(self.seed, prompt_id, length=8), 16) + sample
+        return SEED_SCHEMES[self.seed_scheme](self.seed, prompt_id, sample)
+
+
+# Seed derivations by number (`Sampling.seed_scheme`). Never change one in place: add a number.
+SEED_SCHEMES = {
+    1: lambda seed, prompt_id, sample: int(stable_hash(seed, prompt_id, length=8), 16) + sample,
+}
 
 
 @dataclass(frozen=True)
