@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -28,20 +29,7 @@ log = logging.getLogger("arbitrage")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # An editable install reads conf/ beside the package; a wheel carries a copy inside it.
 CONF_DIR = PROJECT_ROOT / "conf" if (PROJECT_ROOT / "conf").is_dir() else Path(__file__).parent / "_conf"
-GROUPS = (
-    "teacher",
-    "router",
-    "reward",
-    "source",
-    "personas",
-    "tasks",
-    "filters",
-    "output",
-    "selection",
-    "engine",
-    "executor",
-    "experiment",
-)
+GROUPS = ("teacher", "router", "reward", "source", "personas", "tasks", "filters", "output", "engine", "executor", "experiment")
 FLAGS_WITH_VALUE = {
     "--config-name",
     "-cn",
@@ -198,9 +186,7 @@ def build(cfg: DictConfig) -> pipeline.RunSpec:
         router=_instantiate(cfg.router),
         scorer=_instantiate(cfg.reward),
         filters=[_instantiate(node, name=name) for name, node in (cfg.get("filters") or {}).items()],
-        selection=SelectionSpec(
-            **OmegaConf.to_container(cfg.output, resolve=True), **OmegaConf.to_container(cfg.get("selection") or {}, resolve=True)
-        ),
+        selection=SelectionSpec(**OmegaConf.to_container(cfg.output, resolve=True)),
         retry=RetryPolicy(**OmegaConf.to_container(cfg.engine, resolve=True)),
         budget_usd=cfg.get("budget_usd"),
         prompt_writer=cfg.personas.get("prompt_writer"),
@@ -246,8 +232,8 @@ def _run(cfg: DictConfig) -> None:
         log.info(
             "%d prompts: skipped the automatic report — `arbitrage report %s` builds it", summary.prompts_finished, spec.out_dir
         )
-    if summary.stopped == "interrupted":
-        sys.exit(130)
+    if summary.signal or summary.stopped == "interrupted":  # 130 for Ctrl-C, 143 for SIGTERM, as a shell expects
+        sys.exit(128 + (signal.Signals[summary.signal] if summary.signal else signal.SIGINT))
     if not summary.rows["sft"] and not summary.stopped:
         _fail(
             f"the run produced no usable answer ({summary.why_nothing()}) — see the rejected_rows config in {summary.out_dir}",
@@ -389,6 +375,13 @@ def _blocking(items):
 
 
 def main() -> None:
+    try:
+        _main()
+    except KeyboardInterrupt:  # Ctrl-C outside a run's own handling (composing, loading, the report): no traceback
+        _fail("interrupted — what a run finished is in its folder's journal: rerun the same command to go on", code=130)
+
+
+def _main() -> None:
     argv = sys.argv[1:]
     if argv[:1] == ["estimate"]:
         try:

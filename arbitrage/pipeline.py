@@ -39,7 +39,7 @@ from arbitrage.select import Selection, SelectionSpec
 from arbitrage.stages import calls_of, choose, filter_prompts, route, waves, written
 from arbitrage.stats import RunStats, RunSummary
 from arbitrage.runpaths import RunPaths
-from arbitrage.teachers import Teacher, teacher_facts, teacher_key
+from arbitrage.teachers import Preflight, Teacher, teacher_facts, teacher_key
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ async def run(spec: RunSpec) -> RunSummary:
     teachers = check(spec)  # every check that can fail before a model loads or a request is sent
     identity = run_identity(spec, teachers)
     paths = RunPaths(spec.out_dir)
+    runfolder.check(spec.out_dir, identity)  # read-only: a folder with another run is named before any endpoint is asked
+    await preflight(teachers)  # a rejected key or nothing listening: refused before the folder is touched
     with runfolder.claim(spec.out_dir, identity, spec.config, run_facts(spec, teachers)):
         journal = Journal(paths.journal, retry_failed=spec.retry_failed)
         budget = Budget(spec.budget_usd, spent_before=_spent_before(journal, teachers))
@@ -98,40 +100,47 @@ async def run(spec: RunSpec) -> RunSummary:
         samples = _samples(spec)
         writer = PromptWriter(spec.prompt_writer, spec.source) if spec.prompt_writer else None
         engine = Engine(teachers, journal, spec.retry, budget, spec.progress)
-        try:
-            async with engine:
-                with stop_on_signals(engine), stats.timer("generate"):
-                    log.info(
-                        "%d prompts to %s (router %s, reward %s)",
-                        spec.source.n_prompts,
-                        ", ".join(spec.teachers),
-                        spec.router.name,
-                        spec.scorer.name,
-                    )
-                    ctx = Context(engine, keys, samples, spec.scorer, stats)
-                    prompts = written(spec.source, writer, engine.run, keys.get(spec.prompt_writer))
-                    prompts = filter_prompts(prompts, spec.filters, stats, out.add)
-                    async for wave in waves(prompts, spec.router):
-                        if engine.finished(spec.teachers):  # an online router's later waves: nothing to send or read back
-                            break
-                        groups = route(wave, spec.router, samples)
-                        async for done, scored in spec.executor.answer(groups, ctx):
-                            with stats.timer("quality"):
-                                selections = choose(done, scored, spec.filters, spec.selection, stats, spec.router)
-                            out.add(selections)
-        except BaseException:
-            out.writer.abort()  # the previous dataset stays whole; the journal has every finished call
-            raise
-        finally:
-            out.bar.close()
-            journal.close()
-            await spec.scorer.close()
-        with stats.timer("stats"):
-            summary = summarise(spec, identity, stats, engine, budget)
-        with stats.timer("write"):
-            out.writer.commit(lambda paths: card.render(spec.out_dir, paths, summary, spec.config, _sample(out.writer)))
-        summary.timings_s = _timings(stats, engine, time.perf_counter() - started)
-        summary.save(paths.summary)
+        # Held until the card swap: a signal after the last call still lets the dataset be written.
+        with stop_on_signals(engine) as signals:
+            try:
+                async with engine:
+                    with stats.timer("generate"):
+                        log.info(
+                            "%d prompts to %s (router %s, reward %s)",
+                            spec.source.n_prompts,
+                            ", ".join(spec.teachers),
+                            spec.router.name,
+                            spec.scorer.name,
+                        )
+                        ctx = Context(engine, keys, samples, spec.scorer, stats)
+                        prompts = written(spec.source, writer, engine.run, keys.get(spec.prompt_writer))
+                        prompts = filter_prompts(prompts, spec.filters, stats, out.add)
+                        async for wave in waves(prompts, spec.router):
+                            if engine.finished(spec.teachers):  # an online router's later waves: nothing to send or read back
+                                break
+                            groups = route(wave, spec.router, samples)
+                            async for done, scored in spec.executor.answer(groups, ctx):
+                                with stats.timer("quality"):
+                                    selections = choose(done, scored, spec.filters, spec.selection, stats, spec.router)
+                                out.add(selections)
+            except BaseException:
+                out.writer.abort()  # the previous dataset stays whole; the journal has every finished call
+                raise
+            finally:
+                out.bar.close()
+                journal.close()
+                await spec.scorer.close()
+            with stats.timer("stats"):  # a first signal skips the embedding spread (it loads a model)
+                summary = summarise(spec, identity, stats, engine, budget, spread=signals.received is None)
+            with stats.timer("write"):
+                try:
+                    out.writer.commit(lambda paths: card.render(spec.out_dir, paths, summary, spec.config, _sample(out.writer)))
+                except BaseException:
+                    out.writer.abort()  # no temporary file left behind (a full disk); the previous dataset stays whole
+                    raise
+            summary.timings_s = _timings(stats, engine, time.perf_counter() - started)
+            summary.signal = signals.name
+            summary.save(paths.summary)
     if engine.error is not None:
         log.warning(
             "the run folder keeps the %d prompts finished before the error (%d sft rows); rerun after the fix for the rest",
@@ -186,12 +195,21 @@ def check(spec: RunSpec) -> dict[str, Teacher]:
     for f in spec.filters:
         f.check()
     spec.executor.check(spec)
+    Budget(spec.budget_usd)  # budget_usd's type and sign, before the folder is claimed
     if spec.prompt_writer is not None and spec.prompt_writer not in spec.teachers:
         raise ConfigError(
             f"personas.prompt_writer names teacher '{spec.prompt_writer}', which is not configured — configured: {', '.join(spec.teachers)}"
         )
     spec.source.check()
     return teachers
+
+
+async def preflight(teachers: dict[str, Teacher]) -> None:
+    """The endpoint checks (`GET /models`: a rejected key, nothing listening, a pasted
+    /chat/completions URL) of every teacher that has them, before the run folder is claimed."""
+    for teacher in teachers.values():
+        if isinstance(teacher, Preflight):
+            await teacher.preflight()
 
 
 def run_identity(spec: RunSpec, teachers: dict[str, Teacher]) -> dict:
@@ -232,7 +250,7 @@ def _timings(stats: RunStats, engine: Engine, total_s: float) -> dict:
     return {k: round(v, 2) for k, v in {**stats.timings, "load_s": engine.load_s, "total_s": total_s}.items()}
 
 
-def summarise(spec: RunSpec, identity: dict, stats: RunStats, engine: Engine, budget: Budget) -> RunSummary:
+def summarise(spec: RunSpec, identity: dict, stats: RunStats, engine: Engine, budget: Budget, spread: bool = True) -> RunSummary:
     timings = stats.timings
     sent = sum(s.sent for s in engine.stats.values())
     left = (stats.drawn if stats.exhausted else spec.source.n_prompts) - stats.finished
@@ -255,6 +273,6 @@ def summarise(spec: RunSpec, identity: dict, stats: RunStats, engine: Engine, bu
         },
         requests_per_s=round(sent / timings["generate_s"], 2) if timings.get("generate_s") else None,
         timings_s=_timings(stats, engine, 0.0),
-        quality=stats.quality_summary(embeddings.embed_texts if spec.embedding_spread else None),
+        quality=stats.quality_summary(embeddings.embed_texts if spec.embedding_spread and spread else None),
         **stats.coverage(),
     )

@@ -101,7 +101,7 @@ def test_sigterm_stops_gracefully_writes_finished_rows_and_a_rerun_finishes(slow
     process = start_and_wait_for(out, args(server, out, prompts), 20)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr[-2000:]
+    assert process.returncode == 143, stderr[-2000:]
     assert "stopped (interrupted)" in stdout and "rerun the same command" in stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped"] == "interrupted" and 0 < summary["prompts_finished"] < N

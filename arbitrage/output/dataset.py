@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,6 @@ import pyarrow.parquet as pq
 import yaml
 
 from arbitrage import constraints
-from arbitrage.rows import Scored
 from arbitrage.runpaths import RunPaths
 from arbitrage.select import Selection
 
@@ -42,7 +42,7 @@ PROVENANCE = [
     # The same checks in IFEval / Tulu 3 form, so the rows also serve as RLVR data
     ("instruction_id_list", pa.list_(pa.string())),
     ("kwargs", pa.string()),  # JSON list, one object per instruction id
-    ("score_details", pa.string()),  # JSON: the chosen answer's checks, which are gates, per-scorer details (score_details())
+    ("score_details", pa.string()),  # JSON: per-check / per-scorer breakdown of the chosen answer
 ]
 
 SCHEMAS = {
@@ -108,21 +108,8 @@ def _provenance(s: Selection) -> dict:
         "constraints": json.dumps(list(p.constraints), ensure_ascii=False),
         "instruction_id_list": ids,
         "kwargs": json.dumps(kwargs, ensure_ascii=False),
-        "score_details": score_details(chosen),
+        "score_details": json.dumps(chosen.breakdown, ensure_ascii=False),
     }
-
-
-def score_details(scored: Scored) -> str:
-    """The `score_details` JSON of an answer: `checks` (check id → strict verdict) first, as the
-    viewer's search expects, `gates` (those checks that say it is correct), then the scorer's
-    details (`loose` verdicts, per-part scores of a weighted reward) and any scoring error."""
-    out = {"checks": scored.checks} if scored.checks else {}
-    if scored.gates:
-        out["gates"] = sorted(scored.gates)
-    out |= scored.details
-    if scored.error:
-        out["error"] = scored.error
-    return json.dumps(out, ensure_ascii=False)
 
 
 def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
@@ -146,7 +133,9 @@ def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
                     "error": c.error,
                     "last_status": c.last_status,
                     "score": scored.score if scored.usable else None,
-                    "score_details": score_details(scored),
+                    "score_details": json.dumps(
+                        {**scored.breakdown, **({"error": scored.error} if scored.error else {})}, ensure_ascii=False
+                    ),
                     "chosen": scored is s.chosen,
                     "filtered": scored.filtered,
                     "language": p.language,
@@ -162,7 +151,7 @@ def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
                     "domain": p.domain,
                     "task": p.task,
                     "prompt": list(p.messages),
-                    "reason": None if s.reason is None else str(s.reason),
+                    "reason": s.reason,
                     "constraints": json.dumps(list(p.constraints), ensure_ascii=False),
                 }
             )
@@ -279,12 +268,44 @@ def _fsync(path: Path) -> None:
 def write_atomic(path: Path, text: str) -> None:
     """Write beside, fsync, rename over: readers see the old text or the new, never a torn one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:  # a full disk, text that is not Unicode, a signal: the old text stays, no temporary file
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync(path.parent)
+
+
+# `DatasetWriter._tmp` and `write_atomic`'s temporary names: `.<name>.<pid>.parquet.tmp`, `.<name>.<pid>.tmp`
+TEMPORARY = re.compile(r"\..+\.(\d+)(\.parquet)?\.tmp")
+
+
+def sweep_temporary(folders: list[Path]) -> list[Path]:
+    """Remove the temporary files left by writers that died (SIGKILL, a full disk, a second Ctrl-C);
+    a file whose process still runs (`arbitrage report` beside the run) is left to it. Call it with
+    the folder locked. Returns what was removed."""
+    removed = []
+    for folder in folders:
+        for path in folder.glob(".*.tmp") if folder.is_dir() else ():
+            match = TEMPORARY.fullmatch(path.name)
+            if match and not _alive(int(match.group(1))):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def data_files(out_dir: Path) -> dict[str, str]:

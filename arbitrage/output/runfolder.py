@@ -20,7 +20,7 @@ import yaml
 
 from arbitrage.engine.journal import Journal
 from arbitrage.errors import ConfigError
-from arbitrage.output.dataset import write_atomic
+from arbitrage.output.dataset import sweep_temporary, write_atomic
 from arbitrage.rows import stable_hash
 from arbitrage.runpaths import BEFORE_FIRST_RUN, RunPaths
 
@@ -52,6 +52,16 @@ def differences(old, new, path: str = "") -> list[str]:
     return [f"{path} {json.dumps(old, ensure_ascii=False)} → {json.dumps(new, ensure_ascii=False)}"]
 
 
+def check(out_dir: Path, identity: dict) -> None:
+    """The claim's refusals, read-only and ahead of it: a folder that is a file, holds another run or
+    is not a run is named before any endpoint is asked, and nothing is created (the claim checks again
+    under the lock)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"out={out_dir} is a file — give a folder for the run")
+    if out_dir.is_dir():
+        _check_identity(out_dir, identity, note=False)
+
+
 @contextlib.contextmanager
 def claim(out_dir: Path, identity: dict, config: dict, facts: dict | None = None) -> Iterator[None]:
     """Hold the folder for one run: lock it, check it holds this run or none, record the identity,
@@ -81,6 +91,8 @@ def claim(out_dir: Path, identity: dict, config: dict, facts: dict | None = None
         lock.flush()
         _check_identity(out_dir, identity)
         paths = RunPaths(out_dir)
+        for stale in sweep_temporary([out_dir, paths.data]):
+            log.info("removed %s, left by a run that was stopped while it wrote", stale)
         record = {**identity, "run_id": run_id(identity), "facts": facts or {}}
         write_atomic(paths.run_json, json.dumps(record, indent=2, ensure_ascii=False))
         write_atomic(paths.config, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
@@ -89,7 +101,7 @@ def claim(out_dir: Path, identity: dict, config: dict, facts: dict | None = None
         lock.close()  # closing releases the lock
 
 
-def _check_identity(out_dir: Path, identity: dict) -> None:
+def _check_identity(out_dir: Path, identity: dict, note: bool = True) -> None:
     run_file = RunPaths(out_dir).run_json
     if run_file.exists():
         previous = json.loads(run_file.read_text())
@@ -99,7 +111,8 @@ def _check_identity(out_dir: Path, identity: dict) -> None:
         if differs and not Journal.exists(RunPaths(out_dir).journal):
             # It finished no call (refused at start: a wrong URL, key or setting): nothing to protect,
             # so the fixed command takes the folder over instead of being refused as another run.
-            log.info("%s holds settings of a run that finished no call: replacing them", out_dir)
+            if note:
+                log.info("%s holds settings of a run that finished no call: replacing them", out_dir)
             return
         if differs:
             shown = "; ".join(differs[:4]) + (f"; and {len(differs) - 4} more" if len(differs) > 4 else "")

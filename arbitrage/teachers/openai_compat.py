@@ -154,6 +154,7 @@ class OpenAICompatTeacher:
         self.stop, self.render = list(stop), render
         self._native = NativeN.of(self)
         self._session: aiohttp.ClientSession | None = None
+        self._preflighted = False  # the endpoint checks passed (`preflight`, before the folder was claimed)
         self.served: dict[str, dict] = {}  # /models' entries by id, read at start (vLLM's carry max_model_len)
 
     def identity(self) -> dict:
@@ -183,12 +184,22 @@ class OpenAICompatTeacher:
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),  # a hung request becomes a retryable timeout
             )
             self._url = f"{self.base_url}/{'completions' if self.render else 'chat/completions'}"
-            await self._preflight()
+            if not self._preflighted:
+                await self._preflight()
+
+    async def preflight(self) -> None:
+        """`start`'s endpoint checks on a session of their own, before the run folder is claimed
+        (arbitrage/pipeline.py): a refused run never touches the folder, and `start` does not ask again."""
+        try:
+            await self.start()
+        finally:
+            await self.close()
+        self._preflighted = True
 
     async def _preflight(self) -> None:
         """GET /models before the first call (free on every OpenAI-compatible server): a wrong key,
-        URL or port then costs no prompt. Runs when the first call is sent, so a run that only
-        reads its journal back never needs the server."""
+        URL or port then costs no prompt. A run asks it before claiming its folder (`preflight`);
+        an Engine used on its own, when the first call is sent."""
         try:
             async with self._session.get(f"{self.base_url}/models", timeout=aiohttp.ClientTimeout(total=10)) as response:
                 status, raw = response.status, await response.read()

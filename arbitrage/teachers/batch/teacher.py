@@ -100,6 +100,10 @@ class BatchTeacher:
         """The run folder's journal directory, where the batch ledger lives (the Engine calls this)."""
         self._journal_dir = directory
 
+    async def preflight(self) -> None:
+        """The online endpoint's checks (GET /models) before the run folder is claimed."""
+        await self.online.preflight()
+
     async def start(self) -> None:
         if self._ledger is not None:
             return
