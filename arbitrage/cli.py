@@ -29,7 +29,20 @@ log = logging.getLogger("arbitrage")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # An editable install reads conf/ beside the package; a wheel carries a copy inside it.
 CONF_DIR = PROJECT_ROOT / "conf" if (PROJECT_ROOT / "conf").is_dir() else Path(__file__).parent / "_conf"
-GROUPS = ("teacher", "router", "reward", "source", "personas", "tasks", "filters", "output", "engine", "executor", "experiment")
+GROUPS = (
+    "teacher",
+    "router",
+    "reward",
+    "source",
+    "personas",
+    "tasks",
+    "filters",
+    "output",
+    "selection",
+    "engine",
+    "executor",
+    "experiment",
+)
 FLAGS_WITH_VALUE = {
     "--config-name",
     "-cn",
@@ -186,7 +199,9 @@ def build(cfg: DictConfig) -> pipeline.RunSpec:
         router=_instantiate(cfg.router),
         scorer=_instantiate(cfg.reward),
         filters=[_instantiate(node, name=name) for name, node in (cfg.get("filters") or {}).items()],
-        selection=SelectionSpec(**OmegaConf.to_container(cfg.output, resolve=True)),
+        selection=SelectionSpec(
+            **OmegaConf.to_container(cfg.output, resolve=True), **OmegaConf.to_container(cfg.get("selection") or {}, resolve=True)
+        ),
         retry=RetryPolicy(**OmegaConf.to_container(cfg.engine, resolve=True)),
         budget_usd=cfg.get("budget_usd"),
         prompt_writer=cfg.personas.get("prompt_writer"),

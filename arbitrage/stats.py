@@ -88,6 +88,8 @@ class RunSummary:
     by_language: dict = field(default_factory=dict)  # sft rows
     by_task: dict = field(default_factory=dict)
     rejected_reasons: dict = field(default_factory=dict)
+    gates_dropped: dict = field(default_factory=dict)  # gate → prompts dropped because no answer passed it
+    sft_failing: dict = field(default_factory=dict)  # sft rows whose answer fails a gate / a check / scores 0
     checks: dict = field(default_factory=dict)  # check → teacher → [passed, seen]
     best_of: dict = field(default_factory=dict)  # n > 1: label → [mean reward, share with all checks passed, prompts]
     quality: dict = field(default_factory=dict)
@@ -193,6 +195,8 @@ class RunStats:
         self.score_sum, self.scored = Counter(), Counter()
         self.pairs_dropped: Counter = Counter()
         self.by_language, self.by_task, self.rejected_reasons = Counter(), Counter(), Counter()
+        self.gates_dropped: Counter = Counter()  # gate → prompts no answer of which passed it
+        self.sft_failing: Counter = Counter({"a gate": 0, "a check": 0, "reward 0": 0})  # sft rows whose answer does
         self.languages: set[str] = set()
         self.checks: dict[str, dict[str, list[int]]] = {}
         self.best_of: dict[str, list[float]] = {}  # n > 1 samples: "t, best of n" → [reward sum, full passes, prompts]
@@ -229,9 +233,7 @@ class RunStats:
                 if scored.usable:
                     self.score_sum[t] += scored.score
                     self.scored[t] += 1
-                for check, ok in (
-                    scored.breakdown.get("checks") or scored.breakdown.get("verifiable", {}).get("checks") or {}
-                ).items():
+                for check, ok in scored.checks.items():
                     tally = self.checks.setdefault(check, {}).setdefault(t, [0, 0])
                     tally[0] += bool(ok)
                     tally[1] += 1
@@ -239,16 +241,22 @@ class RunStats:
             self.languages.add(s.prompt.language)
             if s.chosen is None:
                 self.rows["rejected_rows"] += 1
-                self.rejected_reasons[(s.reason or "").split(" (")[0]] += 1
+                self.rejected_reasons[s.reason.code if s.reason else ""] += 1
+                for gate in s.gates_failed:
+                    self.gates_dropped[gate] += 1
                 continue
             self.rows["sft"] += 1
             self.wins[s.chosen.candidate.teacher] += 1
             self.by_language[s.prompt.language] += 1
             self.by_task[s.prompt.task] += 1
+            chosen = s.chosen
+            self.sft_failing["a gate"] += bool(chosen.failed_gates)
+            self.sft_failing["a check"] += not all(chosen.checks.values())
+            self.sft_failing["reward 0"] += chosen.score == 0
             if s.rejected is not None:
                 self.rows["dpo"] += 1
             else:
-                self.pairs_dropped[(s.pair_reason or "").split(" below")[0]] += 1
+                self.pairs_dropped[s.pair_reason.code if s.pair_reason else ""] += 1
             self.samples["prompts_after"].add(s.prompt.user_text)
             self.samples["answers_after"].add(s.chosen.candidate.text)
             for k in FACETS:
@@ -340,6 +348,8 @@ class RunStats:
             "by_language": dict(sorted(self.by_language.items())),
             "by_task": dict(sorted(self.by_task.items())),
             "rejected_reasons": dict(self.rejected_reasons),
+            "gates_dropped": dict(self.gates_dropped),
+            "sft_failing": dict(self.sft_failing),
             "checks": self.checks,
             "best_of": {
                 label: [round(total / k, 4), round(passes / k, 4), k] for label, (total, passes, k) in self.best_of.items()

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from arbitrage import constraints
+from arbitrage.rows import Scored
 from arbitrage.runpaths import RunPaths
 from arbitrage.select import Selection
 
@@ -42,7 +43,7 @@ PROVENANCE = [
     # The same checks in IFEval / Tulu 3 form, so the rows also serve as RLVR data
     ("instruction_id_list", pa.list_(pa.string())),
     ("kwargs", pa.string()),  # JSON list, one object per instruction id
-    ("score_details", pa.string()),  # JSON: per-check / per-scorer breakdown of the chosen answer
+    ("score_details", pa.string()),  # JSON: the chosen answer's checks, which are gates, per-scorer details (score_details())
 ]
 
 SCHEMAS = {
@@ -108,8 +109,21 @@ def _provenance(s: Selection) -> dict:
         "constraints": json.dumps(list(p.constraints), ensure_ascii=False),
         "instruction_id_list": ids,
         "kwargs": json.dumps(kwargs, ensure_ascii=False),
-        "score_details": json.dumps(chosen.breakdown, ensure_ascii=False),
+        "score_details": score_details(chosen),
     }
+
+
+def score_details(scored: Scored) -> str:
+    """The `score_details` JSON of an answer: `checks` (check id → strict verdict) first, as the
+    viewer's search expects, `gates` (those checks that say it is correct), then the scorer's
+    details (`loose` verdicts, per-part scores of a weighted reward) and any scoring error."""
+    out = {"checks": scored.checks} if scored.checks else {}
+    if scored.gates:
+        out["gates"] = sorted(scored.gates)
+    out |= scored.details
+    if scored.error:
+        out["error"] = scored.error
+    return json.dumps(out, ensure_ascii=False)
 
 
 def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
@@ -133,9 +147,7 @@ def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
                     "error": c.error,
                     "last_status": c.last_status,
                     "score": scored.score if scored.usable else None,
-                    "score_details": json.dumps(
-                        {**scored.breakdown, **({"error": scored.error} if scored.error else {})}, ensure_ascii=False
-                    ),
+                    "score_details": score_details(scored),
                     "chosen": scored is s.chosen,
                     "filtered": scored.filtered,
                     "language": p.language,
@@ -151,7 +163,7 @@ def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
                     "domain": p.domain,
                     "task": p.task,
                     "prompt": list(p.messages),
-                    "reason": s.reason,
+                    "reason": None if s.reason is None else str(s.reason),
                     "constraints": json.dumps(list(p.constraints), ensure_ascii=False),
                 }
             )

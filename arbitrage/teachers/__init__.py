@@ -157,6 +157,16 @@ class KeepsLog(Protocol):
     def log_to(self, path: Path) -> None: ...
 
 
+@runtime_checkable
+class Preflight(Protocol):
+    """A teacher that can check its endpoint without a run folder (`GET /models`, free on
+    OpenAI-compatible servers): the pipeline asks it before claiming the folder, so a rejected key
+    or a server that is down refuses the run without touching the folder."""
+
+    async def preflight(self) -> None:
+        """Raise TeacherUnusable naming the fix; on success `start` does not ask again."""
+
+
 def teacher_key(teacher: Teacher) -> str:
     """The teacher part of every call id."""
     return stable_hash(teacher.identity())
