@@ -55,7 +55,12 @@ def test_api_run_writes_a_loadable_dataset_and_resumes_without_new_requests(serv
     candidates = datasets.load_dataset(str(out), "candidates", split="train")
     rejected = datasets.load_dataset(str(out), "rejected_rows", split="train")
     assert len(candidates) == 48 and len(sft) + len(rejected) == 24
-    assert len(rejected) > 0 and all(r["language"] == "es" and "HTTP 400" in r["reason"] for r in rejected)
+    # Spanish prompts fail (HTTP 400); the fake's answers hold no number, so math prompts fail their known answer
+    assert len(rejected) > 0 and all(
+        (r["language"] == "es" and "HTTP 400" in r["reason"])
+        or (r["task"] == "math" and r["reason"] == "gate arbitrage:final_number failed on every answer (2)")
+        for r in rejected
+    )
     assert all(m["role"] in ("system", "user", "assistant") for row in sft for m in row["messages"])
     assert all(row["messages"][-1]["role"] == "assistant" for row in sft)
     assert len(dpo) > 0

@@ -377,3 +377,35 @@ def test_the_viewer_binds_an_ipv6_loopback(run_dir, host):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_gates_in_the_detail_view_and_rows_from_before_typed_verdicts():
+    """A gate-failing answer that scored higher is explained, and is the correct-vs-wrong pair's
+    rejected side; rows written before typed verdicts (checks under a `verifiable` part) still read."""
+    from arbitrage.view import detail
+
+    def row(teacher, score, checks, gates=(), chosen=False):
+        base = {"teacher": teacher, "sample": 0, "response": f"answer {teacher}", "tokens_in": 1, "tokens_out": 1}
+        details = {"checks": checks, "gates": list(gates), "loose": checks}
+        return {**base, "score": score, "score_details": json.dumps(details), "chosen": chosen, "filtered": None}
+
+    right = detail.candidate(
+        row("a", 0.5, {"arbitrage:final_number": True, "punctuation:no_comma": False}, ["arbitrage:final_number"], True), None
+    )
+    wrong = detail.candidate(
+        row("b", 1.0, {"arbitrage:final_number": False, "punctuation:no_comma": True}, ["arbitrage:final_number"]), None
+    )
+    assert right["checks"][0] == {"id": "arbitrage:final_number", "ok": True, "loose": True, "gate": True}
+    assert wrong["failed_gates"] == ["arbitrage:final_number"] and "gates" not in wrong["scorer"]
+    wrong["rejected"] = True
+    dpo = {"teacher_rejected": "b", "score_rejected": 1.0, "margin": -0.5}
+    lines = detail.explain([right, wrong], dpo, {"gates": True}, None)
+    assert lines[0].startswith("Chosen: a#0, the best score among 1 answer(s)")
+    assert "b#0 scored higher (1.000) but was kept from being chosen: fails the gate arbitrage:final_number." in lines
+    assert lines[-1].startswith("Rejected: b (1.000), an answer that fails the gate arbitrage:final_number")
+
+    old = {"verifiable": {"score": 1.0, "checks": {"punctuation:no_comma": True}, "loose": {"punctuation:no_comma": True}}}
+    before = detail.candidate(
+        {"teacher": "a", "score": 1.0, "score_details": json.dumps(old), "tokens_in": 1, "tokens_out": 1}, None
+    )
+    assert before["checks"] == [{"id": "punctuation:no_comma", "ok": True, "loose": True, "gate": False}]

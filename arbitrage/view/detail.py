@@ -66,24 +66,28 @@ def constraints_of(raw: str | None) -> list[dict]:
     return out
 
 
-def _verdicts(details: dict) -> tuple[dict, dict, dict]:
-    """(strict checks, loose checks, other scorer details) of one score_details object."""
-    nested = details.get("verifiable") if isinstance(details.get("verifiable"), dict) else {}
-    checks = details.get("checks") or nested.get("checks") or {}
-    loose = details.get("loose") or nested.get("loose") or {}
-    other = {k: v for k, v in details.items() if k not in ("checks", "loose")}
-    return checks, loose, other
+def _verdicts(details: dict) -> tuple[dict, dict, set, dict]:
+    """(strict checks, loose checks, gates, other scorer details) of one score_details object. Rows
+    from before typed verdicts (issue 23) keep a weighted reward's checks under its `verifiable`
+    part; a weighted reward's loose verdicts sit under its verifiable part, whatever its name."""
+    nested = [v for v in details.values() if isinstance(v, dict)]
+    checks = details.get("checks") or next((v["checks"] for v in nested if isinstance(v.get("checks"), dict)), {})
+    loose = details.get("loose") or next((v["loose"] for v in nested if isinstance(v.get("loose"), dict)), {})
+    gates = set(details.get("gates") or [])
+    other = {k: v for k, v in details.items() if k not in ("checks", "loose", "gates")}
+    return checks, loose, gates, other
 
 
 def candidate(row: dict, price: Price | None) -> dict:
     details = json.loads(row.get("score_details") or "{}")
-    checks, loose, other = _verdicts(details)
+    checks, loose, gates, other = _verdicts(details)
     usd = None if price is None else price.cost(row["tokens_in"] or 0, row["tokens_out"] or 0)
     return {
         **{k: row.get(k) for k in CANDIDATE_COLUMNS if k not in ("score_details", "chosen")},
         "chosen": bool(row.get("chosen")),
         "rejected": False,
-        "checks": [{"id": k, "ok": bool(v), "loose": loose.get(k)} for k, v in checks.items()],
+        "checks": [{"id": k, "ok": bool(v), "loose": loose.get(k), "gate": k in gates} for k, v in checks.items()],
+        "failed_gates": sorted(g for g in gates if not checks.get(g)),
         "scorer": other,
         "usd": usd,
     }
@@ -96,7 +100,9 @@ def _label(c: dict) -> str:
 def explain(candidates: list[dict], dpo: dict | None, output: dict, reason: str | None) -> list[str]:
     """Why this answer is `chosen` and that one `rejected`, in the order select.py decides."""
     usable = [c for c in candidates if c["score"] is not None]
-    eligible = [c for c in usable if not c["filtered"]]
+    gated = output.get("gates", True) not in (False, "off")
+    wrong = [c for c in usable if gated and c.get("failed_gates")]
+    eligible = [c for c in usable if not c["filtered"] and c not in wrong]
     lines = []
     if not eligible:
         return [f"No answer could be chosen: {reason or 'every answer failed or was filtered'}."]
@@ -105,9 +111,10 @@ def explain(candidates: list[dict], dpo: dict | None, output: dict, reason: str 
         return ["The dataset names no chosen answer for this prompt."]
     best = chosen["score"]
     lines.append(f"Chosen: {_label(chosen)}, the best score among {len(eligible)} answer(s) that could be chosen ({best:.3f}).")
-    above = [c for c in usable if c["filtered"] and c["score"] > best + 1e-9]
+    above = [c for c in usable if (c["filtered"] or c in wrong) and c["score"] > best + 1e-9]
     for c in above:
-        lines.append(f"{_label(c)} scored higher ({c['score']:.3f}) but was kept from being chosen: {c['filtered']}.")
+        why = c["filtered"] or "fails the gate " + ", ".join(c["failed_gates"])
+        lines.append(f"{_label(c)} scored higher ({c['score']:.3f}) but was kept from being chosen: {why}.")
     tied = [c for c in eligible if abs(c["score"] - best) <= 1e-9]
     if len(tied) > 1:
         names = ", ".join(_label(c) for c in tied)
@@ -115,6 +122,13 @@ def explain(candidates: list[dict], dpo: dict | None, output: dict, reason: str 
         how = "an answer cut off at max_tokens loses a tie" if truncated else "a draw seeded by the prompt id"
         lines.append(f"Tie: {names} share the best score; {how} decided it (reruns pick the same).")
     min_margin = output.get("min_margin", 0.01)
+    rejected = next((c for c in candidates if c.get("rejected")), None)
+    if dpo is not None and rejected is not None and rejected in wrong:
+        lines.append(
+            f"Rejected: {dpo['teacher_rejected']} ({dpo['score_rejected']:.3f}), an answer that fails the gate "
+            f"{', '.join(rejected['failed_gates'])}: a correct-vs-wrong pair, whatever the margin."
+        )
+        return lines
     if dpo is not None:
         rule = "the worst" if output.get("pairs", "worst") == "worst" else "a random"
         lines.append(

@@ -236,7 +236,7 @@
       var args = argsOf[x.id];
       var loose = x.loose !== null && x.loose !== undefined && x.loose !== x.ok ? " (loose " + (x.loose ? "✓" : "✗") + ")" : "";
       return h("li", { class: "check " + (x.ok ? "ok" : "fail"), "data-check": x.id },
-        h("span", { class: "mark", text: x.ok ? "✓" : "✗" }), " ", h("code", { text: x.id }),
+        h("span", { class: "mark", text: x.ok ? "✓" : "✗" }), " ", h("code", { text: x.id }), x.gate ? h("span", { class: "gate", text: " gate" }) : null,
         args && Object.keys(args).length ? h("span", { class: "args", text: " " + JSON.stringify(args) }) : null, loose);
     })) : null;
     var scorer = c.scorer && Object.keys(c.scorer).length ? h("pre", { class: "scorer", text: JSON.stringify(c.scorer, null, 1) }) : null;
