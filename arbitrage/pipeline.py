@@ -1,6 +1,6 @@
 """One run, top to bottom, as a stream of stages (arbitrage/stages.py):
 
-    source → written → filter_prompts → waves → route → executor.answer → choose → write
+    source → written → PromptFilter → waves → route → executor.answer → Chooser → write
 
 `executor.answer` is engine.stream → by_prompt → score in this process (`executor=local`), or the
 same stages on Ray actors (`executor=ray`, arbitrage/executors/ray.py).
@@ -16,30 +16,31 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from arbitrage import embeddings
-from arbitrage.engine import Budget, Engine, Journal, RetryPolicy, bar_interval, stop_on_signals
+from arbitrage.engine import Budget, Engine, Journal, RetryPolicy, TeacherStats, bar_interval, stop_on_signals
 from arbitrage.errors import ConfigError
-from arbitrage.executors import Context, Executor, Local
+from arbitrage.executors import Executor, Local, Report, Resources
 from arbitrage.output import card, runfolder
 from arbitrage.output.dataset import DatasetWriter
 from arbitrage.prompts import PromptWriter, Source
 from arbitrage.quality import Filter
-from arbitrage.routers import Router
+from arbitrage.routers import OnlineRouter, Router
 from arbitrage.routers.simple import AllTeachers
-from arbitrage.rows import Call, Candidate
+from arbitrage.rows import Call, Candidate, Prompt
+from arbitrage.runpaths import RunPaths
 from arbitrage.scoring import Scorer
 from arbitrage.scoring.verifiable import VerifiableScorer
 from arbitrage.select import Selection, SelectionSpec
-from arbitrage.stages import calls_of, choose, filter_prompts, route, waves, written
+from arbitrage.stages import Chooser, PromptFilter, calls_of, roster, route, waves, written
 from arbitrage.stats import RunStats, RunSummary
-from arbitrage.runpaths import RunPaths
-from arbitrage.teachers import Preflight, Teacher, teacher_facts, teacher_key
+from arbitrage.teachers import Preflight, Teacher, teacher_facts
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,15 @@ class Output:
             self.stats.add(selections)
         self.bar.update(len(selections))
 
+    async def take_dropped(self, items: AsyncIterable[Prompt | Selection]) -> AsyncIterator[Prompt]:
+        """The prompt filter's stream split in two: prompts go on to the router, the rows of the
+        prompts it dropped come here at once (they wait for no answer)."""
+        async for item in items:
+            if isinstance(item, Selection):
+                self.add([item])
+            else:
+                yield item
+
 
 async def run(spec: RunSpec) -> RunSummary:
     started = time.perf_counter()
@@ -96,10 +106,11 @@ async def run(spec: RunSpec) -> RunSummary:
         budget = Budget(spec.budget_usd, spent_before=_spent_before(journal, teachers))
         stats = RunStats(list(spec.teachers))
         out = Output(DatasetWriter(spec.out_dir), stats, spec.source.n_prompts, spec.progress)
-        keys = {name: teacher_key(t) for name, t in teachers.items()}
-        samples = _samples(spec)
+        seats = roster(spec.teachers)
         writer = PromptWriter(spec.prompt_writer, spec.source) if spec.prompt_writer else None
         engine = Engine(teachers, journal, spec.retry, budget, spec.progress)
+        screen, choose = PromptFilter(spec.filters), Chooser(spec.filters, spec.selection)
+        res = Resources(seats, spec.scorer, paths.journal, spec.retry, budget, control=engine, engine=engine)
         # Held until the card swap: a signal after the last call still lets the dataset be written.
         with stop_on_signals(engine) as signals:
             try:
@@ -112,17 +123,17 @@ async def run(spec: RunSpec) -> RunSummary:
                             spec.router.name,
                             spec.scorer.name,
                         )
-                        ctx = Context(engine, keys, samples, spec.scorer, stats)
-                        prompts = written(spec.source, writer, engine.run, keys.get(spec.prompt_writer))
-                        prompts = filter_prompts(prompts, spec.filters, stats, out.add)
+                        prompts = written(spec.source, writer, engine.run, seats[writer.teacher].key if writer else None)
+                        prompts = out.take_dropped(screen.run(prompts))
                         async for wave in waves(prompts, spec.router):
                             if engine.finished(spec.teachers):  # an online router's later waves: nothing to send or read back
                                 break
-                            groups = route(wave, spec.router, samples)
-                            async for done, scored in spec.executor.answer(groups, ctx):
+                            async for done, scored in spec.executor.answer(route(wave, spec.router, seats), res):
                                 with stats.timer("quality"):
-                                    selections = choose(done, scored, spec.filters, spec.selection, stats, spec.router)
-                                out.add(selections)
+                                    chosen = choose(done, scored)
+                                if isinstance(spec.router, OnlineRouter):
+                                    spec.router.observe(chosen.observations)  # what each call was worth, before the next wave
+                                out.add(chosen.selections)
             except BaseException:
                 out.writer.abort()  # the previous dataset stays whole; the journal has every finished call
                 raise
@@ -131,14 +142,15 @@ async def run(spec: RunSpec) -> RunSummary:
                 journal.close()
                 await spec.scorer.close()
             with stats.timer("stats"):  # a first signal skips the embedding spread (it loads a model)
-                summary = summarise(spec, identity, stats, engine, budget, spread=signals.received is None)
+                stages = Stages(screen, choose, res.report)
+                summary = summarise(spec, identity, stats, engine, budget, stages, spread=signals.received is None)
             with stats.timer("write"):
                 try:
                     out.writer.commit(lambda paths: card.render(spec.out_dir, paths, summary, spec.config, _sample(out.writer)))
                 except BaseException:
                     out.writer.abort()  # no temporary file left behind (a full disk); the previous dataset stays whole
                     raise
-            summary.timings_s = _timings(stats, engine, time.perf_counter() - started)
+            summary.timings_s = _timings(gathered(stats, stages), engine, time.perf_counter() - started)
             summary.signal = signals.name
             summary.save(paths.summary)
     if engine.error is not None:
@@ -151,15 +163,16 @@ async def run(spec: RunSpec) -> RunSummary:
     return summary
 
 
-async def plan(spec: RunSpec) -> AsyncIterator[Call]:
+async def plan(spec: RunSpec, screen: PromptFilter | None = None) -> AsyncIterator[Call]:
     """The calls a run would send, without sending any (`arbitrage estimate`): the same prompt
     stages as `run`. A written request's text is not known in advance, so its prompt keeps the
     template; a judge's call counts an answer of max_tokens; an online router routes without
-    feedback, which spreads its calls as it would on average. Keys are not needed: nothing is sent."""
+    feedback, which spreads its calls as it would on average. Keys are not needed: nothing is sent.
+    `screen` (the prompt filter stage) counts the prompts drawn and those the filters drop."""
     spec.source.check()
     spec.router.check(list(spec.teachers))
-    teachers = {**spec.teachers, **spec.scorer.teachers}
-    keys = {name: teacher_key(t) for name, t in teachers.items()}
+    seats = roster(spec.teachers)
+    screen = screen or PromptFilter(spec.filters)
     writer = PromptWriter(spec.prompt_writer, spec.source) if spec.prompt_writer else None
     asked: list[Call] = []
 
@@ -167,9 +180,10 @@ async def plan(spec: RunSpec) -> AsyncIterator[Call]:
         asked.extend(calls)
         return [Candidate(c.call_id, c.prompt.prompt_id, c.teacher, None, None, 0, 0, 0.0, 0, "planned") for c in calls]
 
-    prompts = filter_prompts(written(spec.source, writer, count, keys.get(spec.prompt_writer)), spec.filters, RunStats([]), list)
+    screened = screen.run(written(spec.source, writer, count, seats[writer.teacher].key if writer else None))
+    prompts = (p async for p in screened if not isinstance(p, Selection))  # a dropped prompt costs nothing
     async for wave in waves(prompts, spec.router):
-        async for call in calls_of(route(wave, spec.router, _samples(spec)), keys, _samples(spec)):
+        async for call in calls_of(route(wave, spec.router, seats), seats):
             for extra in asked:
                 yield extra
             asked.clear()
@@ -238,28 +252,37 @@ def _spent_before(journal: Journal, teachers: dict[str, Teacher]) -> float:
     return sum(t.price.cost(*journal.tokens[n]) for n, t in teachers.items() if t.price is not None and n in journal.tokens)
 
 
-def _samples(spec: RunSpec) -> dict[str, int]:
-    return {name: t.sampling.n for name, t in spec.teachers.items()}
-
-
 def _sample(writer: DatasetWriter) -> dict | None:
     return writer.samples.get("dpo") or writer.samples.get("sft")
 
 
-def _timings(stats: RunStats, engine: Engine, total_s: float) -> dict:
-    return {k: round(v, 2) for k, v in {**stats.timings, "load_s": engine.load_s, "total_s": total_s}.items()}
+def _timings(timings: dict, engine: Engine, total_s: float) -> dict:
+    return {k: round(v, 2) for k, v in {**timings, "load_s": engine.load_s, "total_s": total_s}.items()}
 
 
-def summarise(spec: RunSpec, identity: dict, stats: RunStats, engine: Engine, budget: Budget, spread: bool = True) -> RunSummary:
-    timings = stats.timings
-    sent = sum(s.sent for s in engine.stats.values())
-    left = (stats.drawn if stats.exhausted else spec.source.n_prompts) - stats.finished
+@dataclass
+class Stages:
+    """What the stages and the executor counted (each owns its figures), for the summary."""
+
+    screen: PromptFilter
+    choose: Chooser
+    report: Report
+
+
+def summarise(
+    spec: RunSpec, identity: dict, stats: RunStats, engine: Engine, budget: Budget, stages: Stages, spread: bool = True
+) -> RunSummary:
+    screen, report = stages.screen, stages.report
+    timings = gathered(stats, stages)
+    calls = {name: _plus(s, report.calls.get(name)) for name, s in engine.stats.items()}  # this process's, and Ray's
+    sent = sum(s.sent for s in calls.values())
+    left = (screen.drawn if screen.exhausted else spec.source.n_prompts) - stats.finished
     return RunSummary(
         out_dir=str(spec.out_dir),
         run_id=runfolder.run_id(identity),
         router=spec.router.name,
         reward=spec.scorer.name,
-        prompts=stats.drawn,
+        prompts=screen.drawn,
         prompts_finished=stats.finished,
         prompts_unfinished=max(0, left) if engine.stop_reason else 0,
         stopped=engine.stop_reason,
@@ -268,11 +291,31 @@ def summarise(spec: RunSpec, identity: dict, stats: RunStats, engine: Engine, bu
         spent_usd=round(budget.total, 6),
         rows={name: stats.rows[name] for name in ("sft", "dpo", "candidates", "rejected_rows")},
         teachers={
-            name: stats.teacher_summary(name, t.price, engine.stats[name], spec.executor.teacher_stats.get(name) or t.stats())
+            name: stats.teacher_summary(name, t.price, calls[name], report.teachers.get(name) or t.stats())
             for name, t in engine.teachers.items()
         },
         requests_per_s=round(sent / timings["generate_s"], 2) if timings.get("generate_s") else None,
-        timings_s=_timings(stats, engine, 0.0),
-        quality=stats.quality_summary(embeddings.embed_texts if spec.embedding_spread and spread else None),
+        timings_s=_timings(timings, engine, 0.0),
+        quality=stats.quality_summary(
+            embeddings.embed_texts if spec.embedding_spread and spread else None, screen.dropped + stages.choose.dropped
+        ),
         **stats.coverage(),
     )
+
+
+def gathered(stats: RunStats, stages: Stages) -> Counter:
+    """The pipeline's timings with those the stages and the executor kept."""
+    timings = Counter(stats.timings)
+    timings["quality_s"] += stages.screen.seconds
+    timings["score_s"] += stages.report.score_s
+    timings.update(stages.report.timings)
+    return timings
+
+
+def _plus(mine: TeacherStats, elsewhere: TeacherStats | None) -> TeacherStats:
+    if elsewhere is None:
+        return mine
+    total = TeacherStats()
+    total.add(mine)
+    total.add(elsewhere)
+    return total

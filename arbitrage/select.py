@@ -70,6 +70,7 @@ class Selection:
     reason: Reason | None = None  # why there is no chosen answer
     pair_reason: Reason | None = None  # why there is no DPO pair
     gates_failed: tuple[str, ...] = ()  # the gates that kept every answer out (counted on the card)
+    first_choice: Scored | None = None  # chosen before the filters on chosen answers (stages.Chooser)
 
     def __setattr__(self, name, value):
         if name == "reason" and isinstance(value, str):  # a filter's verdict, as text

@@ -1,13 +1,18 @@
 """The stages of a run, each an (async) iterator over the one before it (see pipeline.py):
 
-    source → written → filter_prompts → waves → route → calls_of → engine.stream → by_prompt → score → choose
+    source → written → PromptFilter → waves → route → calls_of → engine.stream → by_prompt → score → Chooser
 
-Nothing calls back up the chain. A prompt's `Group` rides along with its calls (`Call.context`), so
-`by_prompt` knows when a prompt has every answer without asking anyone.
+Stages take data and yield data; nothing calls back up the chain. A stage that counts owns its
+counts (datatrove's steps own their stats): `PromptFilter` the prompts drawn and dropped, `Chooser`
+the answers its filters drop; the pipeline reads them when the run ends. A prompt's `Group` rides
+along with its calls (`Call.context`), so `by_prompt` knows when a prompt has every answer without
+asking anyone. A run's teachers come as one `Roster` (teacher, call-id key, samples per prompt).
 """
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,9 +23,25 @@ from arbitrage.routers import Observation, OnlineRouter, Route, Router
 from arbitrage.rows import Call, Candidate, Prompt, Scored, make_call
 from arbitrage.scoring import Scorer
 from arbitrage.select import Selection, SelectionSpec, select
-from arbitrage.stats import RunStats
+from arbitrage.teachers import Teacher, teacher_key
 
 CHUNK = 512  # prompts drawn, written, filtered and routed at a time
+
+
+@dataclass(frozen=True)
+class Seat:
+    """A teacher as a run seats it: the teacher, its call-id key, how many answers it gives a prompt."""
+
+    teacher: Teacher
+    key: str
+    samples: int
+
+
+Roster = dict[str, Seat]
+
+
+def roster(teachers: dict[str, Teacher]) -> Roster:
+    return {name: Seat(t, teacher_key(t), t.sampling.n) for name, t in teachers.items()}
 
 
 @dataclass
@@ -70,20 +91,29 @@ async def written(
             yield prompt
 
 
-async def filter_prompts(
-    prompts: AsyncIterable[Prompt], filters: Sequence[F.Filter], stats: RunStats, dropped: Callable
-) -> AsyncIterator[Prompt]:
-    """Dedup and decontamination before any teacher is paid to answer. The prompts they drop have
-    nothing to wait for: `dropped(selections)` takes them straight to the output."""
-    async for chunk in chunks(prompts, CHUNK):
-        stats.drew(chunk)
-        with stats.timer("quality"):
-            kept, why = F.apply(filters, "prompt", chunk, stats.quality)
-        if why:
-            dropped([Selection(chunk[i], Route((), "filtered"), [], reason=reason) for i, reason in why.items()])
-        for prompt in kept:
-            yield prompt
-    stats.exhausted = True
+class PromptFilter:
+    """Dedup and decontamination before any teacher is paid to answer. Yields each prompt it keeps,
+    and each it drops as a Selection with the reason: a dropped prompt has nothing to wait for, so
+    it goes straight to the output. Owns its counts: prompts drawn, drops per filter, its time."""
+
+    def __init__(self, filters: Sequence[F.Filter]):
+        self.filters = list(filters)
+        self.drawn = 0
+        self.exhausted = False  # the source ran out before the run ended
+        self.dropped: Counter[str] = Counter()  # filter → prompts dropped
+        self.seconds = 0.0
+
+    async def run(self, prompts: AsyncIterable[Prompt]) -> AsyncIterator[Prompt | Selection]:
+        async for chunk in chunks(prompts, CHUNK):
+            self.drawn += len(chunk)
+            started = time.perf_counter()
+            kept, why = F.apply(self.filters, "prompt", chunk, self.dropped)
+            self.seconds += time.perf_counter() - started
+            for i, reason in why.items():
+                yield Selection(chunk[i], Route((), "filtered"), [], reason=reason)
+            for prompt in kept:
+                yield prompt
+        self.exhausted = True
 
 
 async def waves(prompts: AsyncIterable[Prompt], router: Router) -> AsyncIterator[AsyncIterator[Prompt]]:
@@ -96,24 +126,24 @@ async def waves(prompts: AsyncIterable[Prompt], router: Router) -> AsyncIterator
         yield _aiter(wave)
 
 
-async def route(prompts: AsyncIterable[Prompt], router: Router, samples: dict[str, int]) -> AsyncIterator[Group]:
-    """A batch of prompts routed at a time; `samples`: teacher → answers it gives each prompt."""
-    names = list(samples)
+async def route(prompts: AsyncIterable[Prompt], router: Router, teachers: Roster) -> AsyncIterator[Group]:
+    """A batch of prompts routed at a time; each group waits for its teachers' samples."""
+    names = list(teachers)
     async for chunk in chunks(prompts, CHUNK):
         for prompt, r in zip(chunk, router.route(chunk, names), strict=True):
-            yield Group(prompt, r, sum(samples[t] for t in r.teachers))
+            yield Group(prompt, r, sum(teachers[t].samples for t in r.teachers))
 
 
-def teacher_calls(group: Group, name: str, key: str, samples: int) -> list[Call]:
+def teacher_calls(group: Group, name: str, seat: Seat) -> list[Call]:
     """One teacher's calls for a routed prompt, one per sample, the group riding along."""
-    return [make_call(group.prompt, name, key, sample, context=group) for sample in range(samples)]
+    return [make_call(group.prompt, name, seat.key, sample, context=group) for sample in range(seat.samples)]
 
 
-async def calls_of(groups: AsyncIterable[Group], keys: dict[str, str], samples: dict[str, int]) -> AsyncIterator[Call]:
+async def calls_of(groups: AsyncIterable[Group], teachers: Roster) -> AsyncIterator[Call]:
     """Each routed teacher's calls for the prompt, in route order."""
     async for group in groups:
         for name in group.route.teachers:
-            for call in teacher_calls(group, name, keys[name], samples[name]):
+            for call in teacher_calls(group, name, teachers[name]):
                 yield call
 
 
@@ -152,40 +182,50 @@ async def score(groups: list[Group], scorer: Scorer, engine: Engine) -> list[lis
     return out
 
 
-def choose(
-    groups: list[Group],
-    scored: list[list[Scored]],
-    filters: Sequence[F.Filter],
-    spec: SelectionSpec,
-    stats: RunStats,
-    router: Router,
-) -> list[Selection]:
+@dataclass
+class Chosen:
+    """What the quality stage and selection make of a batch of scored prompts: the selections for
+    the output, and what each call was worth to the dataset (what an online router observes)."""
+
+    selections: list[Selection]
+    observations: list[Observation]
+
+
+class Chooser:
     """Answer filters, then best-of-n and DPO pairs. When a filter on chosen answers drops the best
-    answer (a duplicate of one already kept), the next best is chosen instead of losing the prompt."""
-    usable = [(g.prompt, s) for g, row in zip(groups, scored, strict=True) for s in row if s.usable]
-    _, why = F.apply(filters, "answer", usable, stats.quality)
-    for i, reason in why.items():
-        usable[i][1].filtered = reason
-    if isinstance(router, OnlineRouter):  # what each call was worth to the dataset
-        router.observe(
-            [
-                Observation(g.prompt, s.candidate, s.score if s.usable and not s.filtered else None)
-                for g, row in zip(groups, scored, strict=True)
-                for s in row
-            ]
-        )
-    selections = [select(g.prompt, g.route, row, spec) for g, row in zip(groups, scored, strict=True)]
-    stats.chose(selections)
-    pending = list(range(len(selections)))
-    while pending := [i for i in pending if selections[i].chosen is not None]:
-        _, why = F.apply(filters, "chosen", [(selections[i].prompt, selections[i].chosen) for i in pending], stats.quality)
-        retry = []
-        for j, reason in why.items():
-            i = pending[j]
-            selections[i].chosen.filtered = reason
-            selections[i] = select(groups[i].prompt, groups[i].route, scored[i], spec)
-            if selections[i].chosen is None:
-                selections[i].reason = reason
-            retry.append(i)
-        pending = retry
-    return selections
+    answer (a duplicate of one already kept), the next best is chosen instead of losing the prompt.
+    Owns its counts: answers each filter dropped."""
+
+    def __init__(self, filters: Sequence[F.Filter], spec: SelectionSpec):
+        self.filters, self.spec = list(filters), spec
+        self.dropped: Counter[str] = Counter()  # filter → answers dropped
+
+    def __call__(self, groups: list[Group], scored: list[list[Scored]]) -> Chosen:
+        usable = [(g.prompt, s) for g, row in zip(groups, scored, strict=True) for s in row if s.usable]
+        _, why = F.apply(self.filters, "answer", usable, self.dropped)
+        for i, reason in why.items():
+            usable[i][1].filtered = reason
+        observations = [
+            Observation(g.prompt, s.candidate, s.score if s.usable and not s.filtered else None)
+            for g, row in zip(groups, scored, strict=True)
+            for s in row
+        ]
+        selections = [select(g.prompt, g.route, row, self.spec) for g, row in zip(groups, scored, strict=True)]
+        for selection in selections:
+            selection.first_choice = selection.chosen  # before the filters on chosen answers (diversity before/after)
+        pending = list(range(len(selections)))
+        while pending := [i for i in pending if selections[i].chosen is not None]:
+            chosen = [(selections[i].prompt, selections[i].chosen) for i in pending]
+            _, why = F.apply(self.filters, "chosen", chosen, self.dropped)
+            retry = []
+            for j, reason in why.items():
+                i = pending[j]
+                selections[i].chosen.filtered = reason
+                first = selections[i].first_choice
+                selections[i] = select(groups[i].prompt, groups[i].route, scored[i], self.spec)
+                selections[i].first_choice = first
+                if selections[i].chosen is None:
+                    selections[i].reason = reason
+                retry.append(i)
+            pending = retry
+        return Chosen(selections, observations)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from arbitrage.markdown import markdown_table, usd
 from arbitrage.quality import diversity
-from arbitrage.rows import Prompt, Scored
+from arbitrage.rows import Scored
 from arbitrage.select import NO_CANDIDATE, Selection
 
 FACETS = ("language", "task", "domain", "persona_id")
@@ -182,12 +182,12 @@ EMPTY_HINTS = {
 
 
 class RunStats:
-    """The one observer of a run: counts, samples for diversity, and timings."""
+    """The observer of a run's output: it watches the rows as they are written (counts, samples for
+    diversity) and keeps the pipeline's timings. The stages' own counts (prompts drawn, filter drops)
+    are theirs (stages.PromptFilter, stages.Chooser)."""
 
     def __init__(self, teachers: Sequence[str], sample_size: int = 2000):
         self.teachers = list(teachers)
-        self.drawn = 0
-        self.exhausted = False  # the source ran out before the run ended
         self.finished = 0
         self.rows: Counter = Counter()
         self.calls, self.failed, self.wins = Counter(), Counter(), Counter()
@@ -200,7 +200,6 @@ class RunStats:
         self.languages: set[str] = set()
         self.checks: dict[str, dict[str, list[int]]] = {}
         self.best_of: dict[str, list[float]] = {}  # n > 1 samples: "t, best of n" → [reward sum, full passes, prompts]
-        self.quality: dict[str, int] = {}  # filter → items dropped
         self.facets = {when: {k: set() for k in FACETS} for when in ("before", "after")}
         self.samples = {k: Reservoir(sample_size, seed=i) for i, k in enumerate(SAMPLES)}
         self.timings: Counter = Counter()
@@ -213,16 +212,14 @@ class RunStats:
         finally:
             self.timings[f"{name}_s"] += time.perf_counter() - started
 
-    def drew(self, prompts: Sequence[Prompt]) -> None:
-        self.drawn += len(prompts)
-        for p in prompts:
-            self.samples["prompts_before"].add(p.user_text)
-            for k in FACETS:
-                self.facets["before"][k].add(getattr(p, k))
-
     def add(self, selections: Sequence[Selection]) -> None:
         for s in selections:
             self.finished += 1
+            self.samples["prompts_before"].add(s.prompt.user_text)  # every prompt ends as a row: kept or dropped
+            for k in FACETS:
+                self.facets["before"][k].add(getattr(s.prompt, k))
+            if s.first_choice is not None:
+                self.samples["answers_before"].add(s.first_choice.candidate.text)
             self.rows["candidates"] += len(s.candidates)
             for scored in s.candidates:
                 c, t = scored.candidate, scored.candidate.teacher
@@ -286,13 +283,7 @@ class RunStats:
             tally[1] += worth >= 1.0 - 1e-9
             tally[2] += 1
 
-    def chose(self, selections: Sequence[Selection]) -> None:
-        """Best answers before the filters on chosen answers, for diversity before/after."""
-        for s in selections:
-            if s.chosen is not None:
-                self.samples["answers_before"].add(s.chosen.candidate.text)
-
-    def quality_summary(self, embed: Callable | None) -> dict:
+    def quality_summary(self, embed: Callable | None, dropped: dict[str, int]) -> dict:
         """What each filter dropped, and diversity before and after the quality stage, on uniform
         samples (`n` counts every text). The embedding spread reads at most EMBEDDED_SAMPLE texts per
         set, each text embedded once however many sets hold it: a bounded cost whatever the run's size."""
@@ -315,7 +306,7 @@ class RunStats:
             return result
 
         return {
-            "dropped": dict(self.quality),
+            "dropped": dict(dropped),
             "prompts_before": metrics("prompts_before", "before"),
             "prompts_after": metrics("prompts_after", "after"),
             "answers_before": metrics("answers_before", None),

@@ -66,6 +66,7 @@ def synthetic_run(out, rewards, languages, tasks, teachers=("a", "b"), filtered=
     writer.commit(lambda paths: card.render(out, paths, summary, config, writer.samples.get("sft")))
     summary.save(out / "summary.json")
     (out / "config.yaml").write_text(yaml.safe_dump(config))
+    (out / "run.json").write_text(json.dumps({"facts": {"selection": {"min_margin": 0.01}}}))  # what pipeline.run_facts records
     return out
 
 

@@ -45,16 +45,17 @@ class Result:
 def replay(router: Router, table: ScoreTable) -> list[tuple[str, ...]]:
     """Route the run's prompts in order through the run's own wave loop (stages.waves, stages.route):
     an online router sees each wave's rewards, read from the table, before it routes the next."""
-    from arbitrage.stages import route, waves
+    from arbitrage.stages import Seat, route, waves
 
     col = {t: j for j, t in enumerate(table.teachers)}
     row = {p.prompt_id: i for i, p in enumerate(table.prompts)}
     choices: list[tuple[str, ...]] = []
+    seats = {t: Seat(teacher=None, key="", samples=1) for t in table.teachers}  # replayed: nothing is sent
 
     async def go():
         async for wave in waves(table.prompts, router):
             observations = []
-            async for group in route(wave, router, dict.fromkeys(table.teachers, 1)):
+            async for group in route(wave, router, seats):
                 choices.append(group.route.teachers)
                 i = row[group.prompt.prompt_id]
                 for t in group.route.teachers:

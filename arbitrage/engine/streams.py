@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
 from arbitrage.rows import Call, Candidate, Completion
@@ -31,6 +31,14 @@ class TeacherStats:
     tokens_out: int = 0
     busy_s: float = 0.0
     failures: Counter = field(default_factory=Counter)
+
+    def add(self, more: TeacherStats) -> None:
+        """Another engine's figures for the same teacher (a Ray actor's), added in."""
+        for f in fields(TeacherStats):
+            if f.name == "failures":
+                self.failures.update(more.failures)
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(more, f.name))
 
 
 @dataclass

@@ -26,12 +26,11 @@ import pickle
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from dataclasses import fields
 
 from arbitrage import settings
 from arbitrage.engine.streams import TeacherStats
 from arbitrage.errors import ArbitrageError, ConfigError
-from arbitrage.executors import Context
+from arbitrage.executors import Resources
 from arbitrage.rows import Scored
 from arbitrage.stages import Group, chunks
 
@@ -80,7 +79,6 @@ class RayExecutor:
         self.actor = _actor("executor.actor", actor, {"replicas": 1, "num_cpus": 1, "num_gpus": 0})
         self.actors = {name: _actor(f"executor.actors.{name}", v, self.actor) for name, v in dict(actors or {}).items()}
         self.scorer = _actor("executor.scorer", scorer, {"replicas": 1, "num_cpus": 1, "num_gpus": 0})
-        self.teacher_stats: dict[str, dict] = {}
         self.passes = 0  # Ray Data passes the last run took (more than one: prompts were lost and fed again)
         self._since: float | None = None
 
@@ -108,7 +106,7 @@ class RayExecutor:
         return self.actors.get(name, self.actor)
 
     # the run ------------------------------------------------------------------------------------------
-    async def answer(self, groups: AsyncIterable[Group], ctx: Context) -> AsyncIterator[tuple[list[Group], list[list[Scored]]]]:
+    async def answer(self, groups: AsyncIterable[Group], res: Resources) -> AsyncIterator[tuple[list[Group], list[list[Scored]]]]:
         import ray
 
         self._since = time.perf_counter()  # Ray's start and the actors' loads, until the first block is back
@@ -131,32 +129,31 @@ class RayExecutor:
             while True:
                 self.passes += 1
                 pending: dict[str, Group] = {}
-                async for done, scored in self._pass(source, ctx, pending, latest):
+                async for done, scored in self._pass(source, res, pending, latest):
                     yield done, scored
                 lost = list(pending.values())
-                if not lost or ctx.engine.stop_reason is not None:
+                if not lost or res.control.stop_reason is not None:
                     break
                 if self.passes >= 3:
                     raise ArbitrageError(f"{len(lost)} prompts came back from no Ray pass — rerun to resume them")
                 log.warning("%d prompts fed to Ray never came back (a lost read task): feeding them again", len(lost))
                 source = _aiter(lost)
         finally:
-            self._settle(ctx, latest)  # the figures of what was done, also when the run ends early
+            self._settle(res, latest)  # the figures of what was done, also when the run ends early
             if started:
                 ray.shutdown()
 
-    async def _pass(self, groups: AsyncIterable[Group], ctx: Context, pending: dict, latest: dict):
+    async def _pass(self, groups: AsyncIterable[Group], res: Resources, pending: dict, latest: dict):
         """One Ray Data execution over `groups`; `pending` keeps those fed and not yet back."""
 
         from arbitrage.executors.ray_stages import Feed
         from arbitrage.executors.shared import Ledger
 
-        engine = ctx.engine
-        budget = engine.budget
-        limits = {n: (t.limits.rpm, t.limits.tpm) for n, t in engine.teachers.items()}
+        control, budget = res.control, res.budget
+        limits = {n: (seat.teacher.limits.rpm, seat.teacher.limits.tpm) for n, seat in res.roster.items()}
         ledger = Ledger.remote(budget.cap, budget.total, limits)
         feed = Feed.remote(self.queue_batches)
-        dataset = self._dataset(ctx, ledger, feed)
+        dataset = self._dataset(res, ledger, feed)
         loop = asyncio.get_running_loop()
         results: asyncio.Queue = asyncio.Queue()
 
@@ -171,7 +168,7 @@ class RayExecutor:
         async def produce() -> None:
             try:
                 async for chunk in chunks(groups, self.batch_size):
-                    if engine.stop_reason is not None:
+                    if control.stop_reason is not None:
                         break
                     rows = []
                     for g in chunk:
@@ -179,8 +176,8 @@ class RayExecutor:
                         rows.append((g.prompt.prompt_id, pickle.dumps(g)))
                     await feed.put.remote(rows)
             except Exception as exc:  # the source failed (a bad prompt line): finish what was fed, as locally
-                engine.fail(exc)
-            await feed.close.remote(engine.stop_reason)
+                control.fail(exc)
+            await feed.close.remote(control.stop_reason)
 
         reader = threading.Thread(target=consume, name="ray-data-reader", daemon=True)
         reader.start()
@@ -201,56 +198,53 @@ class RayExecutor:
                     done.append(pickle.loads(group_blob))
                     scored.append(pickle.loads(scored_blob))
                 if self._since is not None:
-                    ctx.stats.timings["ray_first_block_s"] += time.perf_counter() - self._since
+                    res.report.timings["ray_first_block_s"] += time.perf_counter() - self._since
                     self._since = None
-                self._notice(ctx, item, latest)
-                if engine.stop_reason is not None and not stopped_feed:
+                self._notice(res, item, latest)
+                if control.stop_reason is not None and not stopped_feed:
                     stopped_feed = True
-                    await feed.close.remote(engine.stop_reason)
+                    await feed.close.remote(control.stop_reason)
                 if done:
                     yield done, scored
         finally:
             if not producer.done():
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
-                await feed.close.remote(engine.stop_reason or "stopped")
+                await feed.close.remote(control.stop_reason or "stopped")
             budget.spent = await ledger.total.remote() - budget.spent_before
             reader.join(timeout=60)
 
-    def _dataset(self, ctx: Context, ledger, feed):
+    def _dataset(self, res: Resources, ledger, feed):
         import ray.data
 
         from arbitrage.executors.ray_stages import FeedSource, GenerateStage, ScoreStage
 
-        engine = ctx.engine
-        journal_dir = str(engine.journal.path.parent)
+        journal_dir = str(res.journal_dir)
         ds = ray.data.read_datasource(FeedSource(feed), override_num_blocks=1, num_cpus=0)  # it only waits on the feed
-        for name in ctx.samples:
+        for name, seat in res.roster.items():
             pool = self.pool(name)
             ds = ds.map_batches(
                 GenerateStage,
                 fn_constructor_kwargs={
                     "name": name,
-                    "teacher": engine.teachers[name],
-                    "key": ctx.keys[name],
-                    "samples": ctx.samples[name],
+                    "seat": seat,
                     "journal_dir": journal_dir,
-                    "retry": engine.policy,
+                    "retry": res.retry,
                     "ledger": ledger,
                     "feed": feed,
-                    "cap_usd": engine.budget.cap,
+                    "cap_usd": res.budget.cap,
                 },
                 **self._pool_args(pool),
             )
         return ds.map_batches(
             ScoreStage,
             fn_constructor_kwargs={
-                "scorer": ctx.scorer,
+                "scorer": res.scorer,
                 "journal_dir": journal_dir,
-                "retry": engine.policy,
+                "retry": res.retry,
                 "ledger": ledger,
                 "feed": feed,
-                "cap_usd": engine.budget.cap,
+                "cap_usd": res.budget.cap,
             },
             **self._pool_args(self.scorer),
         )
@@ -276,39 +270,28 @@ class RayExecutor:
         }
 
     # what the actors report -----------------------------------------------------------------------------
-    def _notice(self, ctx: Context, batch, latest: dict) -> None:
+    def _notice(self, res: Resources, batch, latest: dict) -> None:
         from arbitrage.executors.ray_stages import notes
 
-        engine = ctx.engine
+        control = res.control
         for note in notes(batch):
             if note.seq > getattr(latest.get(note.shard), "seq", 0):
                 latest[note.shard] = note
-            if note.error is not None and engine.error is None:
-                engine.fail(note.error)  # a teacher that cannot work (bad key, model that will not load)
-            elif note.stopped and engine.stop_reason is None:
-                engine.stop(note.stopped)  # the cluster's budget ran out
+            if note.error is not None and control.error is None:
+                control.fail(note.error)  # a teacher that cannot work (bad key, model that will not load)
+            elif note.stopped and control.stop_reason is None:
+                control.stop(note.stopped)  # the cluster's budget ran out
 
-    def _settle(self, ctx: Context, latest: dict) -> None:
-        """The engine's per-teacher figures are the sums of every actor's last report."""
-        totals: dict[str, TeacherStats] = {}
+    def _settle(self, res: Resources, latest: dict) -> None:
+        """The report's per-teacher figures are the sums of every actor's last report."""
+        report = res.report
         for note in latest.values():
             for name, stats in note.stats.items():
-                _add(totals.setdefault(name, TeacherStats()), stats)
+                report.calls.setdefault(name, TeacherStats()).add(stats)
             for name, figures in note.teacher_stats.items():
-                mine = self.teacher_stats.setdefault(name, {})
+                mine = report.teachers.setdefault(name, {})
                 for key, value in figures.items():  # replicas load and generate in parallel: the longest counts
                     mine[key] = max(mine.get(key, 0.0), value)
-        for name, stats in totals.items():
-            if name in ctx.engine.stats:
-                _add(ctx.engine.stats[name], stats)
-
-
-def _add(into: TeacherStats, more: TeacherStats) -> None:
-    for f in fields(TeacherStats):
-        if f.name == "failures":
-            into.failures.update(more.failures)
-        else:
-            setattr(into, f.name, getattr(into, f.name) + getattr(more, f.name))
 
 
 async def _aiter(items):

@@ -28,7 +28,7 @@ from arbitrage.engine import Budget, Engine, Journal, RetryPolicy
 from arbitrage.engine.streams import TeacherStats
 from arbitrage.executors.shared import ClusterBudget, ClusterRateLimit
 from arbitrage.scoring import Scorer
-from arbitrage.stages import Group, score, teacher_calls
+from arbitrage.stages import Group, Seat, score, teacher_calls
 from arbitrage.teachers import Teacher
 
 SCHEMA = pa.schema([("prompt_id", pa.string()), ("group", pa.binary()), ("scored", pa.binary()), ("notes", pa.binary())])
@@ -149,14 +149,14 @@ class _Stage:
 class GenerateStage(_Stage):
     """One teacher's replica: asks it for every sample of the prompts routed to it."""
 
-    def __init__(self, name: str, teacher: Teacher, key: str, samples: int, journal_dir: str, retry, ledger, feed, cap_usd):
-        super().__init__(name, {name: teacher}, journal_dir, retry, ledger, feed, cap_usd)
-        self.name, self.key, self.samples = name, key, samples
+    def __init__(self, name: str, seat: Seat, journal_dir: str, retry, ledger, feed, cap_usd):
+        super().__init__(name, {name: seat.teacher}, journal_dir, retry, ledger, feed, cap_usd)
+        self.name, self.seat = name, seat
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
         await self.ready()
         groups: list[Group] = [pickle.loads(b) for b in batch.column("group").to_pylist()]
-        calls = [c for g in groups if self.name in g.route.teachers for c in teacher_calls(g, self.name, self.key, self.samples)]
+        calls = [c for g in groups if self.name in g.route.teachers for c in teacher_calls(g, self.name, self.seat)]
         if calls:
             for call, candidate in zip(calls, await self.engine.run(calls), strict=True):
                 call.context.candidates.append(candidate)
