@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import hydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from arbitrage import overrides as hints
 from arbitrage import pipeline, settings
 from arbitrage.engine import RetryPolicy
 from arbitrage.errors import ArbitrageError, ConfigError, disk_error
@@ -79,13 +81,11 @@ def check_overrides(argv: list[str]) -> DictConfig | None:
     """Fail fast, in one line, on malformed overrides and unknown group options. Returns the
     composed config, or None for a sweep (Hydra composes each of its runs)."""
     args = _override_args(argv)
+    parser = OverridesParser.create()
     try:
-        overrides = OverridesParser.create().parse_overrides(args)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"malformed override in {' '.join(args)!r}: {first} — overrides look like key=value or group=[a,b]"
-        ) from None
+        overrides = parser.parse_overrides(args)
+    except Exception:
+        raise ConfigError(hints.malformed(args, lambda arg: _parse_error(parser, arg))) from None
     for override in overrides:
         group = override.key_or_group.lstrip("+~")
         if group not in GROUPS or override.is_delete():
@@ -106,7 +106,21 @@ def check_overrides(argv: list[str]) -> DictConfig | None:
             f"a comma in {sweeps[0]!r} makes a sweep — quote the value ({key}='{value}'), "
             f"write {key}=[...] for a list, or add --multirun to sweep"
         )
-    return _compose(args)
+    cfg = _compose(args)
+    added = [o.key_or_group for o in overrides if o.is_add() and o.key_or_group not in GROUPS]
+    plain = OmegaConf.to_container(cfg, resolve=False) if added else {}
+    for key in added:  # `+max_tokens=...`: added where nothing reads it, it would be ignored without a word
+        if not key.startswith("hydra.") and not hints.accepts_extra(key) and not hints.read_by_a_constructor(key, plain):
+            raise ConfigError(hints.not_read(key, plain))
+    return cfg
+
+
+def _parse_error(parser: OverridesParser, arg: str) -> str | None:
+    try:
+        parser.parse_overrides([arg])
+    except Exception as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
 
 
 def _compose(args: list[str]) -> DictConfig:
@@ -120,11 +134,25 @@ def _compose(args: list[str]) -> DictConfig:
         text = str(exc)
         missing = re.search(r"Key '([^']+)' is not in struct", text) or re.search(r"Could not override '([^']+)'", text)
         if missing:
-            raise ConfigError(
-                f"unknown config key '{missing.group(1)}' — check the spelling (`arbitrage --cfg job` prints every key), or add it with +{missing.group(1)}=..."
-            ) from None
+            key = missing.group(1)
+            rest = [a for a in args if a.lstrip("+~").partition("=")[0] != key]
+            raise ConfigError(hints.unknown_key(key, _plain(rest))) from None
+        exists = re.search(r"An item is already at '([^']+)'", text)
+        if exists:  # `+engine.breaker=false`: the key is there already
+            raise ConfigError(f"{exists.group(1)} is already a setting — set it without the +: {exists.group(1)}=...") from None
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         raise ConfigError(f"{first} — check the overrides") from None
+
+
+def _plain(args: list[str]) -> dict | None:
+    """The config these overrides compose, as plain data (None if they do not compose)."""
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return OmegaConf.to_container(compose("config", overrides=args), resolve=False)
+    except Exception:
+        return None
 
 
 def _missing_hint(exc: Exception) -> str:
@@ -175,6 +203,11 @@ def _instantiate(node, **kwargs):
             cause = cause.__cause__
         if isinstance(cause, ArbitrageError):
             raise cause from None
+        typo = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if typo and OmegaConf.is_config(node):  # `+teacher.smollm2.max_tokens=...`: a key its constructor does not take
+            where = node._get_full_key(None)
+            key = f"{where}.{typo.group(1)}" if where else typo.group(1)
+            raise ConfigError(hints.not_read(key, OmegaConf.to_container(node._get_root(), resolve=False))) from None
         raise
 
 
@@ -245,7 +278,9 @@ def _run(cfg: DictConfig) -> None:
         report.write(spec.out_dir)
     elif cfg.report:
         log.info(
-            "%d prompts: skipped the automatic report — `arbitrage report %s` builds it", summary.prompts_finished, spec.out_dir
+            "%d prompts: skipped the automatic report — `arbitrage report %s` builds it",
+            summary.prompts_finished,
+            shlex.quote(str(spec.out_dir)),
         )
     if summary.signal or summary.stopped == "interrupted":  # 130 for Ctrl-C, 143 for SIGTERM, as a shell expects
         sys.exit(128 + (signal.Signals[summary.signal] if summary.signal else signal.SIGINT))
@@ -320,7 +355,7 @@ def _tool(name: str, args: list[str]) -> None:
             )
             model.save(out)
             print(f"wrote {out}: one ridge per teacher ({', '.join(table.teachers)}) on {len(table.prompts)} prompts")
-            print(f"use it with: arbitrage router=learned router.model={out} ...")
+            print(f"use it with: arbitrage router=learned {hints.shell_override('router.model', out)} ...")
             return
         extra = _bandits()
         if opts.router_model:
