@@ -33,8 +33,8 @@ class Ledger:
     async def acquire(self, name: str, tokens: float, requests: int) -> None:
         await self.limits[name].acquire(tokens, requests)
 
-    async def settle(self, name: str, estimated: float, used: int) -> None:
-        self.limits[name].settle(estimated, used)
+    async def settle(self, name: str, estimated: float, used: int, failed: bool = False) -> None:
+        self.limits[name].settle(estimated, used, failed)
 
     async def observe(self, name: str, headers: dict | None) -> None:
         self.limits[name].observe(headers)
@@ -75,9 +75,9 @@ class ClusterRateLimit:
         if self.active:
             await self.ledger.acquire.remote(self.name, tokens, requests)
 
-    def settle(self, estimated: float, used: int) -> None:
+    def settle(self, estimated: float, used: int, failed: bool = False) -> None:
         if self.active:
-            self.ledger.settle.remote(self.name, estimated, used)
+            self.ledger.settle.remote(self.name, estimated, used, failed)
 
     def observe(self, headers: dict | None) -> None:
         if headers and (self.active or any(k.startswith("limit_") and v for k, v in headers.items())):
