@@ -18,6 +18,7 @@ class TeacherInfo:
     max_tokens: int
     price: Price | None
     mean_tokens_out: float | None = None  # observed in an earlier run; None → max_tokens bound
+    mean_reasoning_tokens: float = 0.0  # of mean_tokens_out: a thinking teacher's reasoning
     tokenizer: Tokenizer | None = None  # for local teachers, when one is at hand
 
     @property
@@ -25,15 +26,23 @@ class TeacherInfo:
         return self.price is not None and self.price.source == "local"
 
 
-def mean_tokens_out(candidates: Iterable) -> dict[str, float]:
-    """Mean completion length per teacher over answered calls (e.g. an earlier run's journal)."""
+def observed_means(candidates: Iterable) -> dict[str, tuple[float, float]]:
+    """Mean completion tokens and mean reasoning tokens (part of them) per teacher, over answered
+    calls and calls cut at max_tokens while thinking (billed, no answer), e.g. an earlier run's journal."""
     totals: dict[str, list[int]] = {}
     for candidate in candidates:
-        if candidate.error is None and candidate.tokens_out:
-            count_and_sum = totals.setdefault(candidate.teacher, [0, 0])
-            count_and_sum[0] += 1
-            count_and_sum[1] += candidate.tokens_out
-    return {teacher: total / count for teacher, (count, total) in totals.items()}
+        billed = candidate.error is None or (candidate.finish_reason == "length" and candidate.reasoning)
+        if billed and candidate.tokens_out:
+            count_and_sums = totals.setdefault(candidate.teacher, [0, 0, 0])
+            count_and_sums[0] += 1
+            count_and_sums[1] += candidate.tokens_out
+            count_and_sums[2] += candidate.reasoning_tokens
+    return {teacher: (out / count, thought / count) for teacher, (count, out, thought) in totals.items()}
+
+
+def mean_tokens_out(candidates: Iterable) -> dict[str, float]:
+    """Mean completion length per teacher (`observed_means`, reasoning included)."""
+    return {teacher: out for teacher, (out, _) in observed_means(candidates).items()}
 
 
 @dataclass
@@ -46,6 +55,7 @@ class TeacherEstimate:
     usd: float | None  # None: no price for this model
     price_source: str | None
     out_is_upper_bound: bool  # no observed mean: completion tokens are max_tokens per call
+    reasoning_expected: int = 0  # of tokens_out_expected: reasoning, as observed
 
 
 def estimate(
@@ -86,6 +96,7 @@ def _teacher_estimate(name: str, info: TeacherInfo, calls: int, tokens_in: int) 
         usd=info.price.cost(tokens_in, tokens_out) if info.price else None,
         price_source=info.price.source if info.price else None,
         out_is_upper_bound=bound,
+        reasoning_expected=0 if bound else round(calls * info.mean_reasoning_tokens),
     )
 
 
@@ -107,7 +118,8 @@ def format_estimate(rows: Sequence[TeacherEstimate]) -> str:
 def _completion_cell(row: TeacherEstimate) -> str:
     if row.out_is_upper_bound:
         return f"≤ {row.tokens_out_max:,} (max_tokens)"
-    return f"~{row.tokens_out_expected:,} (observed mean)"
+    thinking = f", ~{row.reasoning_expected:,} of it reasoning" if row.reasoning_expected else ""
+    return f"~{row.tokens_out_expected:,} (observed mean{thinking})"
 
 
 def _usd_cell(usd: float | None, upper_bound: bool) -> str:

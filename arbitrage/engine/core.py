@@ -186,6 +186,7 @@ class Engine:
         if self.budget.cap is None or teacher.price is None:
             return 0.0
         tokens_in = max_prompt_tokens(call.prompt.messages) * self._inflation[call.teacher]
+        # max_tokens bounds a thinking model's reasoning tokens too: servers count them as completion tokens
         worst = teacher.price.cost(tokens_in, teacher.sampling.max_tokens)
         if await self.budget.hold(worst):
             return worst
@@ -393,9 +394,12 @@ class Engine:
         error = error or completion.error
         final = False
         if error is None and not (completion.text or "").strip():
-            # The model answered nothing; the same request would get nothing again (same seed).
+            # The model answered nothing; the same request would get nothing again (same seed). A length
+            # cut inside a thinking model's reasoning is one too: no answer, never a winner.
             unusual = completion.finish_reason not in (None, "stop", "length")
             error, final = "empty answer" + (f" (finish_reason {completion.finish_reason})" if unusual else ""), True
+            if completion.reasoning and completion.finish_reason == "length":
+                error = "empty answer (max_tokens reached while thinking)"
         call = item.call
         return Candidate(
             call_id=call.call_id,
@@ -412,6 +416,8 @@ class Engine:
             sample=call.sample,
             final=final,
             logprobs=completion.logprobs,
+            reasoning=completion.reasoning,
+            reasoning_tokens=completion.reasoning_tokens,
         )
 
     def _tick(self, n: int) -> None:

@@ -22,7 +22,7 @@ from arbitrage.cost import Price, api_price
 from arbitrage.errors import ConfigError, TeacherUnusable
 from arbitrage.rows import Call, Completion, Prompt
 from arbitrage.settings import number
-from arbitrage.teachers import Limits, Sampling
+from arbitrage.teachers import Limits, Sampling, reasoning
 from arbitrage.teachers.diagnose import explain, not_a_completion, refused
 from arbitrage.teachers.samples import NativeN, split_usage
 
@@ -92,7 +92,9 @@ def ratelimit_headers(headers) -> dict | None:
 def parse_choices(body: dict, n: int) -> list[Completion | None]:
     """The answers to a request with `n` choices, by choice index (None where the server sent no such
     choice). Usage covers the whole request: its prompt tokens go on the first answer (the prompt was
-    read once) and its completion tokens are shared out by characters (`split_usage`)."""
+    read once) and its completion tokens are shared out by characters (`split_usage`). A thinking
+    model's reasoning, in its own field or in `<think>` tags, is split from the answer (`reasoning.split`);
+    its tokens stay in the completion tokens, as servers bill them."""
     usage = body.get("usage") or {}
     by_index: dict[int, dict] = {}
     for position, choice in enumerate(body["choices"]):
@@ -103,7 +105,11 @@ def parse_choices(body: dict, n: int) -> list[Completion | None]:
         raise IndexError("no choices in the response")
     # /chat/completions answers in message.content, /completions in text
     texts = {i: ((c["message"].get("content") if "message" in c else c["text"]) or "").strip() for i, c in by_index.items()}
-    shares = dict(zip(texts, split_usage(int(usage.get("completion_tokens") or 0), list(texts.values())), strict=True))
+    split = {i: reasoning.split(texts[i], _reasoning_field(c)) for i, c in by_index.items()}
+    said = [a + (r or "") for a, r in split.values()]  # what each choice generated, thinking included
+    shares = dict(zip(texts, split_usage(int(usage.get("completion_tokens") or 0), said), strict=True))
+    reported = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
+    thought = dict(zip(texts, reasoning.spread(int(reported or 0), [r for _, r in split.values()]), strict=True))
     answers: list[Completion | None] = [None] * n
     for i, choice in by_index.items():
         top = None
@@ -112,14 +118,24 @@ def parse_choices(body: dict, n: int) -> list[Completion | None]:
             top = [{"token": t["token"], "logprob": t["logprob"]} for t in logprobs["content"][0].get("top_logprobs", [])]
         elif logprobs.get("top_logprobs"):  # /completions: {token: logprob} per position
             top = [{"token": t, "logprob": lp} for t, lp in (logprobs["top_logprobs"][0] or {}).items()]
+        answer, thinking = split[i]
         answers[i] = Completion(  # no content (a filtered answer): the engine records an empty answer
-            text=texts[i],
+            text=answer,
             finish_reason=choice.get("finish_reason"),
             tokens_in=int(usage.get("prompt_tokens") or 0) if i == min(by_index) else 0,
             tokens_out=shares[i],
             logprobs=top,
+            reasoning=thinking,
+            reasoning_tokens=reasoning.reasoning_share(shares[i], thinking, answer, thought[i] if reported else None),
         )
     return answers
+
+
+def _reasoning_field(choice: dict) -> str | None:
+    """`reasoning_content` (DeepSeek's API, litellm, vLLM < 0.10) or `reasoning` (vLLM >= 0.10, OpenRouter)."""
+    message = choice.get("message") or {}
+    value = message.get("reasoning_content") or message.get("reasoning")
+    return value if isinstance(value, str) else None
 
 
 class OpenAICompatTeacher:
