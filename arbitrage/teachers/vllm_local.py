@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from arbitrage.cost import LOCAL_PRICE
 from arbitrage.rows import Call, Completion, Prompt
 from arbitrage.settings import choice, number, text
-from arbitrage.teachers import Limits, Sampling, models
+from arbitrage.teachers import Limits, Sampling, models, reasoning
 from arbitrage.teachers.samples import sample_runs
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class VLLMTeacher:
         self._llm = None
         self._busy = asyncio.Lock()  # one LLM.generate at a time: the prompt writer may share this engine
         self.bos = ""  # put before a raw prompt (completion mode) when the tokenizer does not add it
+        self._think_end: int | None = None  # `</think>`'s id where it is one token (counts reasoning tokens)
         self._identity: dict | None = None
         self._stats = {"load_s": 0.0, "generate_s": 0.0}  # engine time, for tok/s in the summary
 
@@ -145,6 +146,8 @@ class VLLMTeacher:
             self._llm = LLM(model=path, **self.engine_settings())
         tokenizer = self._llm.get_tokenizer()
         self.bos = bos_prefix(tokenizer)
+        end = tokenizer.encode(reasoning.CLOSE, add_special_tokens=False)
+        self._think_end = end[0] if len(end) == 1 else None
         self._stats["load_s"] = time.perf_counter() - started
         log.info("teacher %s: vLLM engine for %s ready in %.1fs", self.name, path, self._stats["load_s"])
 
@@ -187,18 +190,32 @@ class VLLMTeacher:
                 top = None
                 if self.sampling.logprobs and sample.logprobs:
                     top = [{"token": lp.decoded_token or "", "logprob": lp.logprob} for lp in sample.logprobs[0].values()]
+                # A thinking model's `<think>` block (its template may open it in the prompt: R1, QwQ)
+                opened = self.mode == "chat" and (out.prompt or "").rstrip().endswith(reasoning.OPEN)
+                answer, thinking = reasoning.split(sample.text, opened=opened)
                 completions.append(
                     Completion(
-                        text=sample.text.strip(),
+                        text=answer,
                         finish_reason=sample.finish_reason,
                         tokens_in=len(out.prompt_token_ids or ()) if i == 0 else 0,  # one prompt, read once
                         tokens_out=len(sample.token_ids),
                         logprobs=top,
+                        reasoning=thinking,
+                        reasoning_tokens=reasoning.reasoning_share(
+                            len(sample.token_ids), thinking, answer, self._thinking_tokens(sample.token_ids, answer)
+                        ),
                     )
                 )
         if len(completions) != len(calls):  # the protocol's promise: one per call, in order
             raise RuntimeError(f"vLLM returned {len(completions)} samples for {len(calls)} calls")
         return completions
+
+    def _thinking_tokens(self, token_ids: Sequence[int], answer: str) -> int | None:
+        """Tokens up to and with `</think>`, where the tokenizer has it as one token (Qwen3, R1);
+        None: estimate by characters."""
+        if self._think_end is None or not answer or self._think_end not in token_ids:
+            return None
+        return list(token_ids).index(self._think_end) + 1
 
     async def complete(self, calls: Sequence[Call]) -> list[Completion]:
         try:
