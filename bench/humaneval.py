@@ -166,9 +166,10 @@ def passk(run: Path, reference: bool = False, workers: int = 2) -> int:
     for r in rows:
         if r["sample"] != 0:
             continue
-        details = json.loads(r["score_details"] or "{}")
-        details = details.get("tests", details) if "status" not in details else details  # reward=weighted nests parts
-        ok = bool(details.get("gates", {}).get("tests")) if r["error"] is None else False
+        top = json.loads(r["score_details"] or "{}")
+        details = top if "status" in top else top.get("tests") or {}  # reward=weighted nests each part's details
+        old = top.get("gates") if isinstance(top.get("gates"), dict) else {}  # runs before the gates landed
+        ok = r["error"] is None and bool((top.get("checks") or {}).get("arbitrage:tests", old.get("tests", False)))
         solved[r["teacher"]][r["prompt_id"]] = ok
         status[r["teacher"]][details.get("status") or ("no answer" if r["error"] else "unscored")] += 1
     prompts = sorted({p for t in solved.values() for p in t})

@@ -249,19 +249,19 @@ def test_reward_tests_scores_through_the_configured_scorer_and_stage(tmp_path):
         Group(chat, Route(("a",), "all"), 1, [make_candidate("Hello!", "a", "chat")]),
     ]  # fmt: skip
     (he_a, he_b), (add_a, add_b), (hello,) = run(score(groups, spec.scorer, engine=None))
-    assert he_a.score == 1.0 and he_a.breakdown["tests"] == {"check(has_close_elements)": True}
-    assert he_a.breakdown["gates"] == {"tests": True} and he_a.breakdown["status"] == "passed"
-    assert he_b.score == 0.0 and he_b.breakdown["gates"] == {"tests": False}
+    assert he_a.score == 1.0 and he_a.details["tests"] == {"check(has_close_elements)": True}
+    assert he_a.checks == {"arbitrage:tests": True} and he_a.gates == {"arbitrage:tests"} and he_a.details["status"] == "passed"
+    assert he_b.score == 0.0 and he_b.checks == {"arbitrage:tests": False} and he_b.failed_gates
     # x = 1 defines nothing: the code_prefix's stub (HumanEval's prompt, a docstring only) returns None
-    assert he_b.breakdown["failures"] == {"check(has_close_elements)": "AssertionError"}
+    assert he_b.details["failures"] == {"check(has_close_elements)": "AssertionError"}
     assert add_a.score == 1.0 and add_b.score == pytest.approx(2 / 3)
-    assert add_b.breakdown["tests"] == {
+    assert add_b.details["tests"] == {
         "assert add(1, 2) == 3": True,
         "assert add(2, 2) == 4": True,
         "assert add(-1, 1) == 0": False,
     }
-    assert add_b.breakdown["status"] == "failed" and add_b.breakdown["passed"] == 2 and add_b.breakdown["total"] == 3
-    assert hello.score == 1.0 and hello.breakdown["total"] == 0, "no tests: nothing to fail"
+    assert add_b.details["status"] == "failed" and add_b.details["passed"] == 2 and add_b.details["total"] == 3
+    assert hello.score == 1.0 and hello.details["total"] == 0 and not hello.gates, "no tests: nothing to fail"
 
 
 def test_the_unshare_fallback_also_has_no_network_and_stops_a_fork_bomb():

@@ -5,8 +5,9 @@ A prompt carries tests when its prompts-file line has them (HumanEval style: `te
 arbitrage/verify/code.py). Each candidate's program (its last fenced Python block that defines the
 entry point, or the whole answer when it is code) runs in the sandbox, one subprocess each, at most
 `max_workers` at once while generation goes on. The score is the share of tests passed (HumanEval's
-single `check` is all or nothing, each MBPP assert counts); passing all of them is the gate
-(`details.gates.tests`). Arbitrage for code is then best of teachers by tests passed.
+single `check` is all or nothing, each MBPP assert counts); passing all of them is the check
+`arbitrage:tests`, a gate (arbitrage/select.py: no answer that fails it is chosen). Per test what
+passed is in the details. Arbitrage for code is then best of teachers by tests passed.
 
 A prompt without tests scores 1.0 with `total: 0`, as a prompt without checks does under
 reward=verifiable: nothing to fail, so the other parts of a weighted reward decide.
@@ -21,6 +22,8 @@ from arbitrage.rows import Call, Candidate
 from arbitrage.scoring import Item, Score
 from arbitrage.settings import choice, flag, number, text
 from arbitrage.verify.code import SANDBOXES, CodeExecutor, Limits, TestSpec, Verdict, extract_code
+
+CHECK = "arbitrage:tests"  # the gate: every test passes
 
 
 class TestsScorer:
@@ -73,7 +76,9 @@ class TestsScorer:
         verdicts = await self.executor.run_many([(code, spec) for _, code, spec in jobs])
         scores: list[Score] = [Score(1.0, {"total": 0, "tests": {}})] * len(items)
         for (i, _, spec), verdict in zip(jobs, verdicts, strict=True):
-            scores[i] = Score(round(verdict.score, 6), details(spec, verdict))
+            scores[i] = Score(
+                round(verdict.score, 6), details(spec, verdict), checks={CHECK: verdict.ok}, gates=frozenset({CHECK})
+            )
         return scores
 
     async def close(self) -> None:
@@ -90,14 +95,13 @@ def _spec(tests: dict | None, prompt_id: str) -> TestSpec | None:
 
 
 def details(spec: TestSpec, verdict: Verdict) -> dict:
-    """Per test what passed (and, for the ones that did not, why), the status and the gate."""
+    """Per test what passed (and, for the ones that did not, why) and the status."""
     names = spec.names()
     out = {
         "status": verdict.status,
         "passed": verdict.passed,
         "total": verdict.total,
         "tests": dict(zip(names, verdict.tests, strict=True)),
-        "gates": {"tests": verdict.ok},
         "seconds": verdict.seconds,
     }
     if not verdict.ok:
