@@ -24,6 +24,7 @@ from arbitrage import overrides as hints
 from arbitrage import pipeline, settings
 from arbitrage.engine import RetryPolicy
 from arbitrage.errors import ArbitrageError, ConfigError, disk_error
+from arbitrage.output import dataset
 from arbitrage.runpaths import RunPaths
 from arbitrage.select import SelectionSpec
 
@@ -233,8 +234,10 @@ def build(cfg: DictConfig) -> pipeline.RunSpec:
         scorer=_instantiate(cfg.reward),
         filters=[_instantiate(node, name=name) for name, node in (cfg.get("filters") or {}).items()],
         selection=SelectionSpec(
-            **OmegaConf.to_container(cfg.output, resolve=True), **OmegaConf.to_container(cfg.get("selection") or {}, resolve=True)
+            **{k: v for k, v in OmegaConf.to_container(cfg.output, resolve=True).items() if k != "reasoning"},
+            **OmegaConf.to_container(cfg.get("selection") or {}, resolve=True),
         ),
+        reasoning=cfg.output.get("reasoning", dataset.REASONING[0]),
         retry=RetryPolicy(**OmegaConf.to_container(cfg.engine, resolve=True)),
         budget_usd=cfg.get("budget_usd"),
         prompt_writer=cfg.personas.get("prompt_writer"),
@@ -385,9 +388,10 @@ def _estimate(args: list[str]) -> None:
     teachers = {**spec.teachers, **spec.scorer.teachers}
     journal_dir = RunPaths(spec.out_dir).journal
     journal = Journal(journal_dir, read_only=True) if Journal.exists(journal_dir) else None
-    observed = estimate.mean_tokens_out(journal.records()) if journal else {}
+    observed = estimate.observed_means(journal.records()) if journal else {}
     infos = {
-        name: estimate.TeacherInfo(t.model, t.sampling.max_tokens, t.price, observed.get(name)) for name, t in teachers.items()
+        name: estimate.TeacherInfo(t.model, t.sampling.max_tokens, t.price, *observed.get(name, (None, 0.0)))
+        for name, t in teachers.items()
     }
     skipped = 0
 

@@ -23,12 +23,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from arbitrage import embeddings
+from arbitrage import embeddings, settings
 from arbitrage.engine import Budget, Engine, Journal, RetryPolicy, TeacherStats, bar_interval, stop_on_signals
 from arbitrage.errors import ConfigError
 from arbitrage.executors import Executor, Local, Report, Resources
 from arbitrage.output import card, runfolder
-from arbitrage.output.dataset import DatasetWriter
+from arbitrage.output.dataset import REASONING, DatasetWriter
 from arbitrage.prompts import PromptWriter, Source
 from arbitrage.quality import Filter
 from arbitrage.routers import OnlineRouter, Router
@@ -64,9 +64,11 @@ class RunSpec:
     progress: bool = False  # live progress bars on stderr
     config: dict = field(default_factory=dict)  # the resolved config, for config.yaml and the card (no secrets)
     executor: Executor = field(default_factory=Local)  # where calls are answered: this process, or Ray
+    reasoning: str = "separate"  # output.reasoning: a thinking teacher's reasoning in the rows (dataset.REASONING)
 
     def __post_init__(self):
         self.out_dir = Path(self.out_dir)
+        settings.choice("output.reasoning", self.reasoning, REASONING)
 
 
 class Output:
@@ -105,7 +107,7 @@ async def run(spec: RunSpec) -> RunSummary:
         journal = Journal(paths.journal, retry_failed=spec.retry_failed)
         budget = Budget(spec.budget_usd, spent_before=_spent_before(journal, teachers))
         stats = RunStats(list(spec.teachers))
-        out = Output(DatasetWriter(spec.out_dir), stats, spec.source.n_prompts, spec.progress)
+        out = Output(DatasetWriter(spec.out_dir, reasoning=spec.reasoning), stats, spec.source.n_prompts, spec.progress)
         seats = roster(spec.teachers)
         writer = PromptWriter(spec.prompt_writer, spec.source) if spec.prompt_writer else None
         engine = Engine(teachers, journal, spec.retry, budget, spec.progress)

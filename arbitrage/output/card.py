@@ -4,7 +4,9 @@ reads, then what a user needs to trust the data. Everything in it comes from the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import yaml
 
 from arbitrage.markdown import markdown_table, usd
@@ -27,8 +29,14 @@ def front_matter(paths: dict[str, str], languages: list[str]) -> dict:
     }
 
 
-def _schemas(paths: dict[str, str]) -> str:
-    return "\n".join(f"- `{name}`: " + ", ".join(f"`{f.name}` {f.type}" for f in SCHEMAS[name]) for name in paths)
+def _schemas(out_dir, paths: dict[str, str]) -> str:
+    """As written (output.reasoning decides whether messages carry `reasoning_content`)."""
+
+    def schema(name: str):
+        path = Path(out_dir) / paths[name]
+        return pq.read_schema(path) if path.exists() else SCHEMAS[name]
+
+    return "\n".join(f"- `{name}`: " + ", ".join(f"`{f.name}` {f.type}" for f in schema(name)) for name in paths)
 
 
 def quality_section(quality: dict | None) -> str:
@@ -177,7 +185,7 @@ teacher: [report.md](report.md) (`arbitrage report {out}` rebuilds it from this 
 ![reward per teacher](rewards.svg)
 
 ## Schema
-{_schemas(paths)}
+{_schemas(out_dir, paths)}
 
 ## Load and train
 ```python

@@ -19,12 +19,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from arbitrage import constraints
-from arbitrage.rows import Scored
+from arbitrage import constraints, settings
+from arbitrage.rows import Candidate, Scored
 from arbitrage.runpaths import RunPaths
 from arbitrage.select import Selection
+from arbitrage.teachers import reasoning as think
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+# output.reasoning=separate: every message gains a nullable `reasoning_content` (null but on a thinking
+# teacher's answers), so all rows share one schema; the name chat templates of thinking models read.
+MESSAGES_REASONING = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string()), ("reasoning_content", pa.string())]))
+# A thinking teacher's reasoning in the rows: its own field of the assistant message, inline in
+# <think> tags before the answer, or left out (the candidates table keeps it in every case).
+REASONING = ("separate", "inline", "drop")
 
 PROVENANCE = [
     ("prompt_id", pa.string()),
@@ -47,17 +54,21 @@ PROVENANCE = [
 ]
 
 SCHEMAS = {
-    "sft": pa.schema([("messages", MESSAGES), *PROVENANCE]),
-    "dpo": pa.schema([("prompt", MESSAGES), ("chosen", MESSAGES), ("rejected", MESSAGES), *PROVENANCE]),
+    "sft": pa.schema([("messages", MESSAGES_REASONING), *PROVENANCE]),
+    "dpo": pa.schema(
+        [("prompt", MESSAGES_REASONING), ("chosen", MESSAGES_REASONING), ("rejected", MESSAGES_REASONING), *PROVENANCE]
+    ),
     "candidates": pa.schema(
         [
             ("prompt_id", pa.string()),
             ("call_id", pa.string()),
             ("teacher", pa.string()),
-            ("response", pa.string()),
+            ("response", pa.string()),  # the answer: what the checks and the reward saw
+            ("reasoning", pa.string()),  # a thinking teacher's reasoning, apart from the answer
             ("finish_reason", pa.string()),
             ("tokens_in", pa.int64()),
-            ("tokens_out", pa.int64()),
+            ("tokens_out", pa.int64()),  # reasoning tokens included
+            ("reasoning_tokens", pa.int64()),
             ("latency_s", pa.float64()),
             ("attempts", pa.int32()),
             ("sample", pa.int32()),
@@ -86,7 +97,18 @@ SCHEMAS = {
 }
 
 
-def _assistant(text: str) -> list[dict]:
+def schemas(reasoning: str = REASONING[0]) -> dict[str, pa.Schema]:
+    """The tables' schemas for an output.reasoning mode: messages carry `reasoning_content` only when separate."""
+    if reasoning == "separate":
+        return SCHEMAS
+    plain = {"sft": [("messages", MESSAGES)], "dpo": [("prompt", MESSAGES), ("chosen", MESSAGES), ("rejected", MESSAGES)]}
+    return {name: pa.schema([*plain[name], *PROVENANCE]) if name in plain else schema for name, schema in SCHEMAS.items()}
+
+
+def _assistant(candidate: Candidate, reasoning: str) -> list[dict]:
+    if reasoning == "separate":
+        return [{"role": "assistant", "content": candidate.text, "reasoning_content": candidate.reasoning}]
+    text = think.inline(candidate.text, candidate.reasoning) if reasoning == "inline" else candidate.text
     return [{"role": "assistant", "content": text}]
 
 
@@ -126,7 +148,8 @@ def score_details(scored: Scored) -> str:
     return json.dumps(out, ensure_ascii=False)
 
 
-def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
+def build_rows(selections: list[Selection], reasoning: str = REASONING[0]) -> dict[str, list[dict]]:
+    """`reasoning`: how a thinking teacher's reasoning goes into the sft and dpo rows (REASONING)."""
     rows: dict[str, list[dict]] = {name: [] for name in SCHEMAS}
     for s in selections:
         p = s.prompt
@@ -138,9 +161,11 @@ def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
                     "call_id": c.call_id,
                     "teacher": c.teacher,
                     "response": c.text,
+                    "reasoning": c.reasoning,
                     "finish_reason": c.finish_reason,
                     "tokens_in": c.tokens_in,
                     "tokens_out": c.tokens_out,
+                    "reasoning_tokens": c.reasoning_tokens,
                     "latency_s": c.latency_s,
                     "attempts": c.attempts,
                     "sample": c.sample,
@@ -169,13 +194,13 @@ def build_rows(selections: list[Selection]) -> dict[str, list[dict]]:
             )
             continue
         provenance = _provenance(s)
-        rows["sft"].append({"messages": [*p.messages, *_assistant(s.chosen.candidate.text)], **provenance})
+        rows["sft"].append({"messages": [*p.messages, *_assistant(s.chosen.candidate, reasoning)], **provenance})
         if s.rejected is not None:
             rows["dpo"].append(
                 {
                     "prompt": list(p.messages),
-                    "chosen": _assistant(s.chosen.candidate.text),
-                    "rejected": _assistant(s.rejected.candidate.text),
+                    "chosen": _assistant(s.chosen.candidate, reasoning),
+                    "rejected": _assistant(s.rejected.candidate, reasoning),
                     **provenance,
                 }
             )
@@ -193,7 +218,7 @@ class DatasetWriter:
     dataset whole, never a mix and never none.
     """
 
-    def __init__(self, out_dir: Path, flush_rows: int = 4096):
+    def __init__(self, out_dir: Path, flush_rows: int = 4096, reasoning: str = REASONING[0]):
         # pyarrow imports pandas on its first conversion (~0.5 s here): done in the background while
         # the first requests are in flight, not after the last one.
         threading.Thread(target=pa.array, args=([0],), daemon=True).start()
@@ -202,6 +227,8 @@ class DatasetWriter:
         self.data = self.paths.data
         self.data.mkdir(parents=True, exist_ok=True)
         self.flush_rows = flush_rows
+        self.reasoning = settings.choice("output.reasoning", reasoning, REASONING)
+        self.schemas = schemas(self.reasoning)
         self.samples: dict[str, dict] = {}  # first row of each config, for the card
         self._buffers: dict[str, list[dict]] = {name: [] for name in SCHEMAS}
         self._writers: dict[str, pq.ParquetWriter] = {}
@@ -210,7 +237,7 @@ class DatasetWriter:
         return self.data / f".{name}.{os.getpid()}.parquet.tmp"
 
     def add(self, selections: list[Selection]) -> None:
-        rows = build_rows(selections)
+        rows = build_rows(selections, self.reasoning)
         for name, batch in rows.items():
             if batch and name not in self.samples:
                 self.samples[name] = batch[0]
@@ -222,8 +249,8 @@ class DatasetWriter:
         if not self._buffers[name]:
             return
         if name not in self._writers:
-            self._writers[name] = pq.ParquetWriter(self._tmp(name), SCHEMAS[name])
-        self._writers[name].write_table(pa.Table.from_pylist(self._buffers[name], schema=SCHEMAS[name]))
+            self._writers[name] = pq.ParquetWriter(self._tmp(name), self.schemas[name])
+        self._writers[name].write_table(pa.Table.from_pylist(self._buffers[name], schema=self.schemas[name]))
         self._buffers[name] = []
 
     def commit(self, card: Callable[[dict[str, str]], str]) -> dict[str, str]:
