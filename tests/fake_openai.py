@@ -33,6 +33,11 @@ class Script:
     tokens_per_char: float | None = None
     ignore_n: bool = False  # answer one choice whatever `n` asks (servers that do not implement it)
     seeded: bool = False  # choice i answers for the request's seed + i, as vLLM's do: only right seeds match
+    # model → how it thinks before answering (`thought_for`): "reasoning_content" (its own field, as DeepSeek's
+    # API and litellm send it), "reasoning" (vLLM >= 0.10's name for it) or "tags" (<think>…</think> before
+    # the answer, a server without a reasoning parser). Usage then reports completion_tokens_details.reasoning_tokens.
+    thinking: dict = field(default_factory=dict)
+    think_cut_marker: str | None = None  # prompts with this: a thinking model thinks until max_tokens, no answer
 
 
 def answer_for(model: str, text: str, script: Script) -> str:
@@ -40,6 +45,28 @@ def answer_for(model: str, text: str, script: Script) -> str:
     if model in script.answers:  # "{digest}" in a scripted answer makes it unique per prompt
         return script.answers[model].replace("{digest}", digest)
     return f"Answer {digest} from {model}, with a comma and Several Capitals."
+
+
+def thought_for(model: str, text: str) -> str:
+    """A thinking model's reasoning: lowercase, and with a word ("ponder") its answer never has."""
+    digest = hashlib.sha256(f"thought:{model}:{text}".encode()).hexdigest()[:8]
+    return f"let me ponder request {digest} step by step, all in lowercase, before i answer"
+
+
+def thinking_choice(model: str, text: str, answer: str, body: dict, script: Script) -> tuple[dict, str, int, int]:
+    """A thinking model's message, finish reason, completion and reasoning tokens (words, or max_tokens
+    when cut) for one answer: its thought in the field the mode names, or in <think> tags."""
+    mode, cut = script.thinking[model], bool(script.think_cut_marker and script.think_cut_marker in text)
+    thought = " ".join([thought_for(model, text)] * (50 if cut else 1))
+    spent = body["max_tokens"] if cut or script.tokens_per_char is not None else len((thought + " " + answer).split())
+    thinking_tokens = spent if cut else len(thought.split())
+    answer = "" if cut else answer
+    if mode == "tags":
+        content = f"<think>\n{thought}" + ("" if cut else f"\n</think>\n\n{answer}")
+        message = {"role": "assistant", "content": content}
+    else:
+        message = {"role": "assistant", "content": answer or None, mode: thought}
+    return message, "length" if cut else "stop", spent, thinking_tokens
 
 
 def usage(body: dict, text: str, content: str, script: Script) -> dict:
@@ -138,6 +165,14 @@ class FakeOpenAI:
                 if script.seeded and content and not top:
                     contents = [answer_for(body["model"], f"{text}@{body['seed'] + i}", script) for i in range(n)]
                 usages = [usage(body, text, c, script) for c in contents]
+                messages = [{"role": "assistant", "content": c} for c in contents]
+                finish, thinking_tokens = ["stop"] * len(contents), 0
+                if body["model"] in script.thinking and content and not top:  # not a judge's digit
+                    for i, c in enumerate(contents):
+                        messages[i], finish[i], usages[i]["completion_tokens"], spent = thinking_choice(
+                            body["model"], text, c, body, script
+                        )
+                        thinking_tokens += spent
                 response = {
                     "id": "fake",
                     "object": "chat.completion",
@@ -146,8 +181,8 @@ class FakeOpenAI:
                     "choices": [
                         {
                             "index": i,
-                            "message": {"role": "assistant", "content": content},
-                            "finish_reason": "stop",
+                            "message": messages[i],
+                            "finish_reason": finish[i],
                             "logprobs": {"content": [{"token": content[:1], "logprob": -0.1, "top_logprobs": top}]}
                             if body.get("logprobs")
                             else None,
@@ -158,6 +193,7 @@ class FakeOpenAI:
                         "prompt_tokens": usages[0]["prompt_tokens"],
                         "completion_tokens": sum(u["completion_tokens"] for u in usages),
                         "total_tokens": 0,
+                        **({"completion_tokens_details": {"reasoning_tokens": thinking_tokens}} if thinking_tokens else {}),
                     },
                 }
                 self._send(200, json.dumps(response).encode())
