@@ -2,7 +2,8 @@
 
 Overrides are checked first, so a typo is one line naming the fix rather than a Hydra traceback.
 `arbitrage model-dir SOURCE` prints the HF directory a packaged model converts to (for `make sft`).
-`arbitrage train-router|eval-router|report RUN_DIR` work on a finished run folder (see TOOLS).
+`arbitrage train-router|eval-router|train-scorer|report RUN_DIR` work on a finished run folder (see TOOLS).
+`arbitrage train-prompt-scorer <overrides>` has a judge rate a sample of the prompts (filters=prompt_quality).
 `arbitrage view RUN_DIR` serves the dataset viewer (arbitrage/view/); `--export FILE` writes one HTML file.
 """
 
@@ -27,6 +28,7 @@ from arbitrage.errors import ArbitrageError, ConfigError, disk_error
 from arbitrage.output import dataset
 from arbitrage.runpaths import RunPaths
 from arbitrage.select import SelectionSpec
+from arbitrage.stages import PromptFilter
 
 log = logging.getLogger("arbitrage")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +47,7 @@ GROUPS = (
     "engine",
     "executor",
     "experiment",
+    "rater",
 )
 FLAGS_WITH_VALUE = {
     "--config-name",
@@ -308,6 +311,7 @@ def _fail(message: str, code: int = 2) -> None:
 TOOLS = {
     "train-router": "fit the learned router on a finished run and write RUN_DIR/router.pt",
     "eval-router": "replay routers offline on a finished router=all run; writes RUN_DIR/router_eval.md",
+    "train-scorer": "fit a cheap scorer to a finished run's scores (reward=distilled / cascade); writes RUN_DIR/scorer.pt",
     "report": "rebuild RUN_DIR/report.md and its figures from the folder alone",
 }
 
@@ -343,12 +347,33 @@ def _tool(name: str, args: list[str]) -> None:
         parser.add_argument("--repeats", type=int, default=5, help="seeds averaged for the routers that draw random numbers")
     if name == "report":
         parser.add_argument("--reference", type=Path, help="an `all` run of the same prompts, to measure regret against")
+    if name == "train-scorer":
+        from arbitrage.heads import HEADS
+
+        parser.add_argument("--out", type=Path, help="where to write the scorer (default: RUN_DIR/scorer.pt)")
+        parser.add_argument("--target", default="score", help="the run's score, or one part of a weighted reward (e.g. judge)")
+        parser.add_argument("--embedder", default=None, help="a sentence-transformers model (default: the packaged MiniLM)")
+        parser.add_argument(
+            "--head", choices=HEADS, default="ridge", help="ridge (closed form) or mlp (torch, lr 3e-4, 20 epochs)"
+        )
+        parser.add_argument("--threshold", type=float, help="score for the card's macro-F1 (default: the training median)")
+        parser.add_argument("--held-out", type=float, default=0.2, help="share of prompts held out for the card's metrics")
+        parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
     opts = parser.parse_args(args)
     if not opts.run_dir.is_dir():
         _fail(f"{opts.run_dir} is not a folder — give the out=... folder of a finished run")
     try:
         if name == "report":
             print(f"wrote {report.write(opts.run_dir, opts.reference)} and its figures")
+            return
+        if name == "train-scorer":
+            from arbitrage import embeddings
+            from arbitrage.analysis import train_scorer
+
+            out = opts.out or opts.run_dir / "scorer.pt"
+            embedder = opts.embedder or embeddings.PACKAGE
+            args = (opts.target, embedder, opts.head, opts.threshold, opts.held_out, opts.seed)
+            print(train_scorer.describe(train_scorer.train_scorer(opts.run_dir, out, *args), out))
             return
         table = scoretable.load(opts.run_dir)
         if name == "train-router":
@@ -394,11 +419,14 @@ def _estimate(args: list[str]) -> None:
         for name, t in teachers.items()
     }
     skipped = 0
+    screen = PromptFilter(spec.filters)
+    calls = dict.fromkeys(spec.teachers, 0)
 
     def pending():
         nonlocal skipped
         last = None
-        for call in _blocking(pipeline.plan(spec)):
+        for call in _blocking(pipeline.plan(spec, screen)):
+            calls[call.teacher] = calls.get(call.teacher, 0) + 1
             if journal is not None and journal.answered(call.call_id):
                 skipped += 1
                 continue
@@ -411,8 +439,50 @@ def _estimate(args: list[str]) -> None:
     print(estimate.format_estimate(rows))
     if skipped:
         print(f"({skipped} calls already answered in {journal_dir} are not counted)")
+    _prompt_filter_saving(spec, screen, calls)
     if spec.budget_usd is not None:
         print(f"budget_usd={spec.budget_usd}: the run stops sending once spend would pass it")
+
+
+def _prompt_filter_saving(spec: pipeline.RunSpec, screen: PromptFilter, calls: dict[str, int]) -> None:
+    """What the prompt filters save: the prompts they drop never reach a teacher."""
+    stage = {f.name for f in spec.filters if f.stage == "prompt"}
+    dropped = {name: n for name, n in screen.dropped.items() if n and name in stage}
+    if not dropped:
+        return
+    kept = screen.drawn - sum(dropped.values())
+    per_prompt = sum(calls[t] for t in spec.teachers) / kept if kept else float(sum(t.sampling.n for t in spec.teachers.values()))
+    print(
+        f"prompt filters drop {sum(dropped.values())} of {screen.drawn} prompts ("
+        + ", ".join(f"{name} {n}" for name, n in dropped.items())
+        + f") before any teacher is called: about {round(sum(dropped.values()) * per_prompt)} teacher calls avoided "
+        f"({per_prompt:.2f} per prompt kept)"
+    )
+
+
+def _train_prompt_scorer(args: list[str]) -> None:
+    """`arbitrage train-prompt-scorer <overrides>`: the rater (conf/rater/) rates a sample of the
+    configured source's prompts through the engine; a head learns the ratings; OUT/prompt_scorer.pt."""
+    from arbitrage.analysis import train_scorer as T
+
+    if not any(a.lstrip("+").startswith("rater=") for a in args):
+        args = ["rater=prompt_quality", *args]
+    cfg = check_overrides(args)
+    if cfg is None:
+        raise ConfigError("train-prompt-scorer takes the overrides of one source, not a sweep — drop -m and the comma lists")
+    _logging(cfg.log_level)
+    spec = build(cfg)
+    if spec.prompt_writer is not None:
+        raise ConfigError(
+            "train-prompt-scorer rates the source's prompts as they are, not the ones a prompt writer would write — "
+            "drop personas.prompt_writer, or rate a JSONL of written prompts (source=jsonl)"
+        )
+    rater = _instantiate(cfg.rater)
+    rater.check()
+    spec.source.check()
+    model, path, printed = asyncio.run(T.train_prompt_scorer(spec.source, rater, spec.out_dir, spec.retry, spec.budget_usd))
+    print(printed)
+    print(T.describe(model, path))
 
 
 def _blocking(items):
@@ -437,9 +507,9 @@ def main() -> None:
 
 def _main() -> None:
     argv = sys.argv[1:]
-    if argv[:1] == ["estimate"]:
+    if argv[:1] in (["estimate"], ["train-prompt-scorer"]):
         try:
-            _estimate(argv[1:])
+            (_estimate if argv[0] == "estimate" else _train_prompt_scorer)(argv[1:])
         except ArbitrageError as exc:
             _fail(str(exc))
         return
