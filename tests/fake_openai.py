@@ -33,6 +33,10 @@ class Script:
     tokens_per_char: float | None = None
     ignore_n: bool = False  # answer one choice whatever `n` asks (servers that do not implement it)
     seeded: bool = False  # choice i answers for the request's seed + i, as vLLM's do: only right seeds match
+    # "length": the judge rates 3 + len(request) % 5 (a digit, nothing to learn); "words": it rates the
+    # answer by the words present (`answer_rating`), which a head on sentence embeddings can learn.
+    judge_rule: str = "length"
+    varied: bool = False  # teachers' answers are a few of SENTENCES, picked by the answer's hash
     # model → how it thinks before answering (`thought_for`): "reasoning_content" (its own field, as DeepSeek's
     # API and litellm send it), "reasoning" (vLLM >= 0.10's name for it) or "tags" (<think>…</think> before
     # the answer, a server without a reasoning parser). Usage then reports completion_tokens_details.reasoning_tokens.
@@ -40,8 +44,47 @@ class Script:
     think_cut_marker: str | None = None  # prompts with this: a thinking model thinks until max_tokens, no answer
 
 
+# Sentences a `varied` answer is made of, with the points the "words" judge gives each: explanations
+# and examples gain, hedging and filler lose. Distinct in meaning, so an embedding tells them apart.
+SENTENCES = {
+    "For example, a small garden needs water early every morning.": 2,
+    "This works because each step builds on the one before it.": 2,
+    "First, list what you have; then follow the steps in order.": 1,
+    "In summary, start small, measure, and adjust as you learn.": 1,
+    "I am not sure about any of this, honestly.": -2,
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit.": -2,
+    "Whatever, it probably does not matter much anyway.": -1,
+}
+MARKERS = {"example": 2, "because": 2, "first": 1, "summary": 1, "sure": -2, "lorem": -2, "whatever": -1}
+
+
+def answer_rating(answer: str) -> int:
+    """The "words" judge's rating of an answer, 1–9: 4 plus the points of the marker words present."""
+    words = set(answer.lower().replace(",", " ").replace(";", " ").replace(".", " ").split())
+    return max(1, min(9, 4 + sum(points for word, points in MARKERS.items() if word in words)))
+
+
+CODE_WORDS = ("python", "función", "fonction", "funzione", "funktion", "função", "function", "code", "código")
+
+
+def prompt_points(prompt: str) -> int:
+    """The fake rubric rater's additive 0–5 points for a request: code tasks rate high, the rest low."""
+    text = prompt.lower()
+    points = int(len(text.split()) >= 20) + 2 * any(w in text for w in CODE_WORDS) + int("?" in text)
+    return min(5, points + int(any(w in text for w in ("data", "datos", "données", "dati", "daten", "dados"))))
+
+
+def _between(text: str, start: str, end: str) -> str:
+    head, _, tail = text.partition(start)
+    return tail.partition(end)[0].strip() if tail else text
+
+
 def answer_for(model: str, text: str, script: Script) -> str:
     digest = hashlib.sha256(f"{model}:{text}".encode()).hexdigest()[:8]
+    if script.varied and model not in script.answers:
+        bits = int(hashlib.sha256(f"varied:{model}:{text}".encode()).hexdigest(), 16)
+        picked = [s for i, s in enumerate(SENTENCES) if (bits >> (4 * i)) % 16 < 6] or [list(SENTENCES)[bits % 7]]
+        return f"Answer {digest}. " + " ".join(picked)
     if model in script.answers:  # "{digest}" in a scripted answer makes it unique per prompt
         return script.answers[model].replace("{digest}", digest)
     return f"Answer {digest} from {model}, with a comma and Several Capitals."
@@ -151,10 +194,18 @@ class FakeOpenAI:
                     return self._send(200, b'{"choices": [{"message": {"content": "trunc')
                 if script.empty_marker and script.empty_marker in text:
                     content, top = "", []
-                elif "[Answer]" in text and body["model"] not in script.answers:  # a judge: rate by length, with log-probs
-                    rating = 3 + len(text) % 5
+                elif "Quality score:" in text and "<request>" in text and body["model"] not in script.answers:  # a rubric rater
+                    points = prompt_points(_between(text, "<request>", "</request>"))
+                    content, top = f"The request is rated by its words. Quality score: {points}", []
+                elif "[Answer]" in text and body["model"] not in script.answers:  # a judge: rate with log-probs
+                    if script.judge_rule == "words":
+                        rating = answer_rating(_between(text, "[Answer]", "\n\nRate how"))
+                        second = rating - 1 if rating == 9 else rating + 1
+                    else:
+                        rating = 3 + len(text) % 5
+                        second = rating + 1
                     content = str(rating)
-                    top = [{"token": str(rating), "logprob": -0.1}, {"token": str(rating + 1), "logprob": -2.5}]
+                    top = [{"token": str(rating), "logprob": -0.1}, {"token": str(second), "logprob": -2.5}]
                 else:
                     content, top = answer_for(body["model"], text, script), []
                 # `n` choices, each its own answer (as distinct samples are); usage covers them all, as OpenAI's does

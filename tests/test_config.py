@@ -23,6 +23,10 @@ REQUIRED = {
     ("router", "learned"): ["router.model=runs/x/router.pt"],  # not read until check(): composing stays cheap
     ("router", "selective"): ["router.model=runs/x/router.pt"],
     ("source", "jsonl"): ["source.path=tests/data/prompts.jsonl"],
+    ("reward", "distilled"): ["reward.model=runs/x/scorer.pt"],  # read by check(), as the router's
+    ("reward", "cascade"): ["reward.model=runs/x/scorer.pt", "reward.expensive.judge.model=openai/gpt-4o-mini"],
+    ("filters", "prompt_quality"): ["filters.prompt_quality.model=runs/x/prompt_scorer.pt"],
+    ("rater", "prompt_quality"): ["rater.judge.model=openai/gpt-4o-mini"],  # instantiated in tests/test_distilled.py
 }
 
 
