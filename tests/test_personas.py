@@ -99,7 +99,7 @@ def test_missing_file_duplicate_ids_and_missing_language_template(tmp_path, task
     with pytest.raises(ConfigError, match="duplicate persona id 'x'"):
         load_personas([tmp_path / "dup.jsonl"])
     (tmp_path / "xx.jsonl").write_text(line + "\n")
-    with pytest.raises(ConfigError, match=r"has no template for language\(s\) \['xx'\]"):
+    with pytest.raises(ConfigError, match=r"xx.jsonl:1: language 'xx' is not supported — supported: de, en, es, fr, it, pt"):
         synthesise(load_personas([tmp_path / "xx.jsonl"]), SynthesisSpec(tasks=tasks, n_prompts=1))
 
 
@@ -123,7 +123,7 @@ def test_a_prompts_file_streams_prompts_and_names_a_bad_line(tmp_path):
     assert [p.language for p in prompts] == ["de", "en"] and prompts[1].prompt_id == "mine-2"
     assert prompts[1].messages[0]["role"] == "system" and prompts[0].user_text == "Erkläre Photosynthese."
     path.write_text(path.read_text() + '{"messages": [{"role": "assistant", "content": "no user turn"}]}\n')
-    with pytest.raises(ConfigError, match=r"line 4: needs 'prompt'"):
+    with pytest.raises(ConfigError, match=r"line 4: messages\[0\]\.role is 'assistant' — the last turn must be the user's"):
         jsonl.check_prompt_file(path)
     assert len(digest) == 16
 
