@@ -355,7 +355,7 @@ def _tool(name: str, args: list[str]) -> None:
     from arbitrage.routers import model as router_model
     from arbitrage.routers.learned import LearnedRouter
 
-    parser = argparse.ArgumentParser(prog=f"arbitrage {name}", description=TOOLS[name])
+    parser = argparse.ArgumentParser(prog=f"arbitrage {name}", description=TOOLS[name], epilog="docs: docs/README.md")
     parser.add_argument("run_dir", type=Path, help="a finished run folder (its out=...)")
     if name == "train-router":
         parser.add_argument("--out", type=Path, help="where to write the model (default: RUN_DIR/router.pt)")
