@@ -130,7 +130,7 @@ class VLLMTeacher:
                 "kv_cache_memory_bytes": int(self.kv_cache_gib * 2**30),
                 "enable_chunked_prefill": False,
             }
-        # No weight-loading bar on the terminal: "engine ready in N s" says it (README, quiet terminal)
+        # No weight-loading bar on the terminal: "engine ready in N s" says it (docs/local-servers.md, "Quiet terminal")
         quiet = {"use_tqdm_on_load": False}
         return {"max_model_len": 4096, "seed": self.sampling.seed or 0, **quiet, **defaults, **self.engine_kwargs}
 
