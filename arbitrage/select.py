@@ -34,9 +34,12 @@ def _on_off(key: str, value) -> bool:
 class SelectionSpec:
     pairs: str = "worst"  # worst | random_lower: which lower-scored answer becomes `rejected`
     min_margin: float = 0.01  # pairs closer than this are dropped (ties teach nothing)
-    gates: bool = True  # the chosen answer must pass every gate of its prompt (off: the reward alone)
-    require: str = "gates"  # gates | all_checks (every check, preferences too) | min_reward (reward ≥ min_reward)
-    min_reward: float = 0.5  # for require=min_reward
+    gates: bool = True  # the chosen answer must pass every gate of its prompt and `require` (off: the reward alone)
+    # gates | all_checks (every check, preferences too) | min_reward (reward ≥ min_reward). A reward floor
+    # depends on the reward's scale, so the library's default is the scale-free rule; the CLI's
+    # (conf/selection/default.yaml) pairs min_reward 0.01 with its default reward, as measured (BENCHMARKS.md).
+    require: str = "gates"
+    min_reward: float = 0.01  # for require=min_reward
 
     def __post_init__(self):
         if self.pairs not in PAIRS:
@@ -50,8 +53,11 @@ class SelectionSpec:
             raise ConfigError(f"selection.min_reward must be a number, got {self.min_reward!r}")
 
     def unmet(self, s: Scored) -> str | None:
-        """What keeps this (scored, unfiltered) answer from being chosen, or None."""
-        if self.gates and s.failed_gates:
+        """What keeps this (scored, unfiltered) answer from being chosen, or None. `gates=off` asks
+        nothing (the reward alone, as before issue 23), whatever `require` says."""
+        if not self.gates:
+            return None
+        if s.failed_gates:
             return "gate"
         if self.require == "all_checks" and not all(s.checks.values()):
             return "check"

@@ -21,9 +21,11 @@ from pathlib import Path
 
 SETTINGS = {
     "gates=off (before)": ["selection.gates=off"],
+    "require=gates": ["selection.require=gates"],
+    "require=min_reward 0.01 (a check passed)": ["selection.require=min_reward", "selection.min_reward=0.01"],
     "require=min_reward 0.5": ["selection.require=min_reward", "selection.min_reward=0.5"],
     "require=all_checks": ["selection.require=all_checks"],
-    "require=gates (default)": [],
+    "the default (conf/selection/default.yaml)": [],
 }
 
 

@@ -55,10 +55,12 @@ def test_api_run_writes_a_loadable_dataset_and_resumes_without_new_requests(serv
     candidates = datasets.load_dataset(str(out), "candidates", split="train")
     rejected = datasets.load_dataset(str(out), "rejected_rows", split="train")
     assert len(candidates) == 48 and len(sft) + len(rejected) == 24
-    # Spanish prompts fail (HTTP 400); the fake's answers hold no number, so math prompts fail their known answer
+    # Spanish prompts fail (HTTP 400); the fake's answers hold no number, so math prompts fail their known
+    # answer; and an answer that follows none of its instructions is below the default reward floor
     assert len(rejected) > 0 and all(
         (r["language"] == "es" and "HTTP 400" in r["reason"])
         or (r["task"] == "math" and r["reason"] == "gate arbitrage:final_number failed on every answer (2)")
+        or r["reason"].startswith("no answer reaches selection.min_reward 0.01 (2; best reward 0.000)")
         for r in rejected
     )
     assert all(m["role"] in ("system", "user", "assistant") for row in sft for m in row["messages"])

@@ -147,6 +147,9 @@ def test_gates_off_is_the_reward_alone():
     assert s.chosen is wrong and s.rejected is right
     s = select(make_prompt(), ROUTE, [graded("a", 0.5, False)], SelectionSpec(gates=False))
     assert s.chosen is not None and s.reason is None
+    # off asks nothing, whatever `require` says
+    s = select(make_prompt(), ROUTE, [graded("a", 0.0, False, formatted=False)], SelectionSpec(gates=False, require="all_checks"))
+    assert s.chosen is not None
 
 
 def test_a_gate_without_a_verdict_fails():

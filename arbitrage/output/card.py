@@ -84,10 +84,12 @@ def _gates(summary: RunSummary, config: dict) -> str:
     still fail (issue 23: a row that fails its known answer is no training target)."""
     selection = config.get("selection") or {}
     require = selection.get("require", "gates")
-    rules = ["pass every gate of its prompt"] if selection.get("gates", True) not in (False, "off") else []
-    rules += {"all_checks": ["pass every other check too"], "min_reward": [f"reach reward {selection.get('min_reward')}"]}.get(
-        require, []
-    )
+    rules = []
+    if selection.get("gates", True) not in (False, "off"):
+        rules = ["pass every gate of its prompt"]
+        rules += {"all_checks": ["every other check too"], "min_reward": [f"reach reward {selection.get('min_reward')}"]}.get(
+            require, []
+        )
     rule = "must " + " and ".join(rules) if rules else "needs no gate passed (`selection.gates=off`): the reward alone ranks"
     failing = summary.sft_failing or {}
     dropped = ", ".join(f"`{g}` {n}" for g, n in sorted(summary.gates_dropped.items())) or "none"
