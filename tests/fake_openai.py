@@ -178,7 +178,9 @@ class FakeOpenAI:
                 text = body["messages"][-1]["content"]
                 script = fake.script
                 with fake._lock:
-                    fake.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+                    fake.requests.append(
+                        {"path": self.path, "auth": self.headers.get("Authorization"), "body": body, "at": time.monotonic()}
+                    )
                     fake.seen[text] += 1
                     nth = fake.seen[text]
                 if script.always_fail_marker and script.always_fail_marker in text:  # refused at once, as vLLM

@@ -224,3 +224,47 @@ def test_per_teacher_pools_inherit_the_default_actor():
     spec = compose("executor.actor.num_cpus=2", "executor.actors={gemma3: {replicas: 3}}")
     assert spec.executor.pool("gemma3") == {"replicas": 3, "num_cpus": 2, "num_gpus": 0}
     assert spec.executor.pool("smollm2") == {"replicas": 1, "num_cpus": 2, "num_gpus": 0}
+
+
+def test_two_replicas_share_one_rpm_and_one_budget_across_the_cluster(tmp_path):
+    """rpm=20 with 2 replicas: 20 requests at once, then one per 3 s for the whole cluster (not 40,
+    then two); budget_usd stops the run at the cap for both replicas together. Each answer bills
+    10 output tokens at $1 each; a call holds its worst case, 20 tokens ($20), until it lands."""
+    n, out = 30, tmp_path / "run"
+    script = Script(answers={"good": "one two three four five six seven eight nine ten"})
+    with FakeOpenAI(script) as server:
+        result = arbitrage(
+            "teacher=[openai_compat]",
+            f"teacher.openai_compat.base_url={server.url}",
+            "teacher.openai_compat.model=good",
+            "teacher.openai_compat.rpm=20",
+            "teacher.openai_compat.max_concurrency=8",
+            "teacher.openai_compat.sampling.max_tokens=20",
+            "teacher.openai_compat.price={input_per_mtok:0,output_per_mtok:1000000}",
+            "budget_usd=250",
+            "source=jsonl",
+            f"source.path={prompts_file(tmp_path, n)}",
+            f"n_prompts={n}",
+            "filters=none",
+            "diversity.embedding_spread=false",
+            "progress=false",
+            "report=false",
+            "executor.batch_size=2",
+            "executor.batches_per_actor=1",  # small blocks, one at a time: both replicas get work
+            "executor.actor.replicas=2",
+            "executor.actor.num_cpus=0.1",
+            "executor.scorer.num_cpus=0.1",
+            f"out={out}",
+            *RAY,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        at = sorted(r["at"] for r in server.requests if r["path"].endswith("/chat/completions"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "budget" and summary["spent_usd"] <= 250
+    assert 20 < len(at) < n  # past the burst, stopped by the budget before the last prompt
+    for k, t in enumerate(at):  # the cluster's bucket: 20, then one more every 3 s (0.5 s of slack)
+        assert k + 1 <= 20 + (t - at[0] + 0.5) / 3, f"request {k + 1} at {t - at[0]:.1f} s"
+    # Every engine takes from the cluster's Ledger (executors/shared.py), never a bucket of its own.
+    # (On this 2-CPU local Ray, Ray Data ran one generation actor of the 2 asked for; on a larger
+    # one both take turns, from the same Ledger.)
+    assert list((out / "journal").glob("calls-openai_compat-*.jsonl"))
