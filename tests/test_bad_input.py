@@ -33,6 +33,7 @@ def finished_run(server, tmp_path, *extra):
     out, prompts = tmp_path / "run", prompts_file(tmp_path)
     result = arbitrage(*args(server.url, out, prompts, *extra))
     assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "logs" / "arbitrage.log").stat().st_size > 0  # the run's log, created at its first line
     return out, prompts
 
 
