@@ -194,7 +194,8 @@ def test_prompt_quality_drops_low_prompts_before_any_teacher_is_called(server, t
     assert all(r["rating"] == prompt_points(r["prompt"]) for r in rated)
     model = HeadModel.load(rater / "prompt_scorer.pt", "prompt")
     assert model.card["rated"] == 160 and model.card["held_out"]["prompts"] == 32 and "Quality score" not in printed
-    assert model.card["held_out"]["macro_f1@2.5"] >= 0.8  # measured 1.0: code requests are easy to tell apart
+    # measured 0.857 on the 32 held-out prompts: code requests are easy to tell apart
+    assert model.card["held_out"]["macro_f1@2.5"] >= 0.8
     again = len(server.requests)
     ok(arbitrage("train-prompt-scorer", *rate))
     assert len(server.requests) == again  # the ratings come from the journal

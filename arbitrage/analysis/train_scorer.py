@@ -270,9 +270,8 @@ def ranking(ex: Examples, pred: np.ndarray, ks: Sequence[int] = CASCADE_KS) -> d
         head_choice = _chosen(prompt, rows, np.round(p, 6), ex)
         same.append(head_choice == judge_choice)
         truth_of = {ex.candidates[i].call_id: ex.y[i] for i in rows}
-        as_good.append(
-            head_choice is not None and judge_choice is not None and truth_of[head_choice] >= truth_of[judge_choice] - 1e-9
-        )
+        both = head_choice is not None and judge_choice is not None
+        as_good.append(head_choice == judge_choice or (both and truth_of[head_choice] >= truth_of[judge_choice] - 1e-9))
         for k in ks:
             cascade[k]["same"].append(_chosen(prompt, rows, cascade_scores(t, np.round(p, 6), k), ex) == judge_choice)
     out = {
@@ -322,7 +321,8 @@ def train(
     """Fit on the training prompts, measure on the held-out ones, refit on all: the head and its card."""
     train_rows, test_rows = split([p.prompt_id for p in ex.prompts], held_out, seed)
     train_ex, test_ex = ex.take(train_rows), ex.take(test_rows)
-    threshold = float(np.median(train_ex.y)) if threshold is None else float(threshold)
+    # default: the middle of the scale seen (0.5 for a judge's or a pass rate's [0, 1]; 2.5 on 0–5 points)
+    threshold = float(train_ex.y.min() + train_ex.y.max()) / 2 if threshold is None else float(threshold)
     params, how = fit(train_ex.x, train_ex.y, head, epochs, lr, seed=seed)
     probe = HeadModel(kind, head, params, embedder_name, target)
     held = evaluate(test_ex, probe.apply(test_ex.x), threshold)
