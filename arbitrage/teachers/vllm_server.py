@@ -176,7 +176,7 @@ class ServerProcess:
             out.write(f"=== arbitrage: server pid {self.proc.pid} (process group {self.proc.pid})\n")
         _LIVE.add(self)
 
-    async def wait_healthy(self, timeout_s: float, every_s: float = 15.0) -> float:
+    async def wait_healthy(self, timeout_s: float, every_s: float = 30.0) -> float:
         """Poll /health until it answers 200; a progress line every `every_s`. Returns the seconds it
         took; raises TeacherUnusable (with the log's last lines) when the server exits or times out."""
         started = last = time.perf_counter()
