@@ -31,6 +31,7 @@ class Script:
     # Usage reported for a prompt: None counts words; a number bills that many tokens per character
     # of every message (CJK text is about one token per character), and max_tokens for the answer.
     tokens_per_char: float | None = None
+    hidden_reasoning: int = 0  # completion tokens billed on top of an answer's (reasoning the server neither caps nor shows)
     ignore_n: bool = False  # answer one choice whatever `n` asks (servers that do not implement it)
     seeded: bool = False  # choice i answers for the request's seed + i, as vLLM's do: only right seeds match
     # "length": the judge rates 3 + len(request) % 5 (a digit, nothing to learn); "words": it rates the
@@ -114,7 +115,8 @@ def thinking_choice(model: str, text: str, answer: str, body: dict, script: Scri
 
 def usage(body: dict, text: str, content: str, script: Script) -> dict:
     if script.tokens_per_char is None:
-        return {"prompt_tokens": len(text.split()), "completion_tokens": len(content.split()), "total_tokens": 0}
+        completion = len(content.split()) + script.hidden_reasoning
+        return {"prompt_tokens": len(text.split()), "completion_tokens": completion, "total_tokens": 0}
     chars = sum(len(m["content"]) for m in body["messages"])
     return {
         "prompt_tokens": math.ceil(chars * script.tokens_per_char),

@@ -552,3 +552,16 @@ def test_a_stop_during_a_rate_limit_wait_sends_nothing_more(tmp_path):
         got, took = asyncio.run(go())
         assert len(server.requests) == 2 and len(got) == 2 and took < 5
     assert {r.call_id for r in Journal(tmp_path).records()} == {f.call.call_id for f in got}
+
+
+def test_completion_tokens_billed_over_max_tokens_are_held_for_from_then_on(tmp_path):
+    """A server bills 150 hidden reasoning tokens on top of each answer, over max_tokens=50: after the
+    first such answer every call holds the larger amount, so the spend stays within the cap."""
+    price = Price(input_per_token=0.0, output_per_token=1e-4, source="test")
+    script = Script(hidden_reasoning=150, latency_s=0.02, answers={"m": "an answer of the same length every time"})
+    with FakeOpenAI(script) as server:
+        teacher = OpenAICompatTeacher("t", "m", server.url, max_concurrency=8, price=price, sampling={"max_tokens": 50})
+        engine, _ = run_calls(teacher, prompts(200), Journal(tmp_path), budget=Budget(0.6))
+        sent = len(server.requests)
+    assert engine.stop_reason == "budget" and 8 < sent < 200
+    assert engine.budget.total <= 0.6 and engine.budget.held == pytest.approx(0, abs=1e-12)

@@ -1,6 +1,8 @@
 """One cap on what a run folder spends, shared by every call of a run: teachers, the prompt writer,
 the judge. Each call in flight holds its worst case against the cap until it finishes, so the spend
-never passes the cap; the server's reported usage settles what was really spent."""
+stays within the cap while the server bills within the worst case the engine knows (it learns a
+larger one from the first answer billed over it: engine/core.py); the server's reported usage
+settles what was really spent."""
 
 from __future__ import annotations
 
@@ -38,6 +40,14 @@ class Budget:
                 return False
             self._released.clear()
             await self._released.wait()
+        self.held += usd
+        return True
+
+    def hold_now(self, usd: float) -> bool:
+        """Hold more for a call that already holds its share, without waiting: a caller that holds
+        while it waits could wait on itself."""
+        if not self.fits(usd):
+            return False
         self.held += usd
         return True
 

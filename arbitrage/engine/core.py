@@ -71,6 +71,7 @@ class Engine:
         self._retrying: dict[asyncio.Task, Pending] = {}
         self._streams: set[Stream] = set()
         self._inflation = dict.fromkeys(teachers, 1.0)  # prompt tokens billed / bound, when a server bills more
+        self._out_inflation = dict.fromkeys(teachers, 1.0)  # completion tokens billed / max_tokens, when over
         self._breakers = {
             name: Breaker(refusal_window(teacher.limits.max_concurrency), enabled=self.policy.breaker)
             for name, teacher in teachers.items()
@@ -182,16 +183,34 @@ class Engine:
 
     async def _hold(self, call: Call) -> float | None:
         """Hold the call's worst case against the budget; None (and a stop) when it can never fit."""
+        worst = self._worst(call)
+        if worst == 0.0 or await self.budget.hold(worst):
+            return worst
+        self.stop("budget")
+        return None
+
+    def _worst(self, call: Call) -> float:
+        """The most a call can cost, as far as this run has seen the teacher's server bill."""
         teacher = self.teachers[call.teacher]
         if self.budget.cap is None or teacher.price is None:
             return 0.0
         tokens_in = max_prompt_tokens(call.prompt.messages) * self._inflation[call.teacher]
-        # max_tokens bounds a thinking model's reasoning tokens too: servers count them as completion tokens
-        worst = teacher.price.cost(tokens_in, teacher.sampling.max_tokens)
-        if await self.budget.hold(worst):
-            return worst
-        self.stop("budget")
-        return None
+        # max_tokens bounds a thinking model's reasoning tokens too (servers count them as completion
+        # tokens), unless a server billed more than max_tokens once: then every call holds that much more
+        tokens_out = teacher.sampling.max_tokens * self._out_inflation[call.teacher]
+        return teacher.price.cost(tokens_in, tokens_out)
+
+    def _hold_more(self, batch: list[Pending]) -> bool:
+        """Bring each hold up to the worst case as now known (a server billed over a bound since the
+        call was queued); False, and a budget stop, when that no longer fits."""
+        for item in batch:
+            more = self._worst(item.call) - item.held_usd
+            if more > 0:
+                if not self.budget.hold_now(more):
+                    self.stop("budget")
+                    return False
+                item.held_usd += more
+        return True
 
     async def _leave(self, call: Call, stream: Stream) -> None:
         self.stats[call.teacher].unsent += 1
@@ -277,6 +296,7 @@ class Engine:
                 self._drop(item)
             return
         await self._start(name)  # a vLLM engine can take minutes to load: the run may stop meanwhile
+        self._hold_more(batch)
         starts_request = request_starts([i.call for i in batch], teacher)  # native n: one request, several calls
         acquired = []
         for item, starts in zip(batch, starts_request, strict=True):
@@ -344,6 +364,16 @@ class Engine:
                 name,
                 completion.tokens_in,
                 bound,
+            )
+        cap = self.teachers[name].sampling.max_tokens
+        if completion.tokens_out > cap * self._out_inflation[name]:  # hidden reasoning billed beyond max_tokens
+            self._out_inflation[name] = completion.tokens_out / cap
+            log.warning(
+                "teacher %s: billed %d completion tokens, over max_tokens %d (reasoning the server does not cap?) — "
+                "holding more per call",
+                name,
+                completion.tokens_out,
+                cap,
             )
         if limit is not None:
             limit.settle(item.estimate, completion.tokens_in + completion.tokens_out, failed=not completion.ok)
