@@ -4,6 +4,9 @@ From one finished `router=all` run, build SFT sets from the run's prompts, every
 same quality stage (an answer the run's answer filters dropped is in no arm):
   (a) arbitrage — the run's sft rows: each prompt's best answer that passed the filters,
   (b) single teacher — each teacher's own (first-sample) answer, where it passed the filters,
+  (b') single teacher, best of its n — with `sampling.n` > 1, each teacher's highest-scored sample
+      that passed (ties: the earlier sample): arbitrage picks among n samples of every teacher,
+      so this arm separates "more samples" from "more teachers",
   (c) random teacher — one teacher per prompt, drawn with a fixed seed, where its answer passed;
 fine-tune the same student (SmolLM2-135M-Instruct) on each with TRL's SFTTrainer (same steps and
 batch, so every arm sees as many examples), answer held-out persona prompts (same personas, other
@@ -40,10 +43,20 @@ def training_sets(run: Path, seed: int) -> dict[str, list[dict]]:
     rejected = datasets.load_dataset(str(run), "rejected_rows", split="train")
     prompt_of = {r["prompt_id"]: r["messages"][:-1] for r in sft} | {r["prompt_id"]: r["prompt"] for r in rejected}
     answers: dict[str, dict[str, str]] = defaultdict(dict)
+    best: dict[str, dict[str, tuple]] = defaultdict(dict)  # prompt → teacher → (score, -sample, answer)
+    sampled = set()  # teachers with more than one sample per prompt
     for c in candidates:
         passed = c["score"] is not None and c["response"] and not c.get("filtered")  # the run's quality stage
-        if passed and (c.get("sample") or 0) == 0 and c["prompt_id"] in prompt_of:
+        sample = c.get("sample") or 0
+        if sample > 0:
+            sampled.add(c["teacher"])
+        if not passed or c["prompt_id"] not in prompt_of:
+            continue
+        if sample == 0:
             answers[c["prompt_id"]][c["teacher"]] = c["response"]
+        mine = (c["score"], -sample, c["response"])
+        if c["teacher"] not in best[c["prompt_id"]] or mine[:2] > best[c["prompt_id"]][c["teacher"]][:2]:
+            best[c["prompt_id"]][c["teacher"]] = mine
     teachers = sorted({c["teacher"] for c in candidates})
     order = sorted(prompt_of)
     rng = random.Random(seed)
@@ -54,6 +67,8 @@ def training_sets(run: Path, seed: int) -> dict[str, list[dict]]:
     sets = {"arbitrage": rows((r["prompt_id"], r["messages"][-1]["content"]) for r in sft)}
     for t in teachers:
         sets[f"only_{t}"] = rows((p, answers[p][t]) for p in order if t in answers[p])
+        if t in sampled:
+            sets[f"best_of_n_{t}"] = rows((p, best[p][t][2]) for p in order if t in best[p])
     drawn = {p: rng.choice(teachers) for p in order}
     sets["random_teacher"] = rows((p, answers[p][drawn[p]]) for p in order if drawn[p] in answers[p])
     return sets
