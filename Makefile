@@ -21,7 +21,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser sandbox demo view test test-fast lint sft dpo train-router eval-router ablation bench bench-peers clean
+.PHONY: help install browser sandbox demo view test test-fast lint sft dpo train-router eval-router ablation bench bench-serve bench-peers clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -103,6 +103,9 @@ bench: install ## benchmarks on our fake OpenAI server: engine (efficiency, faul
 	$(BIN)/python bench/ray_bench.py --n 10000 --latency-ms 100 --out bench/results/ray-10000.json
 	$(BIN)/python bench/ray_bench.py --n 2000 --latency-ms 1000 --out bench/results/ray-scaling.json
 	$(BIN)/python bench/humaneval.py agree --workers 2
+
+bench-serve: install ## the packaged teachers in-process against a vLLM server each: 64 persona prompts, wall, tok/s, peak memory (loads both models twice, ~10 min)
+	$(BIN)/python bench/serve_bench.py cpu --out bench/results/serve-cpu.json
 
 bench-peers: ## install distilabel and bespokelabs-curator in $(PEERS_VENV) (not project dependencies) for `make bench`
 	$(PY) -m venv $(PEERS_VENV)
