@@ -299,10 +299,15 @@ def summarise(
         requests_per_s=round(sent / timings["generate_s"], 2) if timings.get("generate_s") else None,
         timings_s=_timings(timings, engine, 0.0),
         quality=stats.quality_summary(
-            embeddings.embed_texts if spec.embedding_spread and spread else None, screen.dropped + stages.choose.dropped
+            embeddings.embed_texts if spec.embedding_spread and spread else None, _dropped(screen, stages.choose)
         ),
         **stats.coverage(),
     )
+
+
+def _dropped(screen: PromptFilter, choose: Chooser) -> dict[str, int]:
+    """What each filter dropped, every filter named (0 included: it ran); Counter's + would drop zeros."""
+    return {name: screen.dropped.get(name, 0) + choose.dropped.get(name, 0) for name in {**screen.dropped, **choose.dropped}}
 
 
 def gathered(stats: RunStats, stages: Stages) -> Counter:

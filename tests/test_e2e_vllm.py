@@ -10,12 +10,15 @@ import datasets
 import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# 12 prompts: under the default selection (gates and a reward floor, docs/quality.md) fewer hold a
+# DPO pair than before, and 8 left none for the DPO test on the packaged teachers.
+N = 12
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "run"
-    args = ["teacher=[smollm2,gemma3]", "router=all", "reward=verifiable", "personas=demo", "n_prompts=8", f"out={out}"]
+    args = ["teacher=[smollm2,gemma3]", "router=all", "reward=verifiable", "personas=demo", f"n_prompts={N}", f"out={out}"]
     result = subprocess.run(
         [sys.executable, "-m", "arbitrage.cli", *args], capture_output=True, text=True, timeout=1200, env=os.environ
     )
@@ -33,21 +36,25 @@ def student_dir():
 def test_both_local_teachers_answer_and_the_dataset_loads(demo_run):
     out, result = demo_run
     summary = json.loads((out / "summary.json").read_text())
+    candidates = datasets.load_dataset(str(out), "candidates", split="train")
+    assert len(candidates) == 2 * N
     for name in ("smollm2", "gemma3"):
         teacher = summary["teachers"][name]
-        assert teacher["calls"] == 8 and teacher["failed"] == 0 and teacher["tokens_out"] > 0 and teacher["tok_per_s"] > 0
-    candidates = datasets.load_dataset(str(out), "candidates", split="train")
-    assert len(candidates) == 16 and all(c["response"] for c in candidates)
-    gemma = [c["response"] for c in candidates if c["teacher"] == "gemma3"]
+        assert teacher["calls"] == N and teacher["tokens_out"] > 0 and teacher["tok_per_s"] > 0
+        # A local model fails only by answering nothing (Gemma base does, now and then): a row, not a crash.
+        failed = [c for c in candidates if c["teacher"] == name and not c["response"]]
+        assert teacher["failed"] == len(failed) <= 2 and all(c["error"] == "empty answer" for c in failed)
+    gemma = [c["response"] for c in candidates if c["teacher"] == "gemma3" and c["response"]]
     assert not any("Question:" in text for text in gemma), "stop strings end the few-shot completion"
     sft = datasets.load_dataset(str(out), "sft", split="train")
     rejected = summary["rows"]["rejected_rows"]
-    assert len(sft) + rejected == 8 and len(sft) >= 4, summary["quality"]["dropped"]
+    assert len(sft) + rejected == N and len(sft) >= 4, summary["quality"]["dropped"]
     assert {r["teacher_chosen"] for r in sft} <= {"smollm2", "gemma3"} and all(0.0 <= r["score_chosen"] <= 1.0 for r in sft)
-    # The reward picked the best: no answer the filters let through outscores the chosen one.
+    # The reward picked the best: no answer the filters let through and that passes its gates outscores the chosen one.
     best = {}
     for c in candidates:
-        if not c["filtered"]:
+        details = json.loads(c["score_details"] or "{}")
+        if not c["filtered"] and c["score"] is not None and all(details["checks"][g] for g in details.get("gates", [])):
             best[c["prompt_id"]] = max(best.get(c["prompt_id"], 0.0), c["score"])
     assert all(r["score_chosen"] == best[r["prompt_id"]] for r in sft)
     # The quality stage ran by default and reported what it did.
@@ -57,14 +64,14 @@ def test_both_local_teachers_answer_and_the_dataset_loads(demo_run):
 
 def test_rerun_resumes_without_generating(demo_run):
     out, _ = demo_run
-    args = ["teacher=[smollm2,gemma3]", "router=all", "reward=verifiable", "personas=demo", "n_prompts=8", f"out={out}"]
+    args = ["teacher=[smollm2,gemma3]", "router=all", "reward=verifiable", "personas=demo", f"n_prompts={N}", f"out={out}"]
     result = subprocess.run(
         [sys.executable, "-m", "arbitrage.cli", *args], capture_output=True, text=True, timeout=600, env=os.environ
     )
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["timings_s"]["load_s"] < 1.0, "no engine is started when every call is in the journal"
-    assert len((out / "journal" / "calls.jsonl").read_text().splitlines()) == 16
+    assert len((out / "journal" / "calls.jsonl").read_text().splitlines()) == 2 * N
 
 
 # One logged training step on CPU (TRL defaults to bf16, which CPU rejects), nothing saved.
