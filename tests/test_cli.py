@@ -187,6 +187,7 @@ def test_multirun_sweeps_into_separate_runs(server, tmp_path):
         "teacher.openai_compat.model=good",
         "n_prompts=2,3",
         "filters=none",
+        "selection.require=gates",  # the fake's one answer follows no instruction of the first prompts: no reward floor
         f"out={tmp_path}/sweep_${{n_prompts}}",
         f"hydra.sweep.dir={tmp_path}/multirun",
     ]
