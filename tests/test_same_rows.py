@@ -9,7 +9,7 @@ from pathlib import Path
 
 import datasets
 from fake_openai import FakeOpenAI, Script
-from test_cli import arbitrage
+from test_cli import api_args, arbitrage
 
 BEFORE = Path(__file__).parent / "data" / "rows_before_layout.json"
 
@@ -18,19 +18,8 @@ def test_a_fake_server_run_writes_the_rows_it_wrote_before_the_layout(tmp_path):
     script = Script(answers={"good": "a short plain answer without any punctuation marks"}, always_fail_marker="Soy ")
     out = tmp_path / "run"
     with FakeOpenAI(script) as server:
-        result = arbitrage(
-            "teacher=[openai_compat,api]",
-            f"teacher.openai_compat.base_url={server.url}",
-            "teacher.openai_compat.model=good",
-            "teacher.api.model=openai/chatty",
-            f"teacher.api.api_base={server.url}",
-            "teacher.api.api_key_env=FAKE_KEY",
-            "personas=all",
-            "n_prompts=40",
-            "diversity.embedding_spread=false",
-            f"out={out}",
-            "teacher.api.sampling.n=2",
-        )
+        # test_cli's API run, at 40 prompts, the default filters and two samples from the api teacher
+        result = arbitrage(*api_args(server, out, "n_prompts=40", "filters=default", "teacher.api.sampling.n=2"))
     assert result.returncode == 0, result.stderr[-2000:]
     candidates = datasets.load_dataset(str(out), "candidates", split="train")
     rejected = datasets.load_dataset(str(out), "rejected_rows", split="train")
