@@ -296,7 +296,10 @@ class Engine:
                 self._drop(item)
             return
         await self._start(name)  # a vLLM engine can take minutes to load: the run may stop meanwhile
-        self._hold_more(batch)
+        if self.stop_reason is not None or not self._hold_more(batch):  # the budget cannot hold them now: left for the rerun
+            for item in batch:
+                self._drop(item)
+            return
         starts_request = request_starts([i.call for i in batch], teacher)  # native n: one request, several calls
         acquired = []
         for item, starts in zip(batch, starts_request, strict=True):
