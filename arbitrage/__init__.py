@@ -28,6 +28,7 @@ _EXPORTS = {
     "RunSpec": "arbitrage.pipeline",
     "RunSummary": "arbitrage.stats",
     "SelectionSpec": "arbitrage.select",
+    "ConversationSpec": "arbitrage.prompts.conversation",
     "RetryPolicy": "arbitrage.engine.policy",
     # prompt sources
     "Source": "arbitrage.prompts.source",
@@ -69,6 +70,7 @@ __all__ = [  # the same names as _EXPORTS, spelt out for linters and `from arbit
     "RunSpec",
     "RunSummary",
     "SelectionSpec",
+    "ConversationSpec",
     "RetryPolicy",
     "Source",
     "PersonaSource",
@@ -104,6 +106,7 @@ if TYPE_CHECKING:
 
     from arbitrage.engine.policy import RetryPolicy
     from arbitrage.pipeline import RunSpec
+    from arbitrage.prompts.conversation import ConversationSpec
     from arbitrage.prompts.jsonl import JsonlSource
     from arbitrage.prompts.personas import PersonaSource
     from arbitrage.prompts.source import Source

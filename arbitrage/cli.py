@@ -27,6 +27,7 @@ from arbitrage import pipeline, settings
 from arbitrage.engine import RetryPolicy
 from arbitrage.errors import ArbitrageError, ConfigError, disk_error
 from arbitrage.output import dataset
+from arbitrage.prompts.conversation import ConversationSpec
 from arbitrage.runpaths import RunPaths
 from arbitrage.select import SelectionSpec
 from arbitrage.stages import PromptFilter
@@ -216,6 +217,9 @@ def _instantiate(node, **kwargs):
         raise
 
 
+OUTPUT_ONLY = ("reasoning", "dpo_turns")  # output.* keys the writer reads; the rest are the selection's
+
+
 def build(cfg: DictConfig) -> pipeline.RunSpec:
     """Config → typed objects. Constructors only store and validate settings: no model loads here."""
     if not cfg.teacher:
@@ -238,10 +242,12 @@ def build(cfg: DictConfig) -> pipeline.RunSpec:
         scorer=_instantiate(cfg.reward),
         filters=[_instantiate(node, name=name) for name, node in (cfg.get("filters") or {}).items()],
         selection=SelectionSpec(
-            **{k: v for k, v in OmegaConf.to_container(cfg.output, resolve=True).items() if k != "reasoning"},
+            **{k: v for k, v in OmegaConf.to_container(cfg.output, resolve=True).items() if k not in OUTPUT_ONLY},
             **OmegaConf.to_container(cfg.get("selection") or {}, resolve=True),
         ),
         reasoning=cfg.output.get("reasoning", dataset.REASONING[0]),
+        dpo_turns=cfg.output.get("dpo_turns", dataset.DPO_TURNS[0]),
+        conversation=ConversationSpec(**OmegaConf.to_container(cfg.get("conversation") or {}, resolve=True)),
         retry=RetryPolicy(**OmegaConf.to_container(cfg.engine, resolve=True)),
         budget_usd=cfg.get("budget_usd"),
         prompt_writer=cfg.personas.get("prompt_writer"),

@@ -2,6 +2,11 @@
 
     source → written → PromptFilter → waves → route → executor.answer → Chooser → write
 
+A conversation (`conversation.turns` > 1) runs that chain once per turn: a wave of conversations is
+answered and chosen at turn k, each chosen answer and the next user turn (the prompts file's, or the
+user simulator's, arbitrage/prompts/conversation.py) make turn k+1's prompt, and the next turn is
+routed as a wave of its own. A conversation is written once it ends.
+
 `executor.answer` is engine.stream → by_prompt → score in this process (`executor=local`), or the
 same stages on Ray actors (`executor=ray`, arbitrage/executors/ray.py).
 
@@ -28,17 +33,18 @@ from arbitrage.engine import Budget, Engine, Journal, RetryPolicy, TeacherStats,
 from arbitrage.errors import ConfigError
 from arbitrage.executors import Executor, Local, Report, Resources
 from arbitrage.output import card, runfolder
-from arbitrage.output.dataset import REASONING, DatasetWriter
+from arbitrage.output.dataset import DPO_TURNS, REASONING, DatasetWriter
 from arbitrage.prompts import PromptWriter, Source
+from arbitrage.prompts.conversation import ConversationSpec, UserSimulator, next_prompt
 from arbitrage.quality import Filter
 from arbitrage.routers import OnlineRouter, Router
 from arbitrage.routers.simple import AllTeachers
-from arbitrage.rows import Call, Candidate, Prompt
+from arbitrage.rows import Call, Candidate, Prompt, Reason
 from arbitrage.runpaths import RunPaths
 from arbitrage.scoring import Scorer
 from arbitrage.scoring.verifiable import VerifiableScorer
-from arbitrage.select import Selection, SelectionSpec
-from arbitrage.stages import Chooser, PromptFilter, calls_of, roster, route, waves, written
+from arbitrage.select import Conversation, Selection, SelectionSpec
+from arbitrage.stages import Chooser, PromptFilter, as_stream, calls_of, roster, route, waves, written
 from arbitrage.stats import RunStats, RunSummary
 from arbitrage.teachers import Preflight, Teacher, teacher_facts
 
@@ -65,10 +71,13 @@ class RunSpec:
     config: dict = field(default_factory=dict)  # the resolved config, for config.yaml and the card (no secrets)
     executor: Executor = field(default_factory=Local)  # where calls are answered: this process, or Ray
     reasoning: str = "separate"  # output.reasoning: a thinking teacher's reasoning in the rows (dataset.REASONING)
+    conversation: ConversationSpec = field(default_factory=ConversationSpec)  # turns, the user simulator
+    dpo_turns: str = "all"  # output.dpo_turns: a conversation's pairs, every turn's or the last one's
 
     def __post_init__(self):
         self.out_dir = Path(self.out_dir)
         settings.choice("output.reasoning", self.reasoning, REASONING)
+        settings.choice("output.dpo_turns", self.dpo_turns, DPO_TURNS)
 
 
 class Output:
@@ -80,11 +89,11 @@ class Output:
             total=total, desc="prompts done", unit="prompt", disable=not progress, mininterval=bar_interval(), position=1
         )
 
-    def add(self, selections: list[Selection]) -> None:
+    def add(self, items: list[Selection | Conversation]) -> None:
         with self.stats.timer("write"):
-            self.writer.add(selections)
-            self.stats.add(selections)
-        self.bar.update(len(selections))
+            self.writer.add(items)
+            self.stats.add(items)
+        self.bar.update(len(items))
 
     async def take_dropped(self, items: AsyncIterable[Prompt | Selection]) -> AsyncIterator[Prompt]:
         """The prompt filter's stream split in two: prompts go on to the router, the rows of the
@@ -106,10 +115,11 @@ async def run(spec: RunSpec) -> RunSummary:
     with runfolder.claim(spec.out_dir, identity, spec.config, run_facts(spec, teachers)):
         journal = Journal(paths.journal, retry_failed=spec.retry_failed)
         budget = Budget(spec.budget_usd, spent_before=_spent_before(journal, teachers))
-        stats = RunStats(list(spec.teachers))
-        out = Output(DatasetWriter(spec.out_dir, reasoning=spec.reasoning), stats, spec.source.n_prompts, spec.progress)
+        stats = RunStats(list(spec.teachers), dpo_turns=spec.dpo_turns)
+        writer = DatasetWriter(spec.out_dir, reasoning=spec.reasoning, dpo_turns=spec.dpo_turns)
+        out = Output(writer, stats, spec.source.n_prompts, spec.progress)
         seats = roster(spec.teachers)
-        writer = PromptWriter(spec.prompt_writer, spec.source) if spec.prompt_writer else None
+        prompt_writer = PromptWriter(spec.prompt_writer, spec.source) if spec.prompt_writer else None
         engine = Engine(teachers, journal, spec.retry, budget, spec.progress)
         screen, choose = PromptFilter(spec.filters), Chooser(spec.filters, spec.selection)
         res = Resources(seats, spec.scorer, paths.journal, spec.retry, budget, control=engine, engine=engine)
@@ -125,17 +135,18 @@ async def run(spec: RunSpec) -> RunSummary:
                             spec.router.name,
                             spec.scorer.name,
                         )
-                        prompts = written(spec.source, writer, engine.run, seats[writer.teacher].key if writer else None)
-                        prompts = out.take_dropped(screen.run(prompts))
-                        async for wave in waves(prompts, spec.router):
+                        key = seats[prompt_writer.teacher].key if prompt_writer else None
+                        prompts = out.take_dropped(screen.run(written(spec.source, prompt_writer, engine.run, key)))
+                        talk = spec.conversation
+                        async for wave in waves(prompts, spec.router, talk.wave_size if talk.multi else None):
                             if engine.finished(spec.teachers):  # an online router's later waves: nothing to send or read back
                                 break
-                            async for done, scored in spec.executor.answer(route(wave, spec.router, seats), res):
-                                with stats.timer("quality"):
-                                    chosen = choose(done, scored)
-                                if isinstance(spec.router, OnlineRouter):
-                                    spec.router.observe(chosen.observations)  # what each call was worth, before the next wave
-                                out.add(chosen.selections)
+                            if talk.multi:
+                                async for ended in conversations(wave, spec, res, choose, stats):
+                                    out.add(ended)
+                            else:
+                                async for selections in answered(wave, spec, res, choose, stats):
+                                    out.add(selections)
             except BaseException:
                 out.writer.abort()  # the previous dataset stays whole; the journal has every finished call
                 raise
@@ -163,6 +174,75 @@ async def run(spec: RunSpec) -> RunSummary:
         )
         raise engine.error
     return summary
+
+
+async def answered(
+    prompts: AsyncIterable[Prompt], spec: RunSpec, res: Resources, choose: Chooser, stats: RunStats
+) -> AsyncIterator[list[Selection]]:
+    """route → executor.answer → Chooser: the selections of each batch of prompts answered; an
+    online router observes what each call was worth before the next wave is routed."""
+    async for done, scored in spec.executor.answer(route(prompts, spec.router, res.roster), res):
+        with stats.timer("quality"):
+            chosen = choose(done, scored)
+        if isinstance(spec.router, OnlineRouter):
+            spec.router.observe(chosen.observations)
+        yield chosen.selections
+
+
+async def conversations(
+    wave: AsyncIterable[Prompt], spec: RunSpec, res: Resources, choose: Chooser, stats: RunStats
+) -> AsyncIterator[list[Conversation]]:
+    """A wave of conversations, turn by turn: each turn is answered and chosen like any prompt (the
+    same `answered` chain), then the conversations that go on get their next user turn and the next
+    turn is a wave of its own. Yields the conversations that ended at each turn."""
+    talk = spec.conversation
+    simulator = UserSimulator.of(talk.user, spec.source, talk.follow_ups) if talk.user else None
+    asked = {p.prompt_id: p async for p in wave}  # conversation id → its prompt at the current turn
+    open_ = {cid: Conversation([], talk.min_turns) for cid in asked}
+    control = res.control
+    while asked:
+        if control.stop_reason is not None and res.engine.finished(spec.teachers):
+            break  # stopped, and nothing settled is left to read back: the rest is the rerun's
+        async for selections in answered(as_stream(asked.values()), spec, res, choose, stats):
+            for s in selections:
+                open_[s.prompt.conversation].turns.append(s)
+        going, follow, ended = {}, [], []
+        for cid, prompt in asked.items():
+            c = open_[cid]
+            last = c.turns[-1] if c.turns and c.turns[-1].prompt.prompt_id == prompt.prompt_id else None
+            if last is None:
+                c.stopped = True  # the run stopped before this turn was answered
+            elif last.chosen is not None and prompt.turn < talk.turns:
+                answer = last.chosen.candidate.text
+                if prompt.later_turns:
+                    going[cid] = next_prompt(prompt, answer, prompt.later_turns[0])
+                    continue
+                if simulator is not None:
+                    follow.append(simulator.follow_up(prompt, answer))
+                    continue
+                c.ended = Reason("no next user turn", f"the prompt gives {prompt.turn}; set conversation.user to simulate more")
+            ended.append(cid)
+        if follow:
+            seat = res.roster[simulator.teacher]
+            written_ = await res.engine.run([simulator.call(f, seat.key) for f in follow])
+            for f, candidate in zip(follow, written_, strict=True):
+                cid, text = f.prompt.conversation, simulator.written(candidate)
+                if text is not None:
+                    going[cid] = f.next(text)
+                    continue
+                if control.stop_reason is not None and not candidate.ok:
+                    open_[cid].stopped = True
+                else:
+                    why = candidate.error or "an empty follow-up"
+                    open_[cid].ended = Reason("the user simulator wrote no follow-up", f"{simulator.teacher}: {why}"[:300])
+                ended.append(cid)
+        if ended:
+            yield [open_.pop(cid) for cid in ended]
+        asked = going
+    if open_:
+        for c in open_.values():
+            c.stopped = True
+        yield list(open_.values())
 
 
 async def plan(spec: RunSpec, screen: PromptFilter | None = None) -> AsyncIterator[Call]:
@@ -216,6 +296,9 @@ def check(spec: RunSpec) -> dict[str, Teacher]:
         raise ConfigError(
             f"personas.prompt_writer names teacher '{spec.prompt_writer}', which is not configured — configured: {', '.join(spec.teachers)}"
         )
+    user = spec.conversation.user
+    if user is not None and user not in spec.teachers:
+        raise ConfigError(f"conversation.user names teacher '{user}', which is not configured — configured: {', '.join(spec.teachers)}")
     spec.source.check()
     return teachers
 
@@ -232,12 +315,16 @@ def run_identity(spec: RunSpec, teachers: dict[str, Teacher]) -> dict:
     """What decides the calls: the prompt stream, every teacher's identity, the router, the writer.
     Selection, filters and the reward's weights are not in it: change them and rerun to re-select
     from the journal without generating again."""
-    return {
+    identity = {
         "prompts": spec.source.digest(),
         "teachers": {name: t.identity() for name, t in teachers.items()},
         "router": spec.router.identity(),
         "prompt_writer": spec.prompt_writer,
     }
+    # The simulator writes the user turns; `turns` is not in the identity: 2 → 3 extends the conversations.
+    if spec.conversation.user is not None:
+        identity["conversation"] = {"user": spec.conversation.user, "follow_ups": list(spec.conversation.follow_ups)}
+    return identity
 
 
 def run_facts(spec: RunSpec, teachers: dict[str, Teacher]) -> dict:

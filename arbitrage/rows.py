@@ -28,10 +28,21 @@ class Prompt:
     # Code tests run by reward=tests (arbitrage/verify/code.py TestSpec.to_dict()): HumanEval's
     # test + entry_point or MBPP's test_list, from the prompts file.
     tests: dict | None = None
+    # Conversations (arbitrage/prompts/conversation.py): which turn of which conversation this prompt
+    # asks. Turn 1 is the prompt as drawn (its id is the conversation's); turn k's messages are the
+    # conversation so far, its id the hash of that prefix, so a call's identity covers the prefix.
+    turn: int = 1
+    conversation_id: str = ""  # "" on turn 1: the prompt's own id
+    later_turns: tuple[str, ...] = ()  # user turns a prompts file gives for turns 2, 3, …
 
     @property
     def user_text(self) -> str:
         return self.messages[-1]["content"]
+
+    @property
+    def conversation(self) -> str:
+        """The id of the conversation this prompt belongs to (its own id on turn 1)."""
+        return self.conversation_id or self.prompt_id
 
     def to_row(self) -> dict:
         row = asdict(self)

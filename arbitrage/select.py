@@ -169,3 +169,48 @@ def select(prompt: Prompt, route: Route, scored: list[Scored], spec: SelectionSp
     else:
         selection.rejected = random.Random(stable_hash("pair", prompt.prompt_id)).choice(worse)
     return selection
+
+
+@dataclass
+class Conversation:
+    """A conversation's turns as they were answered: each a Selection (turn k's prompt is the
+    conversation so far). The leading turns with a chosen answer are the conversation kept; a last
+    turn without one (no usable answer) says why it ended there. `ended`: why it stopped before
+    `conversation.turns` when no turn failed (the simulator wrote no follow-up); `stopped`: the run
+    stopped before the next turn was answered (a rerun goes on from the journal)."""
+
+    turns: list[Selection]
+    min_turns: int = 1
+    ended: Reason | None = None
+    stopped: bool = False
+
+    @property
+    def kept(self) -> list[Selection]:
+        kept = []
+        for s in self.turns:
+            if s.chosen is None:
+                break
+            kept.append(s)
+        return kept
+
+    @property
+    def written(self) -> bool:
+        """Kept as sft/dpo rows: at least `min_turns` turns have a chosen answer."""
+        return len(self.kept) >= self.min_turns
+
+    @property
+    def finished(self) -> bool:
+        """Written as rows of either kind (a stopped conversation too short to keep is left for the rerun)."""
+        return self.written or not self.stopped
+
+    @property
+    def reason(self) -> Reason | None:
+        """Why the conversation is not kept, for its rejected row: the turn that failed and why."""
+        if self.written:
+            return None
+        failed = self.turns[len(self.kept)] if len(self.kept) < len(self.turns) else None
+        why = failed.reason if failed is not None else self.ended
+        turn = len(self.kept) + 1
+        code = f"turn {turn}: {why.code}" if why else f"turn {turn}: no answer"
+        detail = f"{why.detail}; " if why and why.detail else ""
+        return Reason(code, f"{detail}{len(self.kept)} of min_turns {self.min_turns} kept")

@@ -54,7 +54,7 @@ class Group:
     candidates: list[Candidate] = field(default_factory=list)
 
 
-async def _aiter(items: Iterable | AsyncIterable) -> AsyncIterator:
+async def as_stream(items: Iterable | AsyncIterable) -> AsyncIterator:
     if isinstance(items, AsyncIterable):
         async for item in items:
             yield item
@@ -65,7 +65,7 @@ async def _aiter(items: Iterable | AsyncIterable) -> AsyncIterator:
 
 async def chunks(items: Iterable | AsyncIterable, size: int) -> AsyncIterator[list]:
     chunk = []
-    async for item in _aiter(items):
+    async for item in as_stream(items):
         chunk.append(item)
         if len(chunk) >= size:
             yield chunk
@@ -116,14 +116,19 @@ class PromptFilter:
         self.exhausted = True
 
 
-async def waves(prompts: AsyncIterable[Prompt], router: Router) -> AsyncIterator[AsyncIterator[Prompt]]:
+async def waves(
+    prompts: AsyncIterable[Prompt], router: Router, size: int | None = None
+) -> AsyncIterator[AsyncIterator[Prompt]]:
     """One endless wave for a router that does not learn; waves of `wave_size` for one that does
-    (each is generated and scored before the router sees the next)."""
-    if not isinstance(router, OnlineRouter):
-        yield _aiter(prompts)
+    (each is generated and scored before the router sees the next). `size`: conversations carried
+    forward together turn by turn (conversation.wave_size; an online router's wave if smaller)."""
+    if isinstance(router, OnlineRouter):
+        size = min(size or int(router.wave_size), int(router.wave_size))
+    if size is None:
+        yield as_stream(prompts)
         return
-    async for wave in chunks(prompts, int(router.wave_size)):
-        yield _aiter(wave)
+    async for wave in chunks(prompts, int(size)):
+        yield as_stream(wave)
 
 
 async def route(prompts: AsyncIterable[Prompt], router: Router, teachers: Roster) -> AsyncIterator[Group]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from arbitrage.markdown import markdown_table, usd
 from arbitrage.quality import diversity
 from arbitrage.rows import Scored
-from arbitrage.select import NO_CANDIDATE, Selection
+from arbitrage.select import NO_CANDIDATE, Conversation, Selection
 
 FACETS = ("language", "task", "domain", "persona_id")
 SAMPLES = ("prompts_before", "prompts_after", "answers_before", "answers_after")
@@ -92,6 +92,10 @@ class RunSummary:
     sft_failing: dict = field(default_factory=dict)  # sft rows whose answer fails a gate / a check / scores 0
     checks: dict = field(default_factory=dict)  # check → teacher → [passed, seen]
     best_of: dict = field(default_factory=dict)  # n > 1: label → [mean reward, share with all checks passed, prompts]
+    # Conversations (conversation.turns > 1): turn → teacher → wins (the chosen answer at that turn of a
+    # conversation kept), and assistant turns → conversations kept with that many.
+    wins_by_turn: dict = field(default_factory=dict)
+    turns_kept: dict = field(default_factory=dict)
     quality: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -186,8 +190,9 @@ class RunStats:
     diversity) and keeps the pipeline's timings. The stages' own counts (prompts drawn, filter drops)
     are theirs (stages.PromptFilter, stages.Chooser)."""
 
-    def __init__(self, teachers: Sequence[str], sample_size: int = 2000):
+    def __init__(self, teachers: Sequence[str], sample_size: int = 2000, dpo_turns: str = "all"):
         self.teachers = list(teachers)
+        self._dpo_turns = dpo_turns  # output.dpo_turns: which turns of a conversation give a pair
         self.finished = 0
         self.rows: Counter = Counter()
         self.calls, self.failed, self.wins = Counter(), Counter(), Counter()
@@ -202,6 +207,8 @@ class RunStats:
         self.best_of: dict[str, list[float]] = {}  # n > 1 samples: "t, best of n" → [reward sum, full passes, prompts]
         self.facets = {when: {k: set() for k in FACETS} for when in ("before", "after")}
         self.samples = {k: Reservoir(sample_size, seed=i) for i, k in enumerate(SAMPLES)}
+        self.wins_by_turn: dict[int, Counter] = {}  # conversations: turn → teacher → wins
+        self.turns_kept: dict[int, int] = {}  # conversations: assistant turns kept → conversations
         self.timings: Counter = Counter()
 
     @contextmanager
@@ -212,52 +219,95 @@ class RunStats:
         finally:
             self.timings[f"{name}_s"] += time.perf_counter() - started
 
-    def add(self, selections: Sequence[Selection]) -> None:
-        for s in selections:
-            self.finished += 1
-            self.samples["prompts_before"].add(s.prompt.user_text)  # every prompt ends as a row: kept or dropped
-            for k in FACETS:
-                self.facets["before"][k].add(getattr(s.prompt, k))
-            if s.first_choice is not None:
-                self.samples["answers_before"].add(s.first_choice.candidate.text)
-            self.rows["candidates"] += len(s.candidates)
-            for scored in s.candidates:
-                c, t = scored.candidate, scored.candidate.teacher
-                self.calls[t] += 1
-                self.failed[t] += not c.ok
-                self.tokens_in[t] += c.tokens_in
-                self.tokens_out[t] += c.tokens_out
-                if scored.usable:
-                    self.score_sum[t] += scored.score
-                    self.scored[t] += 1
-                for check, ok in scored.checks.items():
-                    tally = self.checks.setdefault(check, {}).setdefault(t, [0, 0])
-                    tally[0] += bool(ok)
-                    tally[1] += 1
-            self._samples_against_teachers(s.candidates)
-            self.languages.add(s.prompt.language)
-            if s.chosen is None:
-                self.rows["rejected_rows"] += 1
-                self.rejected_reasons[s.reason.code if s.reason else ""] += 1
-                for gate in s.gates_failed:
-                    self.gates_dropped[gate] += 1
+    def add(self, items: Sequence[Selection | Conversation]) -> None:
+        for item in items:
+            if isinstance(item, Conversation):
+                self._conversation(item)
                 continue
+            self.finished += 1
+            self._prompt(item.prompt)
+            self._answers(item)
+            if item.chosen is None:
+                self._rejected(item.reason, item.gates_failed)
+                continue
+            self._chosen(item)
+            self._pair(item)
             self.rows["sft"] += 1
-            self.wins[s.chosen.candidate.teacher] += 1
-            self.by_language[s.prompt.language] += 1
-            self.by_task[s.prompt.task] += 1
-            chosen = s.chosen
-            self.sft_failing["a gate"] += bool(chosen.failed_gates)
-            self.sft_failing["a check"] += not all(chosen.checks.values())
-            self.sft_failing["reward 0"] += chosen.score == 0
-            if s.rejected is not None:
-                self.rows["dpo"] += 1
-            else:
-                self.pairs_dropped[s.pair_reason.code if s.pair_reason else ""] += 1
-            self.samples["prompts_after"].add(s.prompt.user_text)
-            self.samples["answers_after"].add(s.chosen.candidate.text)
-            for k in FACETS:
-                self.facets["after"][k].add(getattr(s.prompt, k))
+            self._kept(item.prompt)
+
+    def _conversation(self, c: Conversation) -> None:
+        """A conversation is one prompt finished, one sft row (or one rejected row); every turn's
+        answers count, and each turn kept counts its win and its pair."""
+        self.finished += c.finished
+        self._prompt(c.turns[0].prompt)
+        for s in c.turns:
+            self._answers(s)
+        if not c.written:
+            failed = c.turns[len(c.kept)] if len(c.kept) < len(c.turns) else None
+            self._rejected(c.reason, failed.gates_failed if failed else ())
+            return
+        kept = c.kept
+        for k, s in enumerate(kept, 1):
+            self._chosen(s)
+            self.wins_by_turn.setdefault(k, Counter())[s.chosen.candidate.teacher] += 1
+            if self._dpo_turns == "all" or k == len(kept):
+                self._pair(s)
+        self.turns_kept[len(kept)] = self.turns_kept.get(len(kept), 0) + 1
+        self.rows["sft"] += 1
+        self._kept(kept[0].prompt)
+
+    def _prompt(self, prompt) -> None:
+        self.samples["prompts_before"].add(prompt.user_text)  # every prompt ends as a row: kept or dropped
+        for k in FACETS:
+            self.facets["before"][k].add(getattr(prompt, k))
+        self.languages.add(prompt.language)
+
+    def _answers(self, s: Selection) -> None:
+        if s.first_choice is not None:
+            self.samples["answers_before"].add(s.first_choice.candidate.text)
+        self.rows["candidates"] += len(s.candidates)
+        for scored in s.candidates:
+            c, t = scored.candidate, scored.candidate.teacher
+            self.calls[t] += 1
+            self.failed[t] += not c.ok
+            self.tokens_in[t] += c.tokens_in
+            self.tokens_out[t] += c.tokens_out
+            if scored.usable:
+                self.score_sum[t] += scored.score
+                self.scored[t] += 1
+            for check, ok in scored.checks.items():
+                tally = self.checks.setdefault(check, {}).setdefault(t, [0, 0])
+                tally[0] += bool(ok)
+                tally[1] += 1
+        self._samples_against_teachers(s.candidates)
+
+    def _rejected(self, reason, gates_failed) -> None:
+        self.rows["rejected_rows"] += 1
+        self.rejected_reasons[reason.code if reason else ""] += 1
+        for gate in gates_failed:
+            self.gates_dropped[gate] += 1
+
+    def _chosen(self, s: Selection) -> None:
+        """A chosen answer (each turn of a conversation has one): its win and whether it fails anything."""
+        chosen = s.chosen
+        self.wins[chosen.candidate.teacher] += 1
+        self.sft_failing["a gate"] += bool(chosen.failed_gates)
+        self.sft_failing["a check"] += not all(chosen.checks.values())
+        self.sft_failing["reward 0"] += chosen.score == 0
+        self.samples["answers_after"].add(chosen.candidate.text)
+
+    def _pair(self, s: Selection) -> None:
+        if s.rejected is not None:
+            self.rows["dpo"] += 1
+        else:
+            self.pairs_dropped[s.pair_reason.code if s.pair_reason else ""] += 1
+
+    def _kept(self, prompt) -> None:
+        self.by_language[prompt.language] += 1
+        self.by_task[prompt.task] += 1
+        self.samples["prompts_after"].add(prompt.user_text)
+        for k in FACETS:
+            self.facets["after"][k].add(getattr(prompt, k))
 
     def _samples_against_teachers(self, candidates: Sequence[Scored]) -> None:
         """With n samples per teacher: what one sample, the best of n and every teacher would keep
@@ -346,4 +396,6 @@ class RunStats:
                 label: [round(total / k, 4), round(passes / k, 4), k] for label, (total, passes, k) in self.best_of.items()
             },
             "pairs_dropped": dict(self.pairs_dropped),
+            "wins_by_turn": {str(k): dict(v) for k, v in sorted(self.wins_by_turn.items())},
+            "turns_kept": {str(k): n for k, n in sorted(self.turns_kept.items())},
         }

@@ -22,7 +22,7 @@ import yaml
 from arbitrage import constraints, settings
 from arbitrage.rows import Candidate, Scored
 from arbitrage.runpaths import RunPaths
-from arbitrage.select import Selection
+from arbitrage.select import Conversation, Selection
 from arbitrage.teachers import reasoning as think
 
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
@@ -32,6 +32,8 @@ MESSAGES_REASONING = pa.list_(pa.struct([("role", pa.string()), ("content", pa.s
 # A thinking teacher's reasoning in the rows: its own field of the assistant message, inline in
 # <think> tags before the answer, or left out (the candidates table keeps it in every case).
 REASONING = ("separate", "inline", "drop")
+# output.dpo_turns: a conversation's DPO pairs, one per turn (the conversation so far as `prompt`) or its last turn's.
+DPO_TURNS = ("all", "last")
 
 PROVENANCE = [
     ("prompt_id", pa.string()),
@@ -51,6 +53,11 @@ PROVENANCE = [
     ("instruction_id_list", pa.list_(pa.string())),
     ("kwargs", pa.string()),  # JSON list, one object per instruction id
     ("score_details", pa.string()),  # JSON: the chosen answer's checks, which are gates, per-scorer details (score_details())
+    # Conversations: its id (the first turn's prompt id), the turn (sft: how many assistant turns
+    # the row holds; dpo: the turn the pair answers), and the teacher chosen at each turn so far.
+    ("conversation_id", pa.string()),
+    ("turn", pa.int32()),
+    ("turn_teachers", pa.list_(pa.string())),
 ]
 
 SCHEMAS = {
@@ -80,6 +87,8 @@ SCHEMAS = {
             ("filtered", pa.string()),  # why the quality stage kept it from being chosen
             ("language", pa.string()),
             ("task", pa.string()),
+            ("conversation_id", pa.string()),
+            ("turn", pa.int32()),
         ]
     ),
     "rejected_rows": pa.schema(
@@ -92,6 +101,8 @@ SCHEMAS = {
             ("prompt", MESSAGES),
             ("reason", pa.string()),
             ("constraints", pa.string()),  # JSON: the checks the prompt carries
+            ("conversation_id", pa.string()),
+            ("turn", pa.int32()),  # the turn that had no usable answer (the prompt is the conversation up to it)
         ]
     ),
 }
@@ -112,7 +123,7 @@ def _assistant(candidate: Candidate, reasoning: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
-def _provenance(s: Selection) -> dict:
+def _provenance(s: Selection, teachers: list[str] | None = None) -> dict:
     p, chosen, rejected = s.prompt, s.chosen, s.rejected
     ids, kwargs = constraints.to_ifeval(p.constraints)
     return {
@@ -132,6 +143,9 @@ def _provenance(s: Selection) -> dict:
         "instruction_id_list": ids,
         "kwargs": json.dumps(kwargs, ensure_ascii=False),
         "score_details": score_details(chosen),
+        "conversation_id": p.conversation,
+        "turn": p.turn,
+        "turn_teachers": teachers if teachers is not None else [chosen.candidate.teacher],
     }
 
 
@@ -148,63 +162,103 @@ def score_details(scored: Scored) -> str:
     return json.dumps(out, ensure_ascii=False)
 
 
-def build_rows(selections: list[Selection], reasoning: str = REASONING[0]) -> dict[str, list[dict]]:
-    """`reasoning`: how a thinking teacher's reasoning goes into the sft and dpo rows (REASONING)."""
+def build_rows(
+    items: list[Selection | Conversation], reasoning: str = REASONING[0], dpo_turns: str = DPO_TURNS[0]
+) -> dict[str, list[dict]]:
+    """`reasoning`: how a thinking teacher's reasoning goes into the sft and dpo rows (REASONING);
+    `dpo_turns`: which turns of a conversation give DPO pairs (DPO_TURNS)."""
     rows: dict[str, list[dict]] = {name: [] for name in SCHEMAS}
-    for s in selections:
-        p = s.prompt
-        for scored in s.candidates:
-            c = scored.candidate
-            rows["candidates"].append(
-                {
-                    "prompt_id": p.prompt_id,
-                    "call_id": c.call_id,
-                    "teacher": c.teacher,
-                    "response": c.text,
-                    "reasoning": c.reasoning,
-                    "finish_reason": c.finish_reason,
-                    "tokens_in": c.tokens_in,
-                    "tokens_out": c.tokens_out,
-                    "reasoning_tokens": c.reasoning_tokens,
-                    "latency_s": c.latency_s,
-                    "attempts": c.attempts,
-                    "sample": c.sample,
-                    "error": c.error,
-                    "last_status": c.last_status,
-                    "score": scored.score if scored.usable else None,
-                    "score_details": score_details(scored),
-                    "chosen": scored is s.chosen,
-                    "filtered": scored.filtered,
-                    "language": p.language,
-                    "task": p.task,
-                }
-            )
-        if s.chosen is None:
-            rows["rejected_rows"].append(
-                {
-                    "prompt_id": p.prompt_id,
-                    "persona_id": p.persona_id,
-                    "language": p.language,
-                    "domain": p.domain,
-                    "task": p.task,
-                    "prompt": list(p.messages),
-                    "reason": None if s.reason is None else str(s.reason),
-                    "constraints": json.dumps(list(p.constraints), ensure_ascii=False),
-                }
-            )
+    for item in items:
+        if isinstance(item, Conversation):
+            _conversation_rows(item, rows, reasoning, dpo_turns)
             continue
-        provenance = _provenance(s)
-        rows["sft"].append({"messages": [*p.messages, *_assistant(s.chosen.candidate, reasoning)], **provenance})
-        if s.rejected is not None:
-            rows["dpo"].append(
-                {
-                    "prompt": list(p.messages),
-                    "chosen": _assistant(s.chosen.candidate, reasoning),
-                    "rejected": _assistant(s.rejected.candidate, reasoning),
-                    **provenance,
-                }
-            )
+        _candidate_rows(item, rows)
+        if item.chosen is None:
+            rows["rejected_rows"].append(_rejected_row(item.prompt, item.reason))
+            continue
+        provenance = _provenance(item)
+        rows["sft"].append({"messages": [*item.prompt.messages, *_assistant(item.chosen.candidate, reasoning)], **provenance})
+        if item.rejected is not None:
+            rows["dpo"].append(_dpo_row(item, provenance, reasoning))
     return rows
+
+
+def _conversation_rows(c: Conversation, rows: dict[str, list[dict]], reasoning: str, dpo_turns: str) -> None:
+    """One sft row for the whole conversation kept; a DPO pair per turn (its prefix as `prompt`);
+    every turn's candidates; or, when too few turns are kept, one rejected row at the failing turn."""
+    for s in c.turns:
+        _candidate_rows(s, rows)
+    if not c.written:
+        failed = c.turns[len(c.kept)] if len(c.kept) < len(c.turns) else c.turns[-1]
+        rows["rejected_rows"].append(_rejected_row(failed.prompt, c.reason))
+        return
+    kept = c.kept
+    messages = list(kept[0].prompt.messages)
+    teachers: list[str] = []
+    for k, s in enumerate(kept):
+        if k:
+            messages.append(s.prompt.messages[-1])  # turn k's user message (the rest is the prefix)
+        messages += _assistant(s.chosen.candidate, reasoning)
+        teachers.append(s.chosen.candidate.teacher)
+        if s.rejected is not None and (dpo_turns == "all" or k == len(kept) - 1):
+            rows["dpo"].append(_dpo_row(s, _provenance(s, list(teachers)), reasoning))
+    rows["sft"].append({"messages": messages, **_provenance(kept[-1], teachers)})
+
+
+def _dpo_row(s: Selection, provenance: dict, reasoning: str) -> dict:
+    return {
+        "prompt": list(s.prompt.messages),
+        "chosen": _assistant(s.chosen.candidate, reasoning),
+        "rejected": _assistant(s.rejected.candidate, reasoning),
+        **provenance,
+    }
+
+
+def _rejected_row(p, reason) -> dict:
+    return {
+        "prompt_id": p.prompt_id,
+        "persona_id": p.persona_id,
+        "language": p.language,
+        "domain": p.domain,
+        "task": p.task,
+        "prompt": list(p.messages),
+        "reason": None if reason is None else str(reason),
+        "constraints": json.dumps(list(p.constraints), ensure_ascii=False),
+        "conversation_id": p.conversation,
+        "turn": p.turn,
+    }
+
+
+def _candidate_rows(s: Selection, rows: dict[str, list[dict]]) -> None:
+    p = s.prompt
+    for scored in s.candidates:
+        c = scored.candidate
+        rows["candidates"].append(
+            {
+                "prompt_id": p.prompt_id,
+                "call_id": c.call_id,
+                "teacher": c.teacher,
+                "response": c.text,
+                "reasoning": c.reasoning,
+                "finish_reason": c.finish_reason,
+                "tokens_in": c.tokens_in,
+                "tokens_out": c.tokens_out,
+                "reasoning_tokens": c.reasoning_tokens,
+                "latency_s": c.latency_s,
+                "attempts": c.attempts,
+                "sample": c.sample,
+                "error": c.error,
+                "last_status": c.last_status,
+                "score": scored.score if scored.usable else None,
+                "score_details": score_details(scored),
+                "chosen": scored is s.chosen,
+                "filtered": scored.filtered,
+                "language": p.language,
+                "task": p.task,
+                "conversation_id": p.conversation,
+                "turn": p.turn,
+            }
+        )
 
 
 class DatasetWriter:
@@ -218,7 +272,7 @@ class DatasetWriter:
     dataset whole, never a mix and never none.
     """
 
-    def __init__(self, out_dir: Path, flush_rows: int = 4096, reasoning: str = REASONING[0]):
+    def __init__(self, out_dir: Path, flush_rows: int = 4096, reasoning: str = REASONING[0], dpo_turns: str = DPO_TURNS[0]):
         # pyarrow imports pandas on its first conversion (~0.5 s here): done in the background while
         # the first requests are in flight, not after the last one.
         threading.Thread(target=pa.array, args=([0],), daemon=True).start()
@@ -228,6 +282,7 @@ class DatasetWriter:
         self.data.mkdir(parents=True, exist_ok=True)
         self.flush_rows = flush_rows
         self.reasoning = settings.choice("output.reasoning", reasoning, REASONING)
+        self.dpo_turns = settings.choice("output.dpo_turns", dpo_turns, DPO_TURNS)
         self.schemas = schemas(self.reasoning)
         self.samples: dict[str, dict] = {}  # first row of each config, for the card
         self._buffers: dict[str, list[dict]] = {name: [] for name in SCHEMAS}
@@ -236,8 +291,8 @@ class DatasetWriter:
     def _tmp(self, name: str) -> Path:
         return self.data / f".{name}.{os.getpid()}.parquet.tmp"
 
-    def add(self, selections: list[Selection]) -> None:
-        rows = build_rows(selections, self.reasoning)
+    def add(self, items: list[Selection | Conversation]) -> None:
+        rows = build_rows(items, self.reasoning, self.dpo_turns)
         for name, batch in rows.items():
             if batch and name not in self.samples:
                 self.samples[name] = batch[0]

@@ -30,6 +30,11 @@ def _file_prompt(path: Path, number: int, line: str) -> Prompt:
     messages = record.get("messages")
     if messages is None and isinstance(record.get("prompt"), str):
         messages = [{"role": "user", "content": record["prompt"]}]
+    if messages is None and "turns" in record:  # MT-Bench's question.jsonl: the user turns, in order
+        turns = record["turns"]
+        if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
+            raise ConfigError(f"{where}: 'turns' must be a non-empty list of strings (the user turns, in order)")
+        messages = [{"role": "user", "content": t} for t in turns]
     if not isinstance(messages, list) or not messages:
         raise ConfigError(f"{where}: needs 'prompt' (a string) or 'messages' (role/content objects ending with a user turn)")
     for i, m in enumerate(messages):
@@ -44,6 +49,7 @@ def _file_prompt(path: Path, number: int, line: str) -> Prompt:
             f"{where}: messages[{len(messages) - 1}].role is '{messages[-1]['role']}' — the last turn must be the user's"
         )
     messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    first, later = split_turns(messages)
     constraints = _file_constraints(where, record)
     reference = file_reference(where, record)
     if reference is not None and reads_as_math(reference) and not any(c["type"] == C.FINAL_ANSWER for c in constraints):
@@ -59,11 +65,22 @@ def _file_prompt(path: Path, number: int, line: str) -> Prompt:
         domain=str(record.get("domain") or ""),
         task=str(record.get("task") or "file"),
         topic="",
-        messages=tuple(messages),
+        messages=tuple(first),
         constraints=tuple(constraints),
         reference=reference,
         tests=tests.to_dict() if tests else None,
+        later_turns=tuple(later),
     )
+
+
+def split_turns(messages: list[dict]) -> tuple[list[dict], list[str]]:
+    """A line's messages as turn 1's prompt and the user turns that follow it: the user messages at
+    the end with no answer between them are one conversation's turns (MT-Bench's two questions),
+    answered one by one with `conversation.turns` (the line's constraints and reference are turn 1's)."""
+    start = len(messages)
+    while start > 0 and messages[start - 1]["role"] == "user":
+        start -= 1
+    return messages[: start + 1], [m["content"] for m in messages[start + 1 :]]
 
 
 GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
