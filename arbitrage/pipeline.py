@@ -35,7 +35,7 @@ from arbitrage.executors import Executor, Local, Report, Resources
 from arbitrage.output import card, runfolder
 from arbitrage.output.dataset import DPO_TURNS, REASONING, DatasetWriter
 from arbitrage.prompts import PromptWriter, Source
-from arbitrage.prompts.conversation import ConversationSpec, UserSimulator, next_prompt
+from arbitrage.prompts.conversation import ConversationSpec, UserSimulator, given_next
 from arbitrage.quality import Filter
 from arbitrage.routers import OnlineRouter, Router
 from arbitrage.routers.simple import AllTeachers
@@ -215,7 +215,7 @@ async def conversations(
             elif last.chosen is not None and prompt.turn < talk.turns:
                 answer = last.chosen.candidate.text
                 if prompt.later_turns:
-                    going[cid] = next_prompt(prompt, answer, prompt.later_turns[0])
+                    going[cid] = given_next(prompt, answer)
                     continue
                 if simulator is not None:
                     follow.append(simulator.follow_up(prompt, answer))

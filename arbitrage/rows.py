@@ -34,6 +34,7 @@ class Prompt:
     turn: int = 1
     conversation_id: str = ""  # "" on turn 1: the prompt's own id
     later_turns: tuple[str, ...] = ()  # user turns a prompts file gives for turns 2, 3, …
+    later_checks: tuple[tuple[dict, ...], ...] = ()  # their constraints, one tuple per later turn (or none)
 
     @property
     def user_text(self) -> str:

@@ -90,7 +90,14 @@ def next_prompt(prompt: Prompt, answer: str, user: str, constraints: Sequence[di
         turn=prompt.turn + 1,
         conversation_id=conversation,
         later_turns=prompt.later_turns[1:],
+        later_checks=prompt.later_checks[1:],
     )
+
+
+def given_next(prompt: Prompt, answer: str) -> Prompt:
+    """Turn k+1 from the prompts file: its next user turn, with that turn's own constraints."""
+    checks = prompt.later_checks[0] if prompt.later_checks else ()
+    return next_prompt(prompt, answer, prompt.later_turns[0], checks)
 
 
 def follow_up_kind(prompt: Prompt, kinds: Sequence[str]) -> str:
@@ -98,11 +105,19 @@ def follow_up_kind(prompt: Prompt, kinds: Sequence[str]) -> str:
     return random.Random(stable_hash("follow-up", prompt.prompt_id)).choice(list(kinds))
 
 
+CARRIED = ("language:response_language",)  # checks that hold for the whole conversation, not one message
+
+
 def new_constraints(prompt: Prompt, kind: str) -> list[dict]:
+    """The simulated turn's checks: the conversation's language carries over (a Spanish conversation
+    is answered in Spanish at every turn); a `constraint` follow-up adds one new checkable constraint."""
+    carried = [c for c in prompt.constraints if c["type"] in CARRIED]
     if kind != "constraint":
-        return []
+        return carried
     rng = random.Random(stable_hash("follow-up constraint", prompt.prompt_id))
-    return C.sample(rng, C.Context(language=prompt.language, topic=prompt.topic or "this", task=prompt.task), 1)
+    ctx = C.Context(language=prompt.language, topic=prompt.topic or "this", task=prompt.task)
+    drawn = [c for c in C.sample(rng, ctx, 1 + len(carried)) if c["type"] not in CARRIED][:1]
+    return carried + drawn
 
 
 def transcript(messages: Sequence[dict]) -> str:

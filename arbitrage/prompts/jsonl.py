@@ -48,9 +48,13 @@ def _file_prompt(path: Path, number: int, line: str) -> Prompt:
         raise ConfigError(
             f"{where}: messages[{len(messages) - 1}].role is '{messages[-1]['role']}' — the last turn must be the user's"
         )
-    messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]  # what the id hashes
     first, later = split_turns(messages)
-    constraints = _file_constraints(where, record)
+    # A user message may carry its own `constraints` (that turn's checks); turn 1's join the line's.
+    checks = [_file_constraints(f"{where}: messages[{i}]", m) for i, m in enumerate(messages) if m["role"] == "user"]
+    first = [{"role": m["role"], "content": m["content"]} for m in first]
+    constraints = _file_constraints(where, record) + (checks[len(checks) - len(later) - 1] if checks else [])
+    later_checks = tuple(tuple(c) for c in checks[len(checks) - len(later) :]) if later else ()
     reference = file_reference(where, record)
     if reference is not None and reads_as_math(reference) and not any(c["type"] == C.FINAL_ANSWER for c in constraints):
         constraints.append({"type": C.FINAL_ANSWER, "answer": reference})  # a gate: the answer must equal it
@@ -59,7 +63,7 @@ def _file_prompt(path: Path, number: int, line: str) -> Prompt:
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return Prompt(
-        prompt_id=str(record.get("id") or stable_hash(messages)),
+        prompt_id=str(record.get("id") or stable_hash(plain)),
         persona_id=str(record.get("persona_id") or ""),
         language=str(record.get("language") or "en"),
         domain=str(record.get("domain") or ""),
@@ -69,18 +73,19 @@ def _file_prompt(path: Path, number: int, line: str) -> Prompt:
         constraints=tuple(constraints),
         reference=reference,
         tests=tests.to_dict() if tests else None,
-        later_turns=tuple(later),
+        later_turns=tuple(m["content"] for m in later),
+        later_checks=later_checks if any(later_checks) else (),
     )
 
 
-def split_turns(messages: list[dict]) -> tuple[list[dict], list[str]]:
+def split_turns(messages: list[dict]) -> tuple[list[dict], list[dict]]:
     """A line's messages as turn 1's prompt and the user turns that follow it: the user messages at
     the end with no answer between them are one conversation's turns (MT-Bench's two questions),
     answered one by one with `conversation.turns` (the line's constraints and reference are turn 1's)."""
     start = len(messages)
     while start > 0 and messages[start - 1]["role"] == "user":
         start -= 1
-    return messages[: start + 1], [m["content"] for m in messages[start + 1 :]]
+    return messages[: start + 1], messages[start + 1 :]
 
 
 GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
