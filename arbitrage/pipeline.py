@@ -145,7 +145,7 @@ async def run(spec: RunSpec) -> RunSummary:
                                 async for ended in conversations(wave, spec, res, choose, stats):
                                     out.add(ended)
                             else:
-                                async for selections in answered(wave, spec, res, choose, stats):
+                                async for selections in answered(single_turn(wave), spec, res, choose, stats):
                                     out.add(selections)
             except BaseException:
                 out.writer.abort()  # the previous dataset stays whole; the journal has every finished call
@@ -174,6 +174,21 @@ async def run(spec: RunSpec) -> RunSummary:
         )
         raise engine.error
     return summary
+
+
+async def single_turn(prompts: AsyncIterable[Prompt]) -> AsyncIterator[Prompt]:
+    """The prompts of a run with conversation.turns=1; a prompts file's later user turns are named once."""
+    warned = False
+    async for prompt in prompts:
+        if prompt.later_turns and not warned:
+            warned = True
+            log.warning(
+                "prompt %s gives %d more user turns; conversation.turns=1 answers only its first — set conversation.turns=%d for all",
+                prompt.prompt_id,
+                len(prompt.later_turns),
+                len(prompt.later_turns) + 1,
+            )
+        yield prompt
 
 
 async def answered(
