@@ -238,7 +238,9 @@ class RunStats:
     def _conversation(self, c: Conversation) -> None:
         """A conversation is one prompt finished, one sft row (or one rejected row); every turn's
         answers count, and each turn kept counts its win and its pair."""
-        self.finished += c.finished
+        if not c.finished or not c.turns:
+            return  # a stop left it too short to keep: the rerun's (as an unfinished prompt is)
+        self.finished += 1
         self._prompt(c.turns[0].prompt)
         for s in c.turns:
             self._answers(s)

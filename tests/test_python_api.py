@@ -92,6 +92,21 @@ def test_an_online_router_runs_wave_by_wave_from_python(tmp_path, prompts):
     assert summary.prompts_finished == 12
 
 
+def test_conversations_from_python_with_an_online_router_and_a_simulated_user(tmp_path, prompts):
+    teachers = {"plain": EchoTeacher("plain", "plain"), "loud": EchoTeacher("loud", "loud")}
+    router = BanditRouter(wave_size=4, seed=1)
+    talk = arbitrage.ConversationSpec(turns=3, user="plain", follow_ups=["deeper"])
+    summary = arbitrage.run(JsonlSource(prompts, n_prompts=8), teachers, tmp_path / "run", router=router, conversation=talk)
+    # 8 conversations × 3 turns routed to one teacher each, and 8 × 2 follow-ups written by "plain"
+    assert teachers["plain"].calls + teachers["loud"].calls == 8 * 3 + 8 * 2
+    assert sum(s.n for s in router.overall.values()) == 8 * 3  # it observed every turn before routing the next
+    assert summary.prompts_finished == 8 and sum(summary.turns_kept.values()) == summary.rows["sft"]
+    sft = datasets.load_dataset(str(tmp_path / "run"), "sft", split="train")
+    for row in sft:
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant"] * row["turn"]
+        assert row["messages"][2]["content"].startswith("you are playing a user")  # the echo simulator's words
+
+
 def test_every_public_name_resolves_to_the_object_its_module_defines():
     assert len(set(arbitrage.__all__)) == len(arbitrage.__all__)
     assert set(arbitrage.__all__) == {"run", *arbitrage._EXPORTS}

@@ -185,7 +185,10 @@ def build_rows(
 
 def _conversation_rows(c: Conversation, rows: dict[str, list[dict]], reasoning: str, dpo_turns: str) -> None:
     """One sft row for the whole conversation kept; a DPO pair per turn (its prefix as `prompt`);
-    every turn's candidates; or, when too few turns are kept, one rejected row at the failing turn."""
+    every turn's candidates; or, when too few turns are kept, one rejected row at the failing turn.
+    A conversation a stop left too short to keep writes nothing: the rerun finishes it."""
+    if not c.finished:
+        return
     for s in c.turns:
         _candidate_rows(s, rows)
     if not c.written:
