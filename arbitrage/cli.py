@@ -46,6 +46,7 @@ GROUPS = (
     "filters",
     "output",
     "selection",
+    "conversation",
     "engine",
     "executor",
     "experiment",
