@@ -83,9 +83,17 @@ def test_demo_experiment_sets_the_demo_run():
     assert str(spec.out_dir) == "runs/demo" and spec.source.n_prompts == 24
 
 
+def test_conversations_experiment_sets_three_turns_with_smollm2_as_the_user():
+    spec = build(compose_cfg(["experiment=conversations"]))
+    assert list(spec.teachers) == ["smollm2", "gemma3"] and spec.source.n_prompts == 24
+    assert spec.conversation.turns == 3 and spec.conversation.user == "smollm2" and spec.dpo_turns == "all"
+    assert build(compose_cfg([])).conversation.turns == 1  # single exchanges unless asked
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
+        (["conversation=chat"], "unknown conversation 'chat'"),
         (["teacher=[gpt5]"], "unknown teacher 'gpt5' — known: api, gemma3, openai_compat, smollm2"),
         (["router=best"], "unknown router 'best' — known: all, bandit, fixed, learned, random, round_robin"),
         (["reward=vibes"], "unknown reward 'vibes'"),
