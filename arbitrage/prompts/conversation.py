@@ -188,9 +188,9 @@ class UserSimulator:
             language_name=C.texts()["language_name"]["en"].get(prompt.language, prompt.language),
         )
         messages = ({"role": "user", "content": text},)
-        request = replace(
-            prompt, prompt_id="user-" + stable_hash(messages), messages=messages, constraints=(), reference=None, tests=None
-        )
+        # The prefix's id too: two conversations whose transcripts read alike once cut are still two calls.
+        request_id = "user-" + stable_hash(prompt.prompt_id, messages)
+        request = replace(prompt, prompt_id=request_id, messages=messages, constraints=(), reference=None, tests=None)
         return FollowUp(prompt, answer, kind, constraints, request)
 
     def call(self, follow_up: FollowUp, teacher_key: str) -> Call:
