@@ -475,10 +475,12 @@ def _estimate(args: list[str]) -> None:
             # native n: a prompt's next sample shares its request, so its prompt is billed once
             shared = teachers[call.teacher].limits.native_n and next_sample(last, call)
             last = call
-            yield call.teacher, None if shared else list(call.prompt.messages)
+            yield call.context, call.teacher, None if shared else list(call.prompt.messages)  # context: its turn
 
-    rows = estimate.estimate(pending(), infos)
+    rows, turns = estimate.estimate_by_turn(pending(), infos)
     print(estimate.format_estimate(rows))
+    if spec.conversation.multi:
+        print(estimate.format_turns(turns, spec.conversation.turns, spec.conversation.user))
     if skipped:
         print(f"({skipped} calls already answered in {journal_dir} are not counted)")
     _prompt_filter_saving(spec, screen, calls)

@@ -265,32 +265,65 @@ async def plan(spec: RunSpec, screen: PromptFilter | None = None) -> AsyncIterat
     stages as `run`. A written request's text is not known in advance, so its prompt keeps the
     template; a judge's call counts an answer of max_tokens; an online router routes without
     feedback, which spreads its calls as it would on average. Keys are not needed: nothing is sent.
-    `screen` (the prompt filter stage) counts the prompts drawn and those the filters drop."""
+    `screen` (the prompt filter stage) counts the prompts drawn and those the filters drop.
+
+    Conversations are planned turn by turn as `conversations` runs them, every turn answered: turn
+    k+1's prefix holds each earlier answer at its routed teachers' longest max_tokens and the next
+    user turn as the prompts file gives it, or the user simulator's call (one per conversation and
+    turn) and a follow-up as long as the run would keep from it. A conversation whose given turns
+    end, with no simulator, ends there. Each call's `context` is the turn it belongs to: a judge's,
+    the turn it judges; the prompt writer's, turn 1; the simulator's, the turn it writes."""
     spec.source.check()
     spec.router.check(list(spec.teachers))
     seats = roster(spec.teachers)
     screen = screen or PromptFilter(spec.filters)
     writer = PromptWriter(spec.prompt_writer, spec.source) if spec.prompt_writer else None
+    talk = spec.conversation
+    simulator = UserSimulator.of(talk.user, spec.source, talk.follow_ups) if talk.user else None
     asked: list[Call] = []
 
     async def count(calls: list[Call]) -> list[Candidate]:
         asked.extend(calls)
         return [Candidate(c.call_id, c.prompt.prompt_id, c.teacher, None, None, 0, 0, 0.0, 0, "planned") for c in calls]
 
+    def longest(call: Call) -> Candidate:
+        answer = "word " * spec.teachers[call.teacher].sampling.max_tokens
+        return Candidate(call.call_id, call.prompt.prompt_id, call.teacher, answer, "length", 0, 0, 0.0, 1)
+
+    def at(call: Call, turn: int) -> Call:
+        return Call(call.call_id, call.prompt, call.teacher, call.sample, context=turn)
+
     screened = screen.run(written(spec.source, writer, count, seats[writer.teacher].key if writer else None))
     prompts = (p async for p in screened if not isinstance(p, Selection))  # a dropped prompt costs nothing
-    async for wave in waves(prompts, spec.router):
-        async for call in calls_of(route(wave, spec.router, seats), seats):
-            for extra in asked:
-                yield extra
-            asked.clear()
-            yield call
-            answer = "word " * spec.teachers[call.teacher].sampling.max_tokens  # the longest answer
-            placeholder = Candidate(call.call_id, call.prompt.prompt_id, call.teacher, answer, "length", 0, 0, 0.0, 1)
-            for judged in spec.scorer.calls([(call.prompt, placeholder)]):
-                yield judged
+    async for wave in waves(prompts, spec.router, talk.wave_size if talk.multi else None):
+        turn: AsyncIterable[Prompt] | None = wave
+        while turn is not None:
+            answers: dict[str, tuple[Prompt, str]] = {}  # this turn's prompts, each with its longest answer
+            async for call in calls_of(route(turn, spec.router, seats), seats):
+                for extra in asked:
+                    yield at(extra, 1)
+                asked.clear()
+                yield at(call, call.prompt.turn)
+                placeholder = longest(call)
+                for judged in spec.scorer.calls([(call.prompt, placeholder)]):
+                    yield at(judged, call.prompt.turn)
+                longest_so_far = answers.get(call.prompt.prompt_id, (call.prompt, ""))[1]
+                if talk.multi and len(placeholder.text) > len(longest_so_far):
+                    answers[call.prompt.prompt_id] = (call.prompt, placeholder.text)
+            following = []
+            for prompt, answer in answers.values():
+                if prompt.turn >= talk.turns:
+                    continue
+                if prompt.later_turns:
+                    following.append(given_next(prompt, answer))
+                elif simulator is not None:
+                    follow = simulator.follow_up(prompt, answer)
+                    user_call = simulator.call(follow, seats[simulator.teacher].key)
+                    yield at(user_call, prompt.turn + 1)
+                    following.append(follow.next(simulator.written(longest(user_call))))
+            turn = as_stream(following) if following else None
     for extra in asked:  # requests written for prompts the filters then dropped
-        yield extra
+        yield at(extra, 1)
 
 
 def check(spec: RunSpec) -> dict[str, Teacher]:

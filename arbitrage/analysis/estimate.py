@@ -65,16 +65,50 @@ def estimate(
     None: a call whose prompt is billed with another's (a later sample in one request with native n).
 
     Streams: `calls` is consumed once, so a generator of millions of calls needs flat memory."""
+    rows, _ = estimate_by_turn(((1, teacher, messages) for teacher, messages in calls), teacher_info)
+    return rows
+
+
+@dataclass
+class TurnEstimate:
+    """One conversation turn's calls (its teachers', their judges', the user simulator's that wrote
+    its user message) and their tokens: every call of turn k sends the conversation so far."""
+
+    turn: int
+    calls: int = 0
+    tokens_in: int = 0
+    tokens_out_expected: int = 0
+    out_is_upper_bound: bool = False  # some of its calls' completions are counted at max_tokens
+
+    @property
+    def tokens_in_per_call(self) -> float:
+        return self.tokens_in / self.calls if self.calls else 0.0
+
+
+def estimate_by_turn(
+    calls: Iterable[tuple[int, str, Sequence[dict] | None]], teacher_info: Mapping[str, TeacherInfo]
+) -> tuple[list[TeacherEstimate], list[TurnEstimate]]:
+    """`estimate` for calls that name their conversation turn (turn, teacher, messages): the rows
+    per teacher, and one per turn in turn order. Streams like `estimate`."""
     calls_per_teacher = dict.fromkeys(teacher_info, 0)
     tokens_in = dict.fromkeys(teacher_info, 0)
-    for teacher, messages in calls:
+    turns: dict[int, TurnEstimate] = {}
+    for turn, teacher, messages in calls:
         info = teacher_info.get(teacher)
         if info is None:
             raise ConfigError(f"estimate: unknown teacher '{teacher}' — known: {', '.join(teacher_info)}")
         calls_per_teacher[teacher] += 1
-        if messages is not None:
-            tokens_in[teacher] += count_prompt_tokens(_counter_for(info), messages)
-    return [_teacher_estimate(name, info, calls_per_teacher[name], tokens_in[name]) for name, info in teacher_info.items()]
+        tokens = count_prompt_tokens(_counter_for(info), messages) if messages is not None else 0
+        tokens_in[teacher] += tokens
+        row = turns.get(turn) or turns.setdefault(turn, TurnEstimate(turn))
+        row.calls += 1
+        row.tokens_in += tokens
+        row.tokens_out_expected += info.max_tokens if info.mean_tokens_out is None else info.mean_tokens_out
+        row.out_is_upper_bound |= info.mean_tokens_out is None
+    for row in turns.values():
+        row.tokens_out_expected = round(row.tokens_out_expected)
+    rows = [_teacher_estimate(name, info, calls_per_teacher[name], tokens_in[name]) for name, info in teacher_info.items()]
+    return rows, [turns[k] for k in sorted(turns)]
 
 
 def _counter_for(info: TeacherInfo) -> str | Tokenizer | None:
@@ -139,3 +173,24 @@ def _total_line(rows: Sequence[TeacherEstimate]) -> str:
     tokens_out = sum(row.tokens_out_expected for row in rows)
     marker = "≤ " if any(row.out_is_upper_bound for row in rows if row.calls) else "~"
     return f"| **total** | {calls:,} | {tokens_in:,} | {marker}{tokens_out:,} | {usd} | |"
+
+
+def format_turns(turns: Sequence[TurnEstimate], planned: int, user: str | None) -> str:
+    """The calls and tokens of each conversation turn, `planned` turns asked for; says why prompt
+    tokens per call grow (each turn sends the conversation so far) and where conversations end early."""
+    lines = [
+        f"per turn (conversation.turns={planned}): prompt tokens grow with the prefix — each turn's calls send the "
+        "conversation so far, every earlier answer counted at its teachers' max_tokens"
+        + (f", and the user simulator ({user})'s calls are in the turn they write" if user else "")
+    ]
+    for row in turns:
+        marker = "≤ " if row.out_is_upper_bound else "~"
+        lines.append(
+            f"turn {row.turn}: {row.calls:,} calls, ~{row.tokens_in:,} tokens in (~{row.tokens_in_per_call:,.0f} per call), "
+            f"{marker}{row.tokens_out_expected:,} tokens out"
+        )
+    last = turns[-1].turn if turns else 0
+    if last < planned:
+        why = "the prompts give no more user turns" + ("" if user else " and conversation.user is not set")
+        lines.append(f"no call reaches turn {last + 1}: {why}")
+    return "\n".join(lines)
