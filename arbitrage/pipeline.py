@@ -421,7 +421,7 @@ def summarise(
         reward=spec.scorer.name,
         prompts=screen.drawn,
         prompts_finished=stats.finished,
-        prompts_unfinished=max(0, left) if engine.stop_reason else 0,
+        prompts_unfinished=max(0, left) + stats.cut_short if engine.stop_reason else 0,
         stopped=engine.stop_reason,
         error=None if engine.error is None else str(engine.error),
         budget_usd=budget.cap,

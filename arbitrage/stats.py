@@ -207,6 +207,7 @@ class RunStats:
         self.best_of: dict[str, list[float]] = {}  # n > 1 samples: "t, best of n" → [reward sum, full passes, prompts]
         self.facets = {when: {k: set() for k in FACETS} for when in ("before", "after")}
         self.samples = {k: Reservoir(sample_size, seed=i) for i, k in enumerate(SAMPLES)}
+        self.cut_short = 0  # conversations a stop ended before their last turn, written as far as they got
         self.wins_by_turn: dict[int, Counter] = {}  # conversations: turn → teacher → wins
         self.turns_kept: dict[int, int] = {}  # conversations: assistant turns kept → conversations
         self.timings: Counter = Counter()
@@ -241,6 +242,7 @@ class RunStats:
         if not c.finished or not c.turns:
             return  # a stop left it too short to keep: the rerun's (as an unfinished prompt is)
         self.finished += 1
+        self.cut_short += c.stopped  # written, but a stop ended it early: the rerun extends it
         self._prompt(c.turns[0].prompt)
         for s in c.turns:
             self._answers(s)

@@ -177,6 +177,9 @@ def test_budget_stops_a_multi_turn_run_and_a_higher_budget_finishes_it_sending_n
         assert summary["stopped"] == "budget" and summary["spent_usd"] <= 0.3
         cut = conversations(out)  # what it finished: each conversation's turns answered before the stop
         assert cut and any(len(messages) < 6 for messages in cut.values())
+        short = sum(len(messages) < 6 for messages in cut.values())
+        assert summary["prompts_unfinished"] == short + 12 - len(cut)  # cut short or not written: the rerun's
+        assert f"with {summary['prompts_unfinished']} prompts unfinished" in first.stdout
         assert all(messages == whole[cid][: len(messages)] for cid, messages in cut.items())
         sent = len(server.requests)
         assert 0 < sent < len(reference.requests)
