@@ -149,6 +149,8 @@ class RunSummary:
         failures = {f"{name}: {why}": n for name, t in self.teachers.items() for why, n in t.failures.items()}
         if failures:
             lines.append("failures by reason: " + ", ".join(f"{k} ×{n}" for k, n in sorted(failures.items())))
+        if len(self.wins_by_turn) > 1:
+            lines.append(self._turns_line())
         budget = f" of budget {usd(self.budget_usd)}" if self.budget_usd else ""
         lines.append(
             f"wall {self.timings_s.get('total_s')} s · {self.requests_per_s or '—'} requests/s · spent {usd(self.spent_usd)}{budget}"
@@ -164,6 +166,17 @@ class RunSummary:
                 f"stopped ({self.stopped}) with {self.prompts_unfinished} prompts unfinished — rerun the same command to finish them"
             )
         return "\n".join(lines)
+
+    def _turns_line(self) -> str:
+        """Conversations: each teacher's share of the answers kept at each turn, then the lengths kept."""
+        by_turn = sorted(self.wins_by_turn.items(), key=lambda kv: int(kv[0]))
+        teachers = list(self.teachers) or sorted({t for _, wins in by_turn for t in wins})
+        turns = []
+        for turn, wins in by_turn:
+            kept = sum(wins.values())
+            turns.append(f"{turn}: " + " ".join(f"{t} {wins.get(t, 0) / kept:.0%}" for t in teachers) if kept else f"{turn}: —")
+        lengths = ", ".join(f"{n} turns ×{k}" for n, k in sorted(self.turns_kept.items(), key=lambda kv: int(kv[0])))
+        return "wins per turn: " + " · ".join(turns) + f" (conversations kept: {lengths or 'none'})"
 
     def why_nothing(self) -> str:
         """The commonest reasons the run has no sft row: why its prompts were rejected (one reason

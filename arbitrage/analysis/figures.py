@@ -148,6 +148,30 @@ def plot_wins(table: ScoreTable, labels: list[str]) -> str:
     return compose(f"{table.run_dir.name}: {title} (n: prompts per bar)", rows)
 
 
+def plot_turns(table: ScoreTable) -> str | None:
+    """Conversations: which teacher's answer was kept at each turn (shares of the turns kept there)."""
+    kept = [t for t in table.turns if t.kept]
+    if not kept:
+        return None
+    colours = _colours(table)
+    cats = [(f"turn {t.turn}", f"n={t.kept}") for t in kept]
+
+    def draw(svg: Svg, box: Box) -> None:
+        legend = [(name, colours[name], "box") for name in table.teachers]
+        ax = Axes(svg, box, title="", legend=legend, xcats=cats, ylabel="win share of the turns kept", yfmt=percent)
+        for i, t in enumerate(kept):
+            parts = [
+                (t.share(name), colours[name], f"turn {t.turn}: {name} {t.share(name):.0%} of {t.kept} turns kept")
+                for name in table.teachers
+            ]
+            stacked(ax, i + 0.5, 0.6, parts)
+
+    width = max(PANEL_W, 110 + 70 * len(cats))
+    return compose(
+        f"{table.run_dir.name}: whose answer each conversation kept, per turn (n: turns kept)", [[(width, PANEL_H, draw)]]
+    )
+
+
 def plot_rewards(table: ScoreTable) -> str | None:
     values = [_column(table.reward, j) for j in range(len(table.teachers))]
     flat = np.concatenate(values) if values else np.zeros(0)

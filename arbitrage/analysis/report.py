@@ -43,6 +43,7 @@ def write(run_dir: Path | str, reference: Path | str | None = None) -> Path:
         "rewards.svg": plots.plot_rewards(table),
         "margins.svg": plots.plot_margins(table, min_margin),
         "cost.svg": plots.plot_cost(table),
+        "turns.svg": plots.plot_turns(table),
     }
     if not table.complete or evaluation or ref is not None:
         figures["routing.svg"] = plots.plot_routing(table, ref, evaluation)
@@ -82,7 +83,7 @@ def _markdown(run_dir, table, labels, summary, ref, evaluation, min_margin, figu
     lines = [
         f"# Run report: {run_dir.name}",
         "",
-        f"{len(table.prompts)} prompts · teachers {', '.join(table.teachers)} · router `{summary.router or '?'}` · "
+        f"{_prompts_line(table)} · teachers {', '.join(table.teachers)} · router `{summary.router or '?'}` · "
         f"reward `{summary.reward or '?'}`. Rebuild with `arbitrage report {run_dir}`.",
         "",
     ]
@@ -140,6 +141,7 @@ def _markdown(run_dir, table, labels, summary, ref, evaluation, min_margin, figu
         "",
         "![win share per teacher, language and task](win_rate.svg)" if "win_rate.svg" in figures else "",
         "",
+        *_turns_section(table, figures),
         "## Per language",
         _share_table(table, labels, "language", keys),
         "",
@@ -173,6 +175,55 @@ def _markdown(run_dir, table, labels, summary, ref, evaluation, min_margin, figu
     lines += _routing_section(run_dir, table, ref, evaluation, figures)
     squeezed = [line for i, line in enumerate(lines) if line or (i and lines[i - 1])]  # no runs of blank lines
     return "\n".join(squeezed) + "\n"
+
+
+def _prompts_line(table: ScoreTable) -> str:
+    if not table.turns:
+        return f"{len(table.prompts)} prompts"
+    return f"{len(table.prompts)} prompts (the turns of {table.turns[0].reached} conversations, each turn a row)"
+
+
+def _turns_section(table: ScoreTable, figures) -> list[str]:
+    """Conversations: per turn, whose answer the dataset kept (of the turns kept there), what each
+    teacher's answers were worth, and how far the conversations got."""
+    if not table.turns:
+        return []
+    header = ["turn", "conversations reached", "turns kept"]
+    for t in table.teachers:
+        header += [f"{t} win share", f"{t} mean reward"]
+    rows = []
+    for turn in table.turns:
+        cells: list[object] = [turn.turn, turn.reached, turn.kept]
+        for t in table.teachers:
+            share = f"{turn.share(t):.0%} ({turn.wins[t]})" if turn.kept else "—"
+            mean = turn.mean_reward[t]
+            cells += [share, "—" if np.isnan(mean) else f"{mean:.3f}"]
+        rows.append(cells)
+    lengths = [[f"{n} turn{'s' if int(n) > 1 else ''}", k] for n, k in table.turns_kept.items()]
+    unlisted = (
+        f"{table.unlisted} of these turns came after the last turn their conversation kept (no answer good enough); "
+        "no row holds their user message, so they count here but in no other table of this report."
+        if table.unlisted
+        else ""
+    )
+    return [
+        "## Per turn",
+        "Each turn of a conversation was routed, scored and chosen like a prompt. A turn is kept when its "
+        "conversation's sft row holds it (its chosen answer is a training target); a teacher's win share is the "
+        "share of the turns kept whose chosen answer is its (`turn_teachers` in the sft rows), its mean reward that "
+        "of all its answers at the turn (a failed or filtered answer counts 0).",
+        "",
+        markdown_table(header, rows),
+        "",
+        unlisted,
+        "",
+        "![win share per turn](turns.svg)" if "turns.svg" in figures else "",
+        "",
+        "Conversation lengths kept (assistant turns per sft row):",
+        "",
+        markdown_table(["length", "conversations"], lengths) if lengths else "none kept",
+        "",
+    ]
 
 
 def _samples_section(table: ScoreTable) -> list[str]:

@@ -117,6 +117,71 @@ def _best_of(best_of: dict) -> str:
     )
 
 
+def _conversational(summary: RunSummary, config: dict) -> bool:
+    return (config.get("conversation") or {}).get("turns", 1) > 1 or len(summary.wins_by_turn) > 1
+
+
+def _configs(summary: RunSummary, config: dict) -> str:
+    rows = summary.rows
+    if _conversational(summary, config):
+        dpo_turns = (config.get("output") or {}).get("dpo_turns", "all")
+        which = "every turn" if dpo_turns == "all" else "the last turn kept"
+        sft = "`messages`: a whole conversation, each assistant turn the answer chosen at that turn"
+        dpo = (
+            f"one pair per turn, of {which} (`output.dpo_turns={dpo_turns}`): `prompt` the conversation so far, "
+            "`chosen` / `rejected` that turn's answers (conversational), `score_chosen`, `score_rejected`"
+        )
+        candidates = "every teacher answer to every turn, with score, latency, tokens, error, `conversation_id`, `turn`"
+        rejected = "conversations with too few turns kept (`conversation.min_turns`): the failing turn's prompt, and why"
+    else:
+        sft = "`messages`: the prompt and the best answer"
+        dpo = "`prompt` / `chosen` / `rejected` (conversational), `score_chosen`, `score_rejected`"
+        candidates = "every teacher answer with score, latency, tokens, error"
+        rejected = "prompts with no usable answer, and why"
+    return markdown_table(
+        ["config", "rows", "what"],
+        [
+            ["`sft`", rows.get("sft", 0), sft],
+            ["`dpo`", rows.get("dpo", 0), dpo],
+            ["`candidates`", rows.get("candidates", 0), candidates],
+            ["`rejected_rows`", rows.get("rejected_rows", 0), rejected],
+        ],
+    )
+
+
+def _conversation_columns(summary: RunSummary, config: dict) -> str:
+    if not _conversational(summary, config):
+        return ""
+    return (
+        "\nConversations add `conversation_id` (its first turn's prompt_id), `turn` (sft: the assistant turns the row "
+        "holds; dpo: the turn the pair answers) and `turn_teachers` (the teacher chosen at each turn so far). On an sft "
+        "row the other columns (prompt_id, teacher_chosen, scores, constraints, score_details) are its last turn's; on "
+        "a dpo row, its pair's turn's."
+    )
+
+
+def _turns(summary: RunSummary) -> str:
+    """Conversations: whose answer was kept at each turn, and how long the conversations kept are."""
+    if len(summary.wins_by_turn) < 2:
+        return ""
+    teachers = list(summary.teachers) or sorted({t for wins in summary.wins_by_turn.values() for t in wins})
+    body = []
+    for turn, wins in sorted(summary.wins_by_turn.items(), key=lambda kv: int(kv[0])):
+        kept = sum(wins.values())
+        body.append([turn, kept, *(f"{wins.get(t, 0) / kept:.0%} ({wins.get(t, 0)})" if kept else "—" for t in teachers)])
+    lengths = [[n, k] for n, k in sorted(summary.turns_kept.items(), key=lambda kv: int(kv[0]))]
+    return (
+        "## Per turn\n"
+        "Each turn of a conversation was routed, scored and chosen like a prompt; `turn_teachers` in the sft and dpo rows "
+        "names the teacher chosen at each turn. Win share: of the turns kept at that turn, those whose chosen answer "
+        "is the teacher's.\n\n"
+        + markdown_table(["turn", "turns kept", *teachers], body)
+        + "\n\n"
+        + markdown_table(["assistant turns", "conversations kept"], lengths)
+        + "\n\n"
+    )
+
+
 def _stopped_note(summary: RunSummary) -> str:
     if not summary.stopped:
         return ""
@@ -127,14 +192,16 @@ def _stopped_note(summary: RunSummary) -> str:
 
 
 def render(out_dir, paths: dict[str, str], summary: RunSummary, config: dict, sample: dict | None) -> str:
-    rows = summary.rows
+    # Every sft row has one chosen answer per assistant turn: a teacher's win share is of the answers
+    # kept (the sft rows' count on a single-turn run).
+    answers_kept = sum(t.wins for t in summary.teachers.values())
     teacher_rows = [
         [
             name,
             t.calls,
             t.failed,
             t.wins,
-            f"{t.wins / max(1, rows.get('sft', 0)):.0%}",
+            f"{t.wins / max(1, answers_kept):.0%}",
             "—" if t.mean_score is None else f"{t.mean_score:.3f}",
             t.tokens_in,
             t.tokens_out,
@@ -154,23 +221,18 @@ Run id `{summary.run_id or "?"}`{_stopped_note(summary)}.
 ## Configs
 A config with 0 rows is left out of `configs:` (datasets cannot load an empty split).
 
-| config | rows | what |
-|---|---|---|
-| `sft` | {rows.get("sft", 0)} | `messages`: the prompt and the best answer |
-| `dpo` | {rows.get("dpo", 0)} | `prompt` / `chosen` / `rejected` (conversational), `score_chosen`, `score_rejected` |
-| `candidates` | {rows.get("candidates", 0)} | every teacher answer with score, latency, tokens, error |
-| `rejected_rows` | {rows.get("rejected_rows", 0)} | prompts with no usable answer, and why |
+{_configs(summary, config)}
 
 Provenance columns on `sft` and `dpo`: prompt_id, persona_id, language, domain, task,
 teacher_chosen, teacher_rejected, score_chosen, score_rejected, margin, n_candidates,
 router_decision, constraints (JSON), instruction_id_list and kwargs (the same checks in IFEval /
 Tulu 3 form, kwargs as JSON), score_details (JSON: the strict verdict per check under `checks`,
-the checks that are gates under `gates`, IFEval's loose verdicts under `loose`).
+the checks that are gates under `gates`, IFEval's loose verdicts under `loose`).{_conversation_columns(summary, config)}
 
 ## Teachers
 {markdown_table(["teacher", "calls", "failed", "wins", "win share", "mean score", "tokens in", "tokens out", "$"], teacher_rows)}
 
-{_check_rates(summary.checks)}{_gates(summary, config)}{_best_of(summary.best_of)}
+{_turns(summary)}{_check_rates(summary.checks)}{_gates(summary, config)}{_best_of(summary.best_of)}
 {quality_section(summary.quality)}
 ## Coverage
 {markdown_table(["language", "sft rows"], sorted(summary.by_language.items()))}
