@@ -204,13 +204,20 @@ class Conversation:
         return self.written or not self.stopped
 
     @property
+    def failed(self) -> Selection | None:
+        """The turn that had no answer to choose (the conversation ended there), if one did."""
+        return self.turns[len(self.kept)] if len(self.kept) < len(self.turns) else None
+
+    @property
     def reason(self) -> Reason | None:
-        """Why the conversation is not kept, for its rejected row: the turn that failed and why."""
-        if self.written:
-            return None
-        failed = self.turns[len(self.kept)] if len(self.kept) < len(self.turns) else None
+        """Why the conversation ended before conversation.turns, for a rejected row: the turn that
+        failed and why, and whether the turns before it were kept. None when nothing failed."""
+        failed = self.failed
         why = failed.reason if failed is not None else self.ended
+        if why is None and self.written:
+            return None
         turn = len(self.kept) + 1
         code = f"turn {turn}: {why.code}" if why else f"turn {turn}: no answer"
         detail = f"{why.detail}; " if why and why.detail else ""
-        return Reason(code, f"{detail}{len(self.kept)} of min_turns {self.min_turns} kept")
+        kept = f"kept with {len(self.kept)} turns" if self.written else f"{len(self.kept)} of min_turns {self.min_turns} kept"
+        return Reason(code, detail + kept)

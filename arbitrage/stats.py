@@ -244,6 +244,7 @@ class RunStats:
             if item.chosen is None:
                 self._rejected(item.reason, item.gates_failed)
                 continue
+            self._failing([item.chosen])
             self._chosen(item)
             self._pair(item)
             self.rows["sft"] += 1
@@ -259,11 +260,12 @@ class RunStats:
         self._prompt(c.turns[0].prompt)
         for s in c.turns:
             self._answers(s)
+        if c.failed is not None or not c.written:  # a rejected row at the turn it ended at
+            self._rejected(c.reason, c.failed.gates_failed if c.failed else ())
         if not c.written:
-            failed = c.turns[len(c.kept)] if len(c.kept) < len(c.turns) else None
-            self._rejected(c.reason, failed.gates_failed if failed else ())
             return
         kept = c.kept
+        self._failing([s.chosen for s in kept])  # the sft row fails a gate if any of its turns does
         for k, s in enumerate(kept, 1):
             self._chosen(s)
             self.wins_by_turn.setdefault(k, Counter())[s.chosen.candidate.teacher] += 1
@@ -305,13 +307,16 @@ class RunStats:
             self.gates_dropped[gate] += 1
 
     def _chosen(self, s: Selection) -> None:
-        """A chosen answer (each turn of a conversation has one): its win and whether it fails anything."""
+        """A chosen answer (each turn of a conversation has one): its win."""
         chosen = s.chosen
         self.wins[chosen.candidate.teacher] += 1
-        self.sft_failing["a gate"] += bool(chosen.failed_gates)
-        self.sft_failing["a check"] += not all(chosen.checks.values())
-        self.sft_failing["reward 0"] += chosen.score == 0
         self.samples["answers_after"].add(chosen.candidate.text)
+
+    def _failing(self, answers: list[Scored]) -> None:
+        """An sft row's chosen answers (a conversation's, one per turn): does any fail a gate, a check, score 0?"""
+        self.sft_failing["a gate"] += any(a.failed_gates for a in answers)
+        self.sft_failing["a check"] += any(not all(a.checks.values()) for a in answers)
+        self.sft_failing["reward 0"] += any(a.score == 0 for a in answers)
 
     def _pair(self, s: Selection) -> None:
         if s.rejected is not None:

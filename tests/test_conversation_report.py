@@ -90,7 +90,8 @@ def test_a_conversation_run_reports_per_turn_win_shares_that_match_the_sft_rows(
 
 def test_a_turn_after_the_last_one_kept_counts_per_turn_and_the_report_is_written(server, tmp_path):
     """The default reward floor keeps turn 1 of some conversations and no answer of their turn 2: that
-    turn's user message is in no row, yet the report (which used to fail on it) counts it per turn."""
+    turn is a rejected row (its prompt the conversation up to it, its reason why the conversation ended
+    there), and the report (which used to fail on it) counts it per turn."""
     out = tmp_path / "floor"
     result = arbitrage(*api_args(server, out, "n_prompts=12", *TURNS))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -102,13 +103,20 @@ def test_a_turn_after_the_last_one_kept_counts_per_turn_and_the_report_is_writte
     after_last = sum((row["conversation_id"], row["turn"] + 1) in answered for row in sft)
     assert reached[2] > kept[2] and after_last > 0  # this run has turns answered after their conversation's last kept turn
 
+    rejected = datasets.load_dataset(str(out), "rejected_rows", split="train")
+    ended = {(r["conversation_id"], r["turn"]): r["reason"] for r in rejected}
+    for row in sft:
+        if (row["conversation_id"], row["turn"] + 1) in answered:
+            reason = ended[(row["conversation_id"], row["turn"] + 1)]
+            assert reason.startswith(f"turn {row['turn'] + 1}: ") and reason.endswith(f"kept with {row['turn']} turns)")
+
     table = scoretable.load(out)
-    assert table.unlisted == after_last
+    assert table.unlisted == 0  # every turn answered is in a row: the one it ended at is a rejected row
     assert {t.turn: (t.reached, t.kept) for t in table.turns} == {k: (reached[k], kept[k]) for k in reached if reached[k]}
     text = (out / "report.md").read_text()
     rows = per_turn_rows(text)
     assert rows[2][1:3] == [str(reached[2]), str(kept[2])]
-    assert f"{after_last} of these turns came after the last turn their conversation kept" in text
+    assert "came after the last turn their conversation kept" not in text
 
 
 def test_a_single_turn_run_has_no_per_turn_section(server, tmp_path):

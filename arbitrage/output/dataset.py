@@ -185,15 +185,16 @@ def build_rows(
 
 def _conversation_rows(c: Conversation, rows: dict[str, list[dict]], reasoning: str, dpo_turns: str) -> None:
     """One sft row for the whole conversation kept; a DPO pair per turn (its prefix as `prompt`);
-    every turn's candidates; or, when too few turns are kept, one rejected row at the failing turn.
+    every turn's candidates; a rejected row at the turn that had no answer to choose (its prompt is
+    the conversation up to it), whether the turns before it are kept or were too few.
     A conversation a stop left too short to keep writes nothing: the rerun finishes it."""
     if not c.finished:
         return
     for s in c.turns:
         _candidate_rows(s, rows)
+    if c.failed is not None or not c.written:  # the turn it ended at, with why (kept before it or not)
+        rows["rejected_rows"].append(_rejected_row((c.failed or c.turns[-1]).prompt, c.reason))
     if not c.written:
-        failed = c.turns[len(c.kept)] if len(c.kept) < len(c.turns) else c.turns[-1]
-        rows["rejected_rows"].append(_rejected_row(failed.prompt, c.reason))
         return
     kept = c.kept
     messages = list(kept[0].prompt.messages)
