@@ -154,6 +154,7 @@ async def run(spec: RunSpec) -> RunSummary:
                 out.bar.close()
                 journal.close()
                 await spec.scorer.close()
+                await spec.executor.close()  # Ray stays up between a run's waves (a conversation's turns)
             with stats.timer("stats"):  # a first signal skips the embedding spread (it loads a model)
                 stages = Stages(screen, choose, res.report)
                 summary = summarise(spec, identity, stats, engine, budget, stages, spread=signals.received is None)

@@ -268,3 +268,45 @@ def test_two_replicas_share_one_rpm_and_one_budget_across_the_cluster(tmp_path):
     # (On this 2-CPU local Ray, Ray Data ran one generation actor of the 2 asked for; on a larger
     # one both take turns, from the same Ledger.)
     assert list((out / "journal").glob("calls-openai_compat-*.jsonl"))
+
+
+@pytest.mark.slow
+def test_a_conversations_turns_share_one_rpm_bucket_not_a_fresh_one_per_turn(tmp_path):
+    """Each turn is a Ray Data pass of its own, but the cluster's ledger lives for the run: with
+    rpm=20, 12 conversations × 3 turns send 12 at once, then the next turns draw on what is left of
+    the same bucket (a fresh one per turn would let each turn burst 12 more)."""
+    n, out = 12, tmp_path / "run"
+    lower = {"type": "change_case:english_lowercase"}
+    lines = [
+        {
+            "id": f"c{i}",
+            "messages": [{"role": "user", "content": f"question {i} turn {t}", "constraints": [lower]} for t in (1, 2, 3)],
+        }
+        for i in range(n)
+    ]
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with FakeOpenAI(Script(answers={"good": "a plain answer {digest} in lowercase"})) as server:
+        result = arbitrage(
+            "teacher=[openai_compat]",
+            f"teacher.openai_compat.base_url={server.url}",
+            "teacher.openai_compat.model=good",
+            "teacher.openai_compat.rpm=20",
+            "source=jsonl",
+            f"source.path={prompts}",
+            f"n_prompts={n}",
+            "conversation.turns=3",
+            "filters=none",
+            "diversity.embedding_spread=false",
+            "progress=false",
+            "report=false",
+            f"out={out}",
+            *RAY,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        at = sorted(r["at"] for r in server.requests)
+        turns = [(len(r["body"]["messages"]) + 1) // 2 for r in server.requests]
+    assert sorted(turns) == [1] * n + [2] * n + [3] * n
+    for k, t in enumerate(at):  # one bucket for the run: 20, then one more every 3 s (0.5 s of slack)
+        assert k + 1 <= 20 + (t - at[0] + 0.5) / 3, f"request {k + 1} at {t - at[0]:.1f} s"
+    assert [r["turn"] for r in datasets.load_dataset(str(out), "sft", split="train")] == [3] * n

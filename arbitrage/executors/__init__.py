@@ -65,7 +65,11 @@ class Executor(Protocol):
         """Raise ConfigError for a run this executor cannot do (before the folder is claimed)."""
 
     def answer(self, groups: AsyncIterable[Group], res: Resources) -> AsyncIterator[tuple[list[Group], list[list[Scored]]]]:
-        """Routed prompts in; prompts with every answer landed and scored out, a batch at a time."""
+        """Routed prompts in; prompts with every answer landed and scored out, a batch at a time.
+        Called once per wave (a conversation's turn is one), all with the run's one `res`."""
+
+    async def close(self) -> None:
+        """The run is over: free what it kept between waves (Ray's cluster and ledger)."""
 
 
 class Local:
@@ -82,3 +86,6 @@ class Local:
             scored = await score(done, res.scorer, res.engine)
             res.report.score_s += time.perf_counter() - started
             yield done, scored
+
+    async def close(self) -> None:
+        pass  # the engine is the pipeline's: it closes it

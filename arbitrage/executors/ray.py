@@ -11,6 +11,11 @@ by the whole cluster (arbitrage/executors/shared.py). Actors journal into shards
 which must be on storage every node sees: a killed driver resumes from them, and Ray retries a dead
 actor's batch on its replacement, which reads the answers back instead of asking again.
 
+A run may answer in several waves (`answer` once per wave: a conversation's turn is one). Each wave
+is a Ray Data pass of its own, with actor pools started for it: a pass ends only when its input
+does, and the next turn's prompts exist only once this turn is chosen. Ray itself, the ledger
+(budget and rate limits) and the teachers as shipped stay for the whole run, until `close`.
+
 Not on Ray: online routers (bandit: they learn between waves) and the prompt writer — both refused
 with one line. `ray.data.llm`'s vLLM processor is not used: it formats prompts and samples its own
 way and has no per-call journal, so its answers would not be the calls (ids, seeds, resume) of a
@@ -26,6 +31,7 @@ import pickle
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from dataclasses import dataclass
 
 from arbitrage import settings
 from arbitrage.engine.streams import TeacherStats
@@ -38,6 +44,19 @@ log = logging.getLogger(__name__)
 ACTOR_KEYS = ("replicas", "num_cpus", "num_gpus")
 DONE = object()
 BLOCK_BYTES = 64 * 1024  # a few dozen prompts on their way
+
+
+@dataclass
+class _Run:
+    """What a run keeps from its first wave to `close`: each wave (a conversation's turn is one) is
+    a Ray Data pass of its own, but Ray, the cluster's ledger (budget and rate limits) and the
+    teachers as shipped stay."""
+
+    res: Resources
+    shipped: bytes  # the roster and the scorer, pickled
+    ledger: object
+    started_ray: bool  # we called ray.init (undone at close), or the caller had (its Ray is left as it was)
+    waves: int = 1
 
 
 def _actor(where: str, value: Mapping | None, default: Mapping) -> dict:
@@ -81,6 +100,7 @@ class RayExecutor:
         self.scorer = _actor("executor.scorer", scorer, {"replicas": 1, "num_cpus": 1, "num_gpus": 0})
         self.passes = 0  # Ray Data passes the last run took (more than one: prompts were lost and fed again)
         self._since: float | None = None
+        self._run: _Run | None = None
 
     def check(self, spec) -> None:
         from arbitrage.routers import OnlineRouter
@@ -107,9 +127,50 @@ class RayExecutor:
 
     # the run ------------------------------------------------------------------------------------------
     async def answer(self, groups: AsyncIterable[Group], res: Resources) -> AsyncIterator[tuple[list[Group], list[list[Scored]]]]:
-        import ray
+        began = self._since = time.perf_counter()  # Ray's start and the actors' loads, until the first block is back
+        first_block = res.report.timings["ray_first_block_s"]
+        answered = 0
+        run = self._open(res)
+        latest: dict[str, object] = {}
+        try:
+            self.passes = 0
+            lost: list[Group] | None = None
+            source: AsyncIterable[Group] = groups
+            while True:
+                self.passes += 1
+                pending: dict[str, Group] = {}
+                async for done, scored in self._pass(source, res, run, pending, latest):
+                    answered += len(done)
+                    yield done, scored
+                lost = list(pending.values())
+                if not lost or res.control.stop_reason is not None:
+                    break
+                if self.passes >= 3:
+                    raise ArbitrageError(f"{len(lost)} prompts came back from no Ray pass — rerun to resume them")
+                log.warning("%d prompts fed to Ray never came back (a lost read task): feeding them again", len(lost))
+                source = _aiter(lost)
+        finally:
+            self._settle(res, latest)  # the figures of what was done, also when the run ends early
+            # Each call is a wave of its own (a conversation's turn is one): its fixed cost shows here.
+            log.info(
+                "Ray wave: %d prompts in %.1f s (%.1f s of it until the first block: the actor pools' start and loads%s)",
+                answered,
+                time.perf_counter() - began,
+                res.report.timings["ray_first_block_s"] - first_block,
+                ", Ray's start" if run.waves == 1 and run.started_ray else "",
+            )
 
-        self._since = time.perf_counter()  # Ray's start and the actors' loads, until the first block is back
+    def _open(self, res: Resources) -> _Run:
+        """The run's Ray, ledger and shipped teachers: made at its first wave, kept until `close`."""
+        import ray
+        from ray import cloudpickle  # what Ray ships actors' arguments with: a lambda (a render function) too
+
+        from arbitrage.executors.shared import Ledger
+
+        if self._run is not None and self._run.res is res:
+            self._run.waves += 1
+            return self._run
+        self._end()  # an earlier run's, never closed (an executor driven by hand)
         started = not ray.is_initialized()
         if started:
             ray.init(
@@ -121,39 +182,39 @@ class RayExecutor:
                 runtime_env={"env_vars": _env()},
             )
         _context()
-        latest: dict[str, object] = {}
-        try:
-            self.passes = 0
-            lost: list[Group] | None = None
-            source: AsyncIterable[Group] = groups
-            while True:
-                self.passes += 1
-                pending: dict[str, Group] = {}
-                async for done, scored in self._pass(source, res, pending, latest):
-                    yield done, scored
-                lost = list(pending.values())
-                if not lost or res.control.stop_reason is not None:
-                    break
-                if self.passes >= 3:
-                    raise ArbitrageError(f"{len(lost)} prompts came back from no Ray pass — rerun to resume them")
-                log.warning("%d prompts fed to Ray never came back (a lost read task): feeding them again", len(lost))
-                source = _aiter(lost)
-        finally:
-            self._settle(res, latest)  # the figures of what was done, also when the run ends early
-            if started:
-                ray.shutdown()
+        limits = {n: (seat.teacher.limits.rpm, seat.teacher.limits.tpm) for n, seat in res.roster.items()}
+        # The roster and scorer as they are at the run's first wave: the driver's own objects may start
+        # later (the user simulator's calls run on the driver), and a started teacher (an open HTTP
+        # session, a loaded model) does not pickle.
+        shipped = cloudpickle.dumps((res.roster, res.scorer))
+        self._run = _Run(res, shipped, Ledger.remote(res.budget.cap, res.budget.total, limits), started)
+        return self._run
 
-    async def _pass(self, groups: AsyncIterable[Group], res: Resources, pending: dict, latest: dict):
+    async def close(self) -> None:
+        self._end()
+
+    def _end(self) -> None:
+        import ray
+
+        run, self._run = self._run, None
+        if run is None or not ray.is_initialized():
+            return
+        if run.started_ray:
+            ray.shutdown()
+        else:
+            ray.kill(run.ledger)  # the caller's Ray stays up: only our ledger goes
+
+    async def _pass(self, groups: AsyncIterable[Group], res: Resources, run: _Run, pending: dict, latest: dict):
         """One Ray Data execution over `groups`; `pending` keeps those fed and not yet back."""
 
         from arbitrage.executors.ray_stages import Feed
-        from arbitrage.executors.shared import Ledger
 
-        control, budget = res.control, res.budget
-        limits = {n: (seat.teacher.limits.rpm, seat.teacher.limits.tpm) for n, seat in res.roster.items()}
-        ledger = Ledger.remote(budget.cap, budget.total, limits)
+        control, budget, ledger = res.control, res.budget, run.ledger
+        # What the driver spent since the last pass (the user simulator's calls); no hold of a
+        # finished pass is left. The rate limits' buckets carry over: a turn starts no fresh burst.
+        await ledger.begin.remote(budget.total)
         feed = Feed.remote(self.queue_batches)
-        dataset = self._dataset(res, ledger, feed)
+        dataset = self._dataset(res, run, feed)
         loop = asyncio.get_running_loop()
         results: asyncio.Queue = asyncio.Queue()
 
@@ -214,14 +275,15 @@ class RayExecutor:
             budget.spent = await ledger.total.remote() - budget.spent_before
             reader.join(timeout=60)
 
-    def _dataset(self, res: Resources, ledger, feed):
+    def _dataset(self, res: Resources, run: _Run, feed):
         import ray.data
 
         from arbitrage.executors.ray_stages import FeedSource, GenerateStage, ScoreStage
 
-        journal_dir = str(res.journal_dir)
+        journal_dir, ledger = str(res.journal_dir), run.ledger
+        roster, scorer = pickle.loads(run.shipped)  # fresh copies: every pass builds its actors anew
         ds = ray.data.read_datasource(FeedSource(feed), override_num_blocks=1, num_cpus=0)  # it only waits on the feed
-        for name, seat in res.roster.items():
+        for name, seat in roster.items():
             pool = self.pool(name)
             ds = ds.map_batches(
                 GenerateStage,
@@ -239,7 +301,7 @@ class RayExecutor:
         return ds.map_batches(
             ScoreStage,
             fn_constructor_kwargs={
-                "scorer": res.scorer,
+                "scorer": scorer,
                 "journal_dir": journal_dir,
                 "retry": res.retry,
                 "ledger": ledger,

@@ -1,8 +1,9 @@
 """One budget and one rate limit per teacher for the whole Ray cluster, not one per actor.
 
-A `Ledger` actor holds the real `Budget` and `RateLimit`s; each generation actor's engine gets
-proxies with the same methods, so the engine's code is the one a local run uses. Holding a call's
-worst case and taking from a bucket wait on the ledger; settling is sent without waiting.
+A `Ledger` actor holds the real `Budget` and `RateLimit`s for the whole run (every wave's pass);
+each generation actor's engine gets proxies with the same methods, so the engine's code is the one
+a local run uses. Holding a call's worst case and taking from a bucket wait on the ledger; settling
+is sent without waiting.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ class Ledger:
     def __init__(self, cap_usd: float | None, spent_before: float, limits: dict[str, tuple[float | None, float | None]]):
         self.budget = Budget(cap_usd, spent_before)
         self.limits = {name: RateLimit(rpm, tpm) for name, (rpm, tpm) in limits.items()}
+
+    async def begin(self, spent: float) -> None:
+        """A new pass (a run's next wave): the spend as the driver knows it now, its own calls'
+        included; nothing of the last pass is in flight. The rate limits' buckets carry over."""
+        self.budget = Budget(self.budget.cap, spent)
 
     async def hold(self, usd: float) -> tuple[bool, float]:
         return await self.budget.hold(usd), self.budget.total
