@@ -196,6 +196,17 @@ def test_a_turn_prompt_id_hashes_the_whole_prefix():
     assert next_prompt(a, "x", "y").turn == 3
 
 
+def test_a_simulator_that_echoes_its_instructions_wrote_no_follow_up():
+    from arbitrage.rows import Candidate
+
+    def said(text):
+        return UserSimulator.written(Candidate("c", "p", "u", text, "stop", 1, 1, 0.0, 1))
+
+    assert said("A follow-up question that goes deeper into one thing the assistant's last answer said. L'intera…") is None
+    assert said("You are playing a user who talks with an AI assistant.") is None
+    assert said("Can you go deeper into the second step?") == "Can you go deeper into the second step?"
+
+
 def test_clean_follow_up():
     assert clean_follow_up('User: "Can you say more?"\n\nI hope so.') == "Can you say more?"
     assert clean_follow_up("   ") is None and clean_follow_up(None) is None

@@ -198,4 +198,12 @@ class UserSimulator:
 
     @staticmethod
     def written(candidate: Candidate) -> str | None:
-        return clean_follow_up(candidate.text) if candidate.ok else None
+        """The follow-up, or None: nothing written, or the simulator echoed its own instructions
+        (a small model repeats "A follow-up question that goes deeper…" rather than asking one)."""
+        text = clean_follow_up(candidate.text) if candidate.ok else None
+        return None if text is None or echoes_instructions(text) else text
+
+
+def echoes_instructions(text: str) -> bool:
+    lowered = text.lower()
+    return any(kind.lower()[:40] in lowered for kind in FOLLOW_UPS.values()) or "you are playing a user" in lowered
