@@ -347,7 +347,9 @@ def check(spec: RunSpec) -> dict[str, Teacher]:
         )
     user = spec.conversation.user
     if user is not None and user not in spec.teachers:
-        raise ConfigError(f"conversation.user names teacher '{user}', which is not configured — configured: {', '.join(spec.teachers)}")
+        raise ConfigError(
+            f"conversation.user names teacher '{user}', which is not configured — configured: {', '.join(spec.teachers)}"
+        )
     spec.source.check()
     return teachers
 

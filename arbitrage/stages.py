@@ -116,9 +116,7 @@ class PromptFilter:
         self.exhausted = True
 
 
-async def waves(
-    prompts: AsyncIterable[Prompt], router: Router, size: int | None = None
-) -> AsyncIterator[AsyncIterator[Prompt]]:
+async def waves(prompts: AsyncIterable[Prompt], router: Router, size: int | None = None) -> AsyncIterator[AsyncIterator[Prompt]]:
     """One endless wave for a router that does not learn; waves of `wave_size` for one that does
     (each is generated and scored before the router sees the next). `size`: conversations carried
     forward together turn by turn (conversation.wave_size; an online router's wave if smaller)."""

@@ -13,9 +13,9 @@ import datasets
 import pytest
 from fake_openai import FakeOpenAI, Script
 
+from arbitrage.errors import ConfigError
 from arbitrage.prompts.conversation import FOLLOW_UPS, ConversationSpec, UserSimulator, clean_follow_up, next_prompt
 from arbitrage.prompts.jsonl import iter_prompt_file
-from arbitrage.errors import ConfigError
 from arbitrage.rows import Prompt
 
 LOWER = {"type": "change_case:english_lowercase"}
@@ -63,7 +63,9 @@ def args(server, out, prompts, *extra):
 
 def cli(*argv, **kwargs):
     env = {**os.environ, "FAKE_KEY": "sk-fake", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "arbitrage.cli", *argv], capture_output=True, text=True, env=env, timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "arbitrage.cli", *argv], capture_output=True, text=True, env=env, timeout=300, **kwargs
+    )
 
 
 def rows(out, name):
@@ -90,7 +92,9 @@ def test_given_turns_make_whole_conversations_and_a_pair_per_turn(server, tmp_pa
     for row in sft:
         roles = [m["role"] for m in row["messages"]]
         assert roles == ["user", "assistant"] * 3
-        assert [m["content"] for m in row["messages"][::2]] == [f"question {row['conversation_id'][4:]} turn {t}" for t in (1, 2, 3)]
+        assert [m["content"] for m in row["messages"][::2]] == [
+            f"question {row['conversation_id'][4:]} turn {t}" for t in (1, 2, 3)
+        ]
         assert all("lowercase" in m["content"] for m in row["messages"][1::2])  # the lowercase teacher won every turn
         assert row["turn"] == 3 and row["turn_teachers"] == ["openai_compat"] * 3
         assert row["prompt_id"] != row["conversation_id"]  # the last turn's prompt (its candidates' id)
@@ -101,7 +105,9 @@ def test_given_turns_make_whole_conversations_and_a_pair_per_turn(server, tmp_pa
         assert r["prompt"][-1]["role"] == "user" and r["chosen"][0]["content"] != r["rejected"][0]["content"]
         assert r["teacher_chosen"] == "openai_compat" and r["teacher_rejected"] == "api"
     candidates = rows(out, "candidates")
-    assert sorted({(c["conversation_id"], c["turn"]) for c in candidates}) == [(f"conv{i}", t) for i in range(4) for t in (1, 2, 3)]
+    assert sorted({(c["conversation_id"], c["turn"]) for c in candidates}) == [
+        (f"conv{i}", t) for i in range(4) for t in (1, 2, 3)
+    ]
     assert len(candidates) == 4 * 3 * 2
     # turn 2 was asked with turn 1's chosen answer in its prefix: the calls answered the conversation so far
     turn2 = [m for m in chat_requests(server) if len(m) == 3]
@@ -151,14 +157,18 @@ def test_given_turns_that_end_before_turns_end_the_conversation_there(server, tm
     result = cli(*args(server, tmp_path / "strict", prompts, "conversation.turns=3", "conversation.min_turns=3"))
     assert result.returncode == 1  # no sft row at all: the CLI says why and exits 1
     reasons = {r["reason"] for r in rows(tmp_path / "strict", "rejected_rows")}
-    assert reasons == {"turn 3: no next user turn (the prompt gives 2; set conversation.user to simulate more; 2 of min_turns 3 kept)"}
+    assert reasons == {
+        "turn 3: no next user turn (the prompt gives 2; set conversation.user to simulate more; 2 of min_turns 3 kept)"
+    }
 
 
 def test_the_user_simulator_writes_each_follow_up_from_the_conversation_so_far(server, tmp_path):
     # The api teacher ("chatty") is also the simulated user: its answer to the simulator's request is the follow-up.
     prompts = write_prompts(tmp_path / "p.jsonl", [{"id": f"s{i}", "prompt": f"opening {i}"} for i in range(3)])
     out = tmp_path / "run"
-    result = cli(*args(server, out, prompts, "conversation.turns=3", "conversation.user=api", "conversation.follow_ups=[deeper,challenge]"))
+    result = cli(
+        *args(server, out, prompts, "conversation.turns=3", "conversation.user=api", "conversation.follow_ups=[deeper,challenge]")
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     sft = rows(out, "sft")
     assert len(sft) == 3
@@ -177,7 +187,16 @@ def test_the_user_simulator_writes_each_follow_up_from_the_conversation_so_far(s
 @pytest.mark.parametrize("kind", list(FOLLOW_UPS))
 def test_a_follow_up_keeps_the_language_and_a_constraint_follow_up_adds_a_check(kind):
     es = {"type": "language:response_language", "language": "es"}
-    prompt = Prompt("t1", "p", "es", "d", "explain", "los ríos", ({"role": "user", "content": "hola"},), (es, {"type": "punctuation:no_comma"}))
+    prompt = Prompt(
+        "t1",
+        "p",
+        "es",
+        "d",
+        "explain",
+        "los ríos",
+        ({"role": "user", "content": "hola"},),
+        (es, {"type": "punctuation:no_comma"}),
+    )
     follow = UserSimulator("u", {"p": "una ingeniera"}, (kind,)).follow_up(prompt, "una respuesta")
     assert "una ingeniera" in follow.request.messages[0]["content"] and "Spanish" in follow.request.messages[0]["content"]
     assert follow.constraints[0] == es
@@ -264,7 +283,9 @@ def test_turns_2_then_3_on_the_same_folder_extends_without_sending_turns_1_and_2
 
 def _answer_key(out) -> list:
     sft = sorted((r["conversation_id"], json.dumps(r["messages"])) for r in rows(out, "sft"))
-    dpo = sorted((r["conversation_id"], r["turn"], json.dumps([r["prompt"], r["chosen"], r["rejected"]])) for r in rows(out, "dpo"))
+    dpo = sorted(
+        (r["conversation_id"], r["turn"], json.dumps([r["prompt"], r["chosen"], r["rejected"]])) for r in rows(out, "dpo")
+    )
     candidates = sorted((c["call_id"], c["turn"], c["response"]) for c in rows(out, "candidates"))
     return [sft, dpo, candidates]
 
@@ -277,7 +298,12 @@ def test_a_3_turn_run_killed_mid_turn_2_resumes_to_the_same_rows(tmp_path):
         server.requests.clear()
         out = tmp_path / "killed"
         env = {**os.environ, "FAKE_KEY": "sk-fake", "HF_HUB_OFFLINE": "1"}
-        argv = [sys.executable, "-m", "arbitrage.cli", *args(server, out, prompts, "conversation.turns=3", "teacher.openai_compat.max_concurrency=4")]
+        argv = [
+            sys.executable,
+            "-m",
+            "arbitrage.cli",
+            *args(server, out, prompts, "conversation.turns=3", "teacher.openai_compat.max_concurrency=4"),
+        ]
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 120
         while sum(len(m) == 3 for m in chat_requests(server)) < 10 and time.monotonic() < deadline and proc.poll() is None:

@@ -58,7 +58,9 @@ class ConversationSpec:
         number("conversation.min_turns", self.min_turns, int, 1)
         number("conversation.wave_size", self.wave_size, int, 1)
         if self.min_turns > self.turns:
-            raise ConfigError(f"conversation.min_turns ({self.min_turns}) is more than conversation.turns ({self.turns}) — lower it")
+            raise ConfigError(
+                f"conversation.min_turns ({self.min_turns}) is more than conversation.turns ({self.turns}) — lower it"
+            )
         if self.user is not None and (not isinstance(self.user, str) or not self.user):
             raise ConfigError(f"conversation.user must name a configured teacher, got {self.user!r}")
         kinds = tuple(self.follow_ups) if isinstance(self.follow_ups, Sequence) and not isinstance(self.follow_ups, str) else None
