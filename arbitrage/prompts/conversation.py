@@ -138,12 +138,15 @@ LABEL = re.compile(r"^\s*(?:\*\*)?(?:user|the user|next message|message)(?:'s ne
 
 
 def clean_follow_up(text: str | None) -> str | None:
-    """The simulator's message as the user would send it: no label, no quotes, its first paragraph,
-    at most FOLLOW_UP_CHARS; None when nothing is left."""
+    """The simulator's message as the user would send it: no label, no quotes, its first paragraph
+    (after a lead-in that ends with a colon), at most FOLLOW_UP_CHARS; None when nothing is left."""
     if not text:
         return None
     text = LABEL.sub("", text.strip())
-    text = text.split("\n\n")[0].strip().strip('"“”«»').strip()
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    while paragraphs and paragraphs[0].endswith(":"):  # a lead-in ("Here's a possible response:"), not the message
+        paragraphs = paragraphs[1:]
+    text = (paragraphs[0] if paragraphs else "").strip('"“”«»').strip()
     if len(text) > FOLLOW_UP_CHARS:
         cut = text[:FOLLOW_UP_CHARS]
         end = max(cut.rfind(". "), cut.rfind("? "), cut.rfind("! "))
@@ -206,6 +209,25 @@ class UserSimulator:
         return None if text is None or echoes_instructions(text) else text
 
 
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def _grams(words: Sequence[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+# Six words in a row from the simulator's own instructions (a kind's description, the template's
+# fixed text). SmolLM2-135M repeats them, or paraphrases around them ("the user doubts or challenges
+# one specific point of the assistant's previous answer"), instead of writing the user's message.
+# Six, so that a user's own "in one or two sentences" is not one of them.
+INSTRUCTION_WORDS = 6
+INSTRUCTION_GRAMS = frozenset(
+    g
+    for part in (*FOLLOW_UPS.values(), *re.split(r"\{\w+\}", SIMULATOR_TEMPLATE))
+    for g in _grams(_words(part), INSTRUCTION_WORDS)
+)
+
+
 def echoes_instructions(text: str) -> bool:
-    lowered = text.lower()
-    return any(kind.lower()[:40] in lowered for kind in FOLLOW_UPS.values()) or "you are playing a user" in lowered
+    return not INSTRUCTION_GRAMS.isdisjoint(_grams(_words(text), INSTRUCTION_WORDS))
