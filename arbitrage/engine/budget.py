@@ -57,5 +57,8 @@ class Budget:
 
     def release(self, usd: float) -> None:
         """A call finished or was dropped: its worst case is no longer held."""
-        self.held = max(0.0, self.held - usd)
+        # Sums of floats leave residue (1.7e-18 once every hold is released), which would read as a call
+        # still in flight: below a picodollar nothing is held.
+        left = self.held - usd
+        self.held = left if left > 1e-12 else 0.0
         self._released.set()
