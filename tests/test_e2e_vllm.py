@@ -128,3 +128,101 @@ def test_a_local_vllm_judge_reads_first_token_logprobs(tmp_path):
     for s in scores:
         assert s.value is None or (0.0 <= s.value <= 1.0 and s.details["source"] in ("logprobs", "text"))
     assert any(s.details.get("source") == "logprobs" for s in scores), [s.details for s in scores]
+
+
+# Multi-turn: the packaged teachers answer 2-turn conversations (each user turn from the file, with
+# its own checks, so no simulator call), every turn arbitraged; TRL then trains on whole
+# conversations (sft) and on per-turn pairs whose prompt is the conversation so far (dpo). Two
+# checks a turn that these models pass about half the time, so a turn's answers often differ in
+# score (all lowercase, all capitals or a quoted answer: 0 of 16 passed in a first try, no rows).
+def words_under(n: int) -> dict:
+    return {"type": "length_constraints:number_words", "relation": "less than", "num_words": n}
+
+
+def keyword(word: str) -> dict:
+    return {"type": "keywords:existence", "keywords": [word]}
+
+
+NO_COMMA = {"type": "punctuation:no_comma"}
+TALKS = [
+    (("What is the capital of France? Answer in one sentence without commas.", [NO_COMMA, keyword("paris")]),
+     ("Why is that city famous? Answer in fewer than 25 words.", [words_under(25), keyword("tower")])),
+    (("Describe the colour of the sky in one sentence with no commas.", [NO_COMMA, keyword("blue")]),
+     ("Now describe a sunset in fewer than 20 words.", [words_under(20), keyword("sun")])),
+    (("Tell me one fact about the moon in one sentence without commas.", [NO_COMMA, keyword("earth")]),
+     ("Tell me one more fact about the moon in fewer than 20 words.", [words_under(20), keyword("moon")])),
+    (("Name three fruits that grow on trees, without using commas.", [NO_COMMA, keyword("apple")]),
+     ("Which of them has the most vitamin C? Answer in fewer than 20 words.", [words_under(20), keyword("orange")])),
+    (("Give me one tip for sleeping better, in one sentence without commas.", [NO_COMMA, keyword("bed")]),
+     ("Give me one more tip about sleep in fewer than 20 words.", [words_under(20), keyword("night")])),
+    (("Who wrote Romeo and Juliet? Answer in one sentence without commas.", [NO_COMMA, keyword("shakespeare")]),
+     ("What is the play about? Answer in fewer than 30 words.", [words_under(30), keyword("love")])),
+    (("What is water made of? Answer in one sentence without commas.", [NO_COMMA, keyword("hydrogen")]),
+     ("At what temperature does it boil? Answer in fewer than 20 words.", [words_under(20), keyword("100")])),
+    (("Suggest a name for a pet cat, in one sentence without commas.", [NO_COMMA, keyword("cat")]),
+     ("Why is that a good name? Answer in fewer than 25 words.", [words_under(25), keyword("name")])),
+    (("What do bees make? Answer in one sentence without commas.", [NO_COMMA, keyword("honey")]),
+     ("How do they make it? Answer in fewer than 30 words.", [words_under(30), keyword("flowers")])),
+    (("Which planet is closest to the sun? Answer in one sentence without commas.", [NO_COMMA, keyword("mercury")]),
+     ("How hot does it get there? Answer in fewer than 25 words.", [words_under(25), keyword("degrees")])),
+]  # fmt: skip
+TURN_TOKENS = 96  # short answers: two turns of 10 conversations generate in ~40 s on 2 CPU cores
+
+
+@pytest.fixture(scope="module")
+def conversation_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e-conversations")
+    prompts = work / "talks.jsonl"
+    with prompts.open("w") as f:
+        for i, turns in enumerate(TALKS):
+            messages = [{"role": "user", "content": text, "constraints": checks} for text, checks in turns]
+            f.write(json.dumps({"id": f"talk{i}", "messages": messages}) + "\n")
+    out = work / "run"
+    args = [
+        "teacher=[smollm2,gemma3]", "router=all", "reward=verifiable", "source=jsonl", f"source.path={prompts}",
+        f"n_prompts={len(TALKS)}", "conversation.turns=2", f"teacher.smollm2.sampling.max_tokens={TURN_TOKENS}",
+        f"teacher.gemma3.sampling.max_tokens={TURN_TOKENS}", f"out={out}",
+    ]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "arbitrage.cli", *args], capture_output=True, text=True, timeout=1200, env=os.environ
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+def test_trl_sft_trains_on_whole_conversations(conversation_run, student_dir, tmp_path):
+    from trl import SFTConfig, SFTTrainer
+
+    sft = datasets.load_dataset(str(conversation_run), "sft", split="train")
+    talks = sft.filter(lambda r: r["turn"] == 2)
+    assert len(talks) >= 1, json.loads((conversation_run / "summary.json").read_text())["rejected_reasons"]
+    for row in talks:
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant", "user", "assistant"]
+        (turns,) = [t for i, t in enumerate(TALKS) if row["conversation_id"] == f"talk{i}"]
+        assert [m["content"] for m in row["messages"][::2]] == [text for text, _ in turns]
+        assert all(m["content"].strip() for m in row["messages"][1::2])
+        assert len(row["turn_teachers"]) == 2 and set(row["turn_teachers"]) <= {"smollm2", "gemma3"}
+    args = SFTConfig(output_dir=str(tmp_path), **ONE_CPU_STEP)
+    loss = SFTTrainer(model=student_dir, args=args, train_dataset=talks).train().training_loss
+    assert math.isfinite(loss) and loss > 0
+
+
+def test_trl_dpo_trains_on_pairs_whose_prompt_is_the_conversation_so_far(conversation_run, student_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    sft = {r["conversation_id"]: r for r in datasets.load_dataset(str(conversation_run), "sft", split="train")}
+    dpo = datasets.load_dataset(str(conversation_run), "dpo", split="train")
+    later = dpo.filter(lambda r: r["turn"] == 2)
+    assert len(later) >= 1, json.loads((conversation_run / "summary.json").read_text())["pairs_dropped"]
+    for pair in later:
+        assert [m["role"] for m in pair["prompt"]] == ["user", "assistant", "user"]
+        # the prefix is what the conversation kept: turn 1's chosen answer, then turn 2's user message
+        assert pair["prompt"] == sft[pair["conversation_id"]]["messages"][:3]
+        assert pair["chosen"][0]["role"] == pair["rejected"][0]["role"] == "assistant"
+        assert pair["chosen"][0]["content"] != pair["rejected"][0]["content"]
+    model = AutoModelForCausalLM.from_pretrained(student_dir)
+    args = DPOConfig(output_dir=str(tmp_path), **ONE_CPU_STEP)
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    loss = DPOTrainer(model=model, args=args, train_dataset=later, processing_class=tokenizer).train().training_loss
+    assert math.isfinite(loss)
