@@ -7,6 +7,8 @@ import base64
 import json
 from pathlib import Path
 
+import numpy as np
+
 from arbitrage.errors import ConfigError
 from arbitrage.output.dataset import write_atomic
 from arbitrage.view import assets
@@ -21,8 +23,9 @@ def collect(folder: RunView, limit: int) -> dict:
         rows, run_n = page["rows"], page["n"]
         details = [folder.journal.describe(r["pos"]) for r in rows]
     else:
-        run_n = data.n
-        rows = data.list_rows(range(min(limit, data.n)))
+        listed = np.flatnonzero(data.index().listed)  # a kept conversation's last turn is no entry of its own
+        run_n = len(listed)
+        rows = data.list_rows(listed[:limit])
         details = [folder.prompt_at(r["pos"]) for r in rows]
     meta = folder.meta()
     summary = folder.summary()
@@ -41,6 +44,7 @@ def collect(folder: RunView, limit: int) -> dict:
                 "live": {"running": False},
                 "counts": meta.get("counts", {}),
                 "checks": checks,
+                "conversations": bool(meta.get("conversations")),  # the list is of conversations: their facets
             },
             "prompts": rows,
             "details": {d["prompt_id"]: d for d in details},

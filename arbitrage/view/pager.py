@@ -14,14 +14,15 @@ import numpy as np
 
 from arbitrage.output.dataset import data_files
 from arbitrage.view import search
-from arbitrage.view.index import FACETS, STATUSES, PromptIndex, build
+from arbitrage.view.detail import opening_length
+from arbitrage.view.index import FACETS, STATUSES, PromptIndex, build, max_turn
 from arbitrage.view.tables import RowGroups
 
 log = logging.getLogger(__name__)
 
 SFT_LIST = ("prompt_id", "language", "task", "domain", "persona_id", "teacher_chosen", "score_chosen", "margin")
-SFT_LIST += ("router_decision", "n_candidates", "messages")
-REJECTED_LIST = ("prompt_id", "language", "task", "domain", "persona_id", "reason", "prompt")
+SFT_LIST += ("router_decision", "n_candidates", "messages", "conversation_id", "turn", "turn_teachers")
+REJECTED_LIST = ("prompt_id", "language", "task", "domain", "persona_id", "reason", "prompt", "conversation_id", "turn")
 SNIPPET = 240  # characters of the prompt shown in the list
 MAX_LIMIT = 500
 
@@ -69,6 +70,9 @@ class RunData:
         self.n_sft = self.tables["sft"].num_rows if "sft" in self.tables else 0
         self.n_rejected = self.tables["rejected_rows"].num_rows if "rejected_rows" in self.tables else 0
         self.n = self.n_sft + self.n_rejected
+        # from the footers: rows past turn 1 make a multi-turn run, whose rejected rows may be kept
+        # conversations' last turns (not list entries of their own)
+        self.multi_turn = any(max_turn(self.paths[name]) > 1 for name in ("sft", "rejected_rows") if name in self.tables)
         self._index: PromptIndex | None = None
         self.index_error: str | None = None
         self.index_s: float | None = None
@@ -120,6 +124,8 @@ class RunData:
             if index is not None:
                 row["pair"] = bool(index.dpo_row[pos] >= 0)
                 row["tie"] = bool(index.tie[pos])
+                row["turns"] = int(index.kept[pos])  # a rejected conversation's kept turns come from its candidates
+                row["answered"] = int(index.answered[pos])
             out.append(row)
         return out
 
@@ -128,8 +134,14 @@ class RunData:
         (None at the end); `total` is the number of matches when known without a full scan."""
         limit = max(1, min(int(limit), MAX_LIMIT))
         cursor = max(0, int(cursor))
-        if not query.facets and not query.scans:
+        early = not self.ready and (not self.multi_turn or cursor + limit + 1 <= self.n_sft)
+        if not query.facets and not query.scans and early:
+            # pages before the index is built: every row is an entry, but for a multi-turn run's
+            # rejected rows (those of kept conversations are not), so its total is at most this
             hits, total, reached = np.arange(cursor, min(self.n, cursor + limit + 1)), self.n, self.n
+        elif not query.facets and not query.scans:
+            listed = self.index().listed
+            hits, total, reached = cursor + np.flatnonzero(listed[cursor:])[: limit + 1], int(listed.sum()), self.n
         else:
             index = self.index()
             mask = index.mask(query.facets)
@@ -146,7 +158,7 @@ class RunData:
     def meta(self) -> dict:
         out = {
             "mode": "dataset",
-            "n": self.n,
+            "n": self._index.n_listed if self.ready and self._index is not None else self.n,  # list entries
             "counts": {name: t.num_rows for name, t in self.tables.items()},
             "indexed": self.ready and self._index is not None,
             "index_error": self.index_error,
@@ -154,11 +166,14 @@ class RunData:
         }
         if out["indexed"]:
             out["facets"] = self._index.facet_counts()
+            out["conversations"] = self._index.multi_turn
         return out
 
 
-def _snippet(messages: list[dict]) -> str:
-    users = [m["content"] or "" for m in messages or [] if m["role"] == "user"]
+def _snippet(messages: list[dict], turns: int = 1, answered: bool = True) -> str:
+    """The opening user message (a conversation is listed by how it starts)."""
+    opening = (messages or [])[: opening_length(messages, turns, answered)]
+    users = [m["content"] or "" for m in opening if m["role"] == "user"]
     text = users[-1] if users else ""
     return text[:SNIPPET] + ("…" if len(text) > SNIPPET else "")
 
@@ -175,8 +190,12 @@ def _sft_row(r: dict) -> dict:
         "margin": r.get("margin"),
         "decision": r.get("router_decision"),
         "n_candidates": r.get("n_candidates"),
-        "text": _snippet(r["messages"]),
+        "text": _snippet(r["messages"], r.get("turn") or 1, answered=True),
         "reason": None,
+        "conversation_id": r.get("conversation_id") or r["prompt_id"],
+        "turns": r.get("turn") or 1,
+        "turn_teachers": r.get("turn_teachers") or [r["teacher_chosen"]],
+        "teachers": " → ".join(r.get("turn_teachers") or [r["teacher_chosen"]]),
     }
 
 
@@ -192,6 +211,9 @@ def _rejected_row(r: dict) -> dict:
         "margin": None,
         "decision": None,
         "n_candidates": None,
-        "text": _snippet(r["prompt"]),
+        "text": _snippet(r["prompt"], r.get("turn") or 1, answered=False),
         "reason": r["reason"],
+        "conversation_id": r.get("conversation_id") or r["prompt_id"],
+        "turn_teachers": [],
+        "teachers": None,
     }

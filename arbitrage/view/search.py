@@ -66,7 +66,10 @@ def _evaluate(run: RunData, index: PromptIndex, query: Query, name: str, group: 
     keep = np.ones(len(picked), dtype=bool)
     if query.check:
         pattern = check_pattern(query.check, query.verdict)
-        if query.on == "chosen":
+        if query.on == "chosen" and index.multi_turn:
+            # a conversation has a chosen answer per kept turn (a rejected one too, before the turn that failed)
+            keep &= _candidate_matches(run, index, picked[keep], "score_details", pattern, regex=True, into=keep, chosen=True)
+        elif query.on == "chosen":
             if name == "sft":
                 details = table.group(group, ("score_details",)).column("score_details").take(indices(local))
                 keep &= _matches(details, pattern, regex=True)
@@ -77,6 +80,7 @@ def _evaluate(run: RunData, index: PromptIndex, query: Query, name: str, group: 
     if query.text and keep.any():
         needle = query.text
         by_id = pc.starts_with(index.prompt_ids.take(indices(picked)), needle.lower()).to_numpy(zero_copy_only=False)
+        by_id |= pc.starts_with(index.conversations.take(indices(picked)), needle.lower()).to_numpy(zero_copy_only=False)
         column = "messages" if name == "sft" else "prompt"
         messages = table.group(group, (column,)).column(column).take(indices(local)).combine_chunks()
         contents = pc.struct_field(pc.list_flatten(messages), "content")
@@ -92,9 +96,11 @@ def _evaluate(run: RunData, index: PromptIndex, query: Query, name: str, group: 
     return keep
 
 
-def _candidate_matches(run: RunData, index: PromptIndex, positions, column: str, pattern: str, regex: bool, into):
+def _candidate_matches(
+    run: RunData, index: PromptIndex, positions, column: str, pattern: str, regex: bool, into, chosen: bool = False
+):
     """A bool per slot of `into` (True slots, in order, are `positions`): some candidate of that
-    prompt matches `pattern` in `column`."""
+    prompt (some chosen one, if `chosen`) matches `pattern` in `column`."""
     out = np.zeros(len(into), dtype=bool)
     table = run.tables.get("candidates")
     if table is None or not len(positions):
@@ -104,8 +110,11 @@ def _candidate_matches(run: RunData, index: PromptIndex, positions, column: str,
     if not has.any():
         return out
     lo, hi = int(starts[has].min()), int((starts[has] + counts[has]).max())
-    values = table.span(lo, hi, (column,)).column(column)
-    rows = lo + np.flatnonzero(_matches(values, pattern, regex))
+    span = table.span(lo, hi, (column, "chosen") if chosen else (column,))
+    hit = _matches(span.column(column), pattern, regex)
+    if chosen:
+        hit &= np.asarray(span.column("chosen").fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    rows = lo + np.flatnonzero(hit)
     matched = np.zeros(len(positions), dtype=bool)
     order = np.argsort(starts, kind="stable")
     sorted_starts = starts[order]

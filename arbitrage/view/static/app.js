@@ -1,5 +1,6 @@
 // arbitrage view: the prompt list with filters and search, one prompt at a time (every teacher's
-// answers, checks, costs, and why one was chosen), and the run's summary. Data comes from the
+// answers, checks, costs, and why one was chosen), and the run's summary. A multi-turn run lists
+// conversations, and shows one turn by turn (each user message, then every teacher's answers). Data comes from the
 // local server's JSON endpoints, or from the JSON embedded in an exported file (no server).
 // Every piece of text from the run goes into the page as a text node, or through the markdown
 // renderer, which escapes it first.
@@ -10,7 +11,9 @@
   var FACET_LABELS = {
     language: "language", task: "task", domain: "domain", persona_id: "persona", winner: "winning teacher",
     decision: "router decision", status: "status", filtered: "answer filtered by", reason: "rejected because",
+    turns: "turns kept", teachers: "teachers per turn",
   };
+  var TURN_STATUS = { pair: "chosen + rejected (DPO pair)", no_pair: "chosen, no pair", failed: "no answer chosen" };
   var STATUS_LABELS = { pair: "chosen + rejected (DPO pair)", no_pair: "chosen, no pair", rejected: "rejected row (no answer chosen)", tie: "tie at the top" };
   var PAGE = 50;
 
@@ -84,11 +87,12 @@
 
   function renderBadges() {
     var meta = state.meta;
-    var badges = [h("span", { class: "badge", text: meta.mode === "journal" ? "live: answers from the journal" : (meta.n + " prompts") })];
+    var entries = meta.conversations ? " conversations" : " prompts";
+    var badges = [h("span", { class: "badge", text: meta.mode === "journal" ? "live: answers from the journal" : (meta.n + entries) })];
     if (meta.live && meta.live.running) badges.push(h("span", { class: "badge live", id: "live", text: "run going · " + meta.live.calls + " calls journaled" }));
     if (!meta.indexed) badges.push(h("span", { class: "badge", text: "indexing…" }));
     if (meta.index_error) badges.push(h("span", { class: "badge bad", text: "index: " + meta.index_error }));
-    if (meta.exported) badges.push(h("span", { class: "badge", text: "export: first " + meta.n + " of " + meta.run_n + " prompts" }));
+    if (meta.exported) badges.push(h("span", { class: "badge", text: "export: first " + meta.n + " of " + meta.run_n + entries }));
     clear(ui.badge);
     append(ui.badge, badges);
   }
@@ -97,14 +101,17 @@
     var facets = state.meta.facets || {};
     clear(ui.filters);
     function select(name, values, labels) {
-      var sel = h("select", { name: name, id: "f-" + name, "aria-label": FACET_LABELS[name] || name, onchange: function () { setQuery(name, sel.value); } },
-        h("option", { value: "" }, (FACET_LABELS[name] || name) + ": any"));
+      var label = name === "winner" && state.meta.conversations ? "last turn's winner" : FACET_LABELS[name] || name;
+      var sel = h("select", { name: name, id: "f-" + name, "aria-label": label, onchange: function () { setQuery(name, sel.value); } },
+        h("option", { value: "" }, label + ": any"));
       Object.keys(values || {}).forEach(function (v) {
         append(sel, h("option", { value: v, selected: state.query[name] === v }, (labels && labels[v] ? labels[v] : v) + " (" + values[v] + ")"));
       });
       return sel;
     }
-    ["language", "task", "domain", "winner", "decision", "persona_id", "status", "filtered", "reason"].forEach(function (name) {
+    var names = ["language", "task", "domain", "winner", "decision", "persona_id", "status", "filtered", "reason"];
+    if (state.meta.conversations) names = names.concat(["turns", "teachers"]);
+    names.forEach(function (name) {
       var values = facets[name];
       if (values && Object.keys(values).length) append(ui.filters, select(name, values, name === "status" ? STATUS_LABELS : null));
     });
@@ -163,20 +170,25 @@
   function renderCount(page) {
     var shown = state.rows.length;
     var text;
-    if (page.total !== null && page.total !== undefined) text = shown + " of " + page.total + " prompts";
+    var entries = state.meta && state.meta.conversations ? " conversations" : " prompts";
+    if (page.total !== null && page.total !== undefined) text = shown + " of " + page.total + entries;
     else text = shown + " matches · searched " + Math.round((100 * (page.scanned || 0)) / Math.max(1, page.n)) + "% of " + page.n;
     ui.count.textContent = text;
     ui.more.hidden = page.next === null;
   }
 
+  function isConversation(row) { return (row.turns || 0) > 1 || (row.answered || 0) > 1; }
+
   function listItem(row, i) {
     var tags = [row.language, row.task, row.domain].filter(Boolean).map(function (t) { return h("span", { class: "tag", text: t }); });
-    var outcome = row.winner ? h("span", { class: "winner", text: "★ " + row.winner + (row.score !== null && row.score !== undefined ? " " + fmt(row.score, 2) : "") })
-      : row.reason ? h("span", { class: "rejected", text: "✗ " + kind(row.reason) }) : h("span", { class: "winner", text: (row.n_candidates || 0) + " answers so far" });
+    if (isConversation(row)) tags.push(h("span", { class: "tag turns", title: "turns kept" + (row.answered ? " (of " + row.answered + " answered)" : ""), text: row.turns + (row.turns === 1 ? " turn" : " turns") }));
+    var outcome = row.winner && isConversation(row) ? h("span", { class: "winner", title: "teacher chosen per turn", text: "★ " + (row.turn_teachers || []).join(" → ") })
+      : row.winner ? h("span", { class: "winner", text: "★ " + row.winner + (row.score !== null && row.score !== undefined ? " " + fmt(row.score, 2) : "") })
+      : row.reason ? h("span", { class: "rejected", title: row.reason, text: "✗ " + (isConversation(row) ? String(row.reason).replace(/\s*\([\s\S]*$/, "") : kind(row.reason)) }) : h("span", { class: "winner", text: (row.n_candidates || 0) + " answers so far" });
     var flags = [row.pair ? h("span", { class: "flag", title: "DPO pair", text: "pair" }) : null, row.tie ? h("span", { class: "flag", title: "tie at the top", text: "tie" }) : null];
     return h("li", { class: "prompt-row", "data-id": row.prompt_id, "data-i": i, tabindex: "0",
       onclick: function () { select(i); } },
-      h("div", { class: "row-head" }, h("code", { text: row.prompt_id }), tags, flags, outcome),
+      h("div", { class: "row-head" }, h("code", { text: isConversation(row) ? row.conversation_id : row.prompt_id }), tags, flags, outcome),
       h("div", { class: "snippet", text: row.text || "" }));
   }
 
@@ -204,6 +216,7 @@
   function renderDetail() {
     var d = state.detail;
     clear(ui.detail);
+    if (d.turns && d.turns.length > 1) return renderConversation(d);
     var argsOf = {};
     (d.constraints || []).forEach(function (c) { argsOf[c.id] = c.args; });
     var head = h("div", { class: "detail-head" },
@@ -221,6 +234,39 @@
     var cards = h("div", { class: "candidates", id: "candidates" }, (d.candidates || []).map(function (c) { return card(c, argsOf); }));
     append(ui.detail, [head, persona, h("h3", { text: "Prompt" }), messages, constraints ? [h("h3", { text: "Constraints" }), constraints] : null,
       h("h3", { text: "Selection" }), why, h("h3", { text: "Answers (" + (d.candidates || []).length + ")" }), cards]);
+  }
+
+  // ---- one conversation, turn by turn ----
+  function renderConversation(d) {
+    var head = h("div", { class: "detail-head" },
+      h("h2", {}, "conversation ", h("code", { text: d.conversation_id }), " ", h("span", { class: "status " + d.status, text: STATUS_LABELS[d.status] || d.status })),
+      h("button", { id: "raw", class: "toggle", "aria-pressed": String(state.raw), onclick: toggleRaw }, state.raw ? "rendered" : "raw"),
+      h("div", { class: "tags" }, [d.language, d.task, d.domain, d.decision && "router: " + d.decision, d.kept + " of " + d.answered + " turns kept"].filter(Boolean).map(function (t) { return h("span", { class: "tag", text: t }); })));
+    var persona = d.persona_id ? h("p", { class: "persona" }, h("strong", { text: "Persona " + d.persona_id }), d.persona ? " — " + d.persona : "") : null;
+    var why = h("ul", { class: "explain", id: "explain" }, (d.explain || []).map(function (line) { return h("li", { text: line }); }));
+    var turns = h("ol", { class: "turns", id: "turns" }, d.turns.map(function (t) { return turnSection(t, d); }));
+    append(ui.detail, [head, persona, h("h3", { text: "Conversation" }), why, turns]);
+  }
+
+  function turnSection(t, d) {
+    var argsOf = {};
+    (t.constraints || []).forEach(function (c) { argsOf[c.id] = c.args; });
+    var answers = (d.candidates || []).filter(function (c) { return c.turn === t.turn; });
+    var messages = t.messages ? t.messages.map(function (m) {
+      return h("div", { class: "message " + m.role }, h("div", { class: "role", text: m.role }), text(m.content));
+    }) : h("p", { class: "hint", text: "This turn's user message is in no row of the dataset: the conversation was kept to turn " + d.kept + ". Its answers are below." });
+    var constraints = t.constraints && t.constraints.length ? h("div", { class: "turn-checks" }, h("span", { class: "muted", text: "Checks asked at this turn:" }),
+      h("ul", { class: "constraints" }, t.constraints.map(function (c) {
+        return h("li", {}, h("code", { text: c.id }), Object.keys(c.args || {}).length ? " " + JSON.stringify(c.args) : "");
+      }))) : null;
+    var outcome = t.chosen ? h("span", { class: "winner", text: "★ " + t.chosen }) : h("span", { class: "rejected", text: "✗ no answer chosen" });
+    return h("li", { class: "turn turn-" + t.status, "data-turn": t.turn, "data-prompt-id": t.prompt_id || "" },
+      h("div", { class: "turn-head" }, h("h3", { text: "Turn " + t.turn }), h("span", { class: "status " + t.status, text: TURN_STATUS[t.status] || t.status }),
+        t.tie ? h("span", { class: "flag", text: "tie" }) : null, t.prompt_id ? h("code", { class: "muted", text: t.prompt_id }) : null, outcome),
+      messages, constraints,
+      h("div", { class: "muted", text: "Selection:" }),
+      h("ul", { class: "explain turn-explain" }, (t.explain || []).map(function (line) { return h("li", { text: line }); })),
+      h("div", { class: "candidates" }, answers.map(function (c) { return card(c, argsOf); })));
   }
 
   function text(content) {
@@ -321,7 +367,14 @@
       var wasIndexed = state.meta && state.meta.indexed;
       state.meta = meta;
       renderBadges();
-      if (meta.indexed && !wasIndexed) renderFilters();
+      if (meta.indexed && !wasIndexed) {
+        renderFilters();
+        // A first page before the index counts every row; a kept conversation's last turn is no entry.
+        if (!Object.keys(state.query).length && state.total !== null && state.total !== undefined) {
+          state.total = meta.n;
+          renderCount({ total: meta.n, next: state.next, scanned: state.scanned, n: meta.n });
+        }
+      }
       var again = !meta.indexed ? 500 : (source.live && meta.live && meta.live.running ? 3000 : 0);
       if (again) setTimeout(function () {
         refreshMeta().then(function () { if (state.tab === "summary" && meta.live && meta.live.running) renderSummary(); });

@@ -47,19 +47,21 @@
       }
       if (q.q) {
         var needle = q.q.toLowerCase();
-        var texts = [row.prompt_id].concat((d.messages || []).map(function (m) { return m.content; }), d.candidates.map(function (c) { return c.response || ""; }));
-        if (!texts.some(function (t) { return String(t).toLowerCase().indexOf(needle) >= 0 || (t === row.prompt_id && t.indexOf(needle) === 0); })) return false;
+        var texts = [row.prompt_id, row.conversation_id || row.prompt_id].concat((d.messages || []).map(function (m) { return m.content; }), d.candidates.map(function (c) { return c.response || ""; }));
+        if (!texts.some(function (t) { return String(t).toLowerCase().indexOf(needle) >= 0; })) return false;
       }
       return true;
     }
+    // A multi-turn run's list is of conversations: how many turns each kept, its teachers per turn.
+    var plain = ["language", "task", "domain", "persona_id", "winner", "decision"].concat(data.meta.conversations ? ["turns", "teachers"] : []);
     function facets() {
       var out = {};
-      ["language", "task", "domain", "persona_id", "winner", "decision"].forEach(function (k) { out[k] = {}; });
+      plain.forEach(function (k) { out[k] = {}; });
       out.status = {}; out.filtered = {}; out.reason = {};
       rows.forEach(function (row) {
         var d = data.details[row.prompt_id] || { candidates: [] };
-        ["language", "task", "domain", "persona_id", "winner", "decision"].forEach(function (k) {
-          if (row[k]) out[k][row[k]] = (out[k][row[k]] || 0) + 1;
+        plain.forEach(function (k) {
+          if (row[k] || row[k] === 0) out[k][row[k]] = (out[k][row[k]] || 0) + 1;
         });
         out.status[d.status] = (out.status[d.status] || 0) + 1;
         if (d.tie) out.status.tie = (out.status.tie || 0) + 1;
