@@ -42,6 +42,8 @@ class EchoTeacher:
         for call in calls:
             text = call.prompt.user_text
             answer = text.lower().replace(",", "") if self.style == "plain" else f"{text.upper()}, LOUDLY"
+            if text.startswith("You are playing a user"):  # asked for a follow-up, it asks one (echoing it is none)
+                answer = f"why is that so, {self.name}?"
             out.append(Completion(answer, "stop", len(text.split()), len(answer.split())))
         return out
 
@@ -104,7 +106,7 @@ def test_conversations_from_python_with_an_online_router_and_a_simulated_user(tm
     sft = datasets.load_dataset(str(tmp_path / "run"), "sft", split="train")
     for row in sft:
         assert [m["role"] for m in row["messages"]] == ["user", "assistant"] * row["turn"]
-        assert row["messages"][2]["content"].startswith("you are playing a user")  # the echo simulator's words
+        assert row["messages"][2]["content"] == "why is that so, plain?"  # the simulator's words
 
 
 def test_every_public_name_resolves_to_the_object_its_module_defines():
