@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from arbitrage import constraints, settings
-from arbitrage.rows import Candidate, Scored
+from arbitrage.rows import Candidate, Prompt, Scored
 from arbitrage.runpaths import RunPaths
 from arbitrage.select import Conversation, Selection
 from arbitrage.teachers import reasoning as think
@@ -123,15 +123,25 @@ def _assistant(candidate: Candidate, reasoning: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
-def _provenance(s: Selection, teachers: list[str] | None = None) -> dict:
-    p, chosen, rejected = s.prompt, s.chosen, s.rejected
-    ids, kwargs = constraints.to_ifeval(p.constraints)
+def _prompt_facts(p: Prompt) -> dict:
+    """The columns an sft, dpo and rejected row share: which prompt, its facets, its checks, its turn."""
     return {
         "prompt_id": p.prompt_id,
         "persona_id": p.persona_id,
         "language": p.language,
         "domain": p.domain,
         "task": p.task,
+        "constraints": json.dumps(list(p.constraints), ensure_ascii=False),  # the checks the prompt carries
+        "conversation_id": p.conversation,
+        "turn": p.turn,
+    }
+
+
+def _provenance(s: Selection, teachers: list[str] | None = None) -> dict:
+    p, chosen, rejected = s.prompt, s.chosen, s.rejected
+    ids, kwargs = constraints.to_ifeval(p.constraints)
+    return {
+        **_prompt_facts(p),
         "teacher_chosen": chosen.candidate.teacher,
         "teacher_rejected": rejected.candidate.teacher if rejected else None,
         "score_chosen": chosen.score,
@@ -139,12 +149,9 @@ def _provenance(s: Selection, teachers: list[str] | None = None) -> dict:
         "margin": s.margin,
         "n_candidates": len(s.candidates),
         "router_decision": s.route.decision,
-        "constraints": json.dumps(list(p.constraints), ensure_ascii=False),
         "instruction_id_list": ids,
         "kwargs": json.dumps(kwargs, ensure_ascii=False),
         "score_details": score_details(chosen),
-        "conversation_id": p.conversation,
-        "turn": p.turn,
         "turn_teachers": teachers if teachers is not None else [chosen.candidate.teacher],
     }
 
@@ -218,19 +225,8 @@ def _dpo_row(s: Selection, provenance: dict, reasoning: str) -> dict:
     }
 
 
-def _rejected_row(p, reason) -> dict:
-    return {
-        "prompt_id": p.prompt_id,
-        "persona_id": p.persona_id,
-        "language": p.language,
-        "domain": p.domain,
-        "task": p.task,
-        "prompt": list(p.messages),
-        "reason": None if reason is None else str(reason),
-        "constraints": json.dumps(list(p.constraints), ensure_ascii=False),
-        "conversation_id": p.conversation,
-        "turn": p.turn,
-    }
+def _rejected_row(p: Prompt, reason) -> dict:
+    return {**_prompt_facts(p), "prompt": list(p.messages), "reason": None if reason is None else str(reason)}
 
 
 def _candidate_rows(s: Selection, rows: dict[str, list[dict]]) -> None:
