@@ -27,7 +27,7 @@ from arbitrage import pipeline, settings
 from arbitrage.engine import RetryPolicy
 from arbitrage.errors import ArbitrageError, ConfigError, disk_error
 from arbitrage.output import dataset
-from arbitrage.prompts.conversation import ConversationSpec
+from arbitrage.prompts.conversation import ConversationSpec, turn_slot
 from arbitrage.runpaths import RunPaths
 from arbitrage.select import SelectionSpec
 from arbitrage.stages import PromptFilter
@@ -463,13 +463,23 @@ def _estimate(args: list[str]) -> None:
     skipped = 0
     screen = PromptFilter(spec.filters)
     calls = dict.fromkeys(spec.teachers, 0)
+    later = _later_turns_answered(journal) if journal is not None and spec.conversation.multi else set()
+
+    def answered(call) -> bool:
+        if journal is None:
+            return False
+        if journal.answered(call.call_id):
+            return True
+        # A later turn's prefix holds the answers chosen before it, which the plan does not know:
+        # its call is answered if the journal holds this teacher's call for the same conversation and turn.
+        return (call.context or 1) > 1 and (turn_slot(call.prompt.prompt_id), call.teacher, call.sample) in later
 
     def pending():
         nonlocal skipped
         last = None
         for call in _blocking(pipeline.plan(spec, screen)):
             calls[call.teacher] = calls.get(call.teacher, 0) + 1
-            if journal is not None and journal.answered(call.call_id):
+            if answered(call):
                 skipped += 1
                 continue
             # native n: a prompt's next sample shares its request, so its prompt is billed once
@@ -486,6 +496,12 @@ def _estimate(args: list[str]) -> None:
     _prompt_filter_saving(spec, screen, calls)
     if spec.budget_usd is not None:
         print(f"budget_usd={spec.budget_usd}: the run stops sending once spend would pass it")
+
+
+def _later_turns_answered(journal) -> set[tuple[str, str, int]]:
+    """(conversation and turn, teacher, sample) of every call the journal settled at a later turn."""
+    slots = ((turn_slot(c.prompt_id), c.teacher, c.sample) for c in journal.records() if journal.answered(c.call_id))
+    return {key for key in slots if key[0] is not None}
 
 
 def _prompt_filter_saving(spec: pipeline.RunSpec, screen: PromptFilter, calls: dict[str, int]) -> None:

@@ -243,13 +243,18 @@ async def conversations(
             written_ = await res.engine.run([simulator.call(f, seat.key) for f in follow])
             for f, candidate in zip(follow, written_, strict=True):
                 cid, text = f.prompt.conversation, simulator.written(candidate)
-                if text is not None:
+                repeated = text is not None and f.repeats(text)
+                if text is not None and not repeated:
                     going[cid] = f.next(text)
                     continue
                 if control.stop_reason is not None and not candidate.ok:
                     open_[cid].stopped = True
                 else:
-                    why = candidate.error or "an empty follow-up"
+                    why = candidate.error or (
+                        "a follow-up that repeats the conversation so far"
+                        if repeated
+                        else "an empty follow-up, or one that echoes the simulator's instructions"
+                    )
                     open_[cid].ended = Reason("the user simulator wrote no follow-up", f"{simulator.teacher}: {why}"[:300])
                 ended.append(cid)
         if ended:

@@ -88,6 +88,9 @@ def answer_for(model: str, text: str, script: Script) -> str:
         return f"Answer {digest}. " + " ".join(picked)
     if model in script.answers:  # "{digest}" in a scripted answer makes it unique per prompt
         return script.answers[model].replace("{digest}", digest)
+    if text.startswith("You are playing a user"):  # the user simulator's request: a follow-up of new words
+        more = hashlib.sha256(f"follow-up:{digest}".encode()).hexdigest()
+        return f"Answer {digest} from {model}: what about {more[:6]}, {more[6:12]} and {more[12:18]}?"
     return f"Answer {digest} from {model}, with a comma and Several Capitals."
 
 

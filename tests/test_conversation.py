@@ -97,6 +97,8 @@ def test_given_turns_make_whole_conversations_and_a_pair_per_turn(server, tmp_pa
         ]
         assert all("lowercase" in m["content"] for m in row["messages"][1::2])  # the lowercase teacher won every turn
         assert row["turn"] == 3 and row["turn_teachers"] == ["openai_compat"] * 3
+        assert row["turn_constraints"] == [json.dumps([LOWER])] * 3  # each turn's own checks
+        assert len(row["turn_scores"]) == 3 and row["turn_scores"][-1] == row["score_chosen"]
         assert row["prompt_id"] != row["conversation_id"]  # the last turn's prompt (its candidates' id)
     dpo = rows(out, "dpo")
     assert sorted(r["turn"] for r in dpo) == [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
@@ -104,6 +106,7 @@ def test_given_turns_make_whole_conversations_and_a_pair_per_turn(server, tmp_pa
         assert len(r["prompt"]) == 2 * r["turn"] - 1  # the conversation so far, ending with the user's turn
         assert r["prompt"][-1]["role"] == "user" and r["chosen"][0]["content"] != r["rejected"][0]["content"]
         assert r["teacher_chosen"] == "openai_compat" and r["teacher_rejected"] == "api"
+        assert len(r["turn_teachers"]) == len(r["turn_scores"]) == len(r["turn_constraints"]) == r["turn"]
     candidates = rows(out, "candidates")
     assert sorted({(c["conversation_id"], c["turn"]) for c in candidates}) == [
         (f"conv{i}", t) for i in range(4) for t in (1, 2, 3)
@@ -224,6 +227,20 @@ def test_a_simulator_that_echoes_its_instructions_wrote_no_follow_up():
     assert said("A follow-up question that goes deeper into one thing the assistant's last answer said. L'intera…") is None
     assert said("You are playing a user who talks with an AI assistant.") is None
     assert said("Can you go deeper into the second step?") == "Can you go deeper into the second step?"
+
+
+def test_a_follow_up_that_repeats_the_conversation_is_no_new_turn():
+    from arbitrage.prompts.conversation import FollowUp
+
+    first = "I'm working on a Python project that involves fetching data from a REST API. What should I do?"
+    p = Prompt("c", "", "en", "", "file", "", ({"role": "user", "content": first},))
+    answer = "Start with the requests library, then read the API's documentation on paging and rate limits."
+    f = FollowUp(p, answer, "deeper", (), p)
+    assert f.repeats(first)  # SmolLM2 sent turn 1's message again as turn 3
+    assert f.repeats("Start with the requests library, then read the API's documentation on paging.")  # the answer back
+    # a challenge that quotes a phrase of the answer is a new turn
+    assert not f.repeats("Why start with the requests library when my project already uses httpx for everything async?")
+    assert not f.repeats("Why?")
 
 
 def test_clean_follow_up():

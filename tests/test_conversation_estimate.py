@@ -162,7 +162,7 @@ def conversations(out) -> dict[str, list]:
     }
 
 
-def test_budget_stops_a_multi_turn_run_and_a_higher_budget_finishes_it_sending_no_turn_twice(tmp_path):
+def test_budget_stops_a_multi_turn_run_and_a_higher_budget_finishes_it_sending_no_turn_twice(tmp_path, capsys):
     prompts = write_prompts(tmp_path / "p.jsonl", [2] * 12)
     with FakeOpenAI(Script(answers=ANSWERS)) as reference:  # the same run, never stopped
         run(*args(reference.url, tmp_path / "whole", prompts, *PRICED))
@@ -184,7 +184,13 @@ def test_budget_stops_a_multi_turn_run_and_a_higher_budget_finishes_it_sending_n
         sent = len(server.requests)
         assert 0 < sent < len(reference.requests)
 
+        # The estimate on the stopped folder counts what the rerun then sends, turn by turn: a later
+        # turn's calls already in the journal are known by their conversation and turn, whatever the
+        # answers chosen before them (which the plan does not know).
+        rest = estimated_turns(capsys, args(server.url, out, prompts, *PRICED, "budget_usd=100"))
         run(*args(server.url, out, prompts, *PRICED, "budget_usd=100"))
+        sent_by_rerun = Counter(turn_of(r) for r in server.requests[sent:])
+        assert {k: calls for k, (calls, _, _) in rest.items()} == dict(sorted(sent_by_rerun.items()))
         assert conversations(out) == whole  # the rerun finished every conversation as the whole run did
         summary = json.loads((out / "summary.json").read_text())
         assert summary["stopped"] is None and summary["turns_kept"] == {"3": 12}

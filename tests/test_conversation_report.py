@@ -20,7 +20,7 @@ def server():
     from fake_openai import FakeOpenAI, Script
 
     # "good" passes more checks than "chatty"; "good" also writes the simulated user's follow-ups
-    with FakeOpenAI(Script(answers={"good": "a short plain answer without any punctuation marks"})) as fake:
+    with FakeOpenAI(Script(answers={"good": "a short plain answer {digest} without any {digest} punctuation marks"})) as fake:
         yield fake
 
 

@@ -154,9 +154,10 @@ def _conversation_columns(summary: RunSummary, config: dict) -> str:
         return ""
     return (
         "\nConversations add `conversation_id` (its first turn's prompt_id), `turn` (sft: the assistant turns the row "
-        "holds; dpo: the turn the pair answers) and `turn_teachers` (the teacher chosen at each turn so far). On an sft "
-        "row the other columns (prompt_id, teacher_chosen, scores, constraints, score_details) are its last turn's; on "
-        "a dpo row, its pair's turn's."
+        "holds; dpo: the turn the pair answers) and, for each turn so far, `turn_teachers` (the teacher chosen), "
+        "`turn_scores` (its score) and `turn_constraints` (that turn's checks, JSON). On an sft row the other columns "
+        "(prompt_id, teacher_chosen, scores, constraints, score_details) are its last turn's; on a dpo row, its pair's "
+        "turn's."
     )
 
 

@@ -54,10 +54,13 @@ PROVENANCE = [
     ("kwargs", pa.string()),  # JSON list, one object per instruction id
     ("score_details", pa.string()),  # JSON: the chosen answer's checks, which are gates, per-scorer details (score_details())
     # Conversations: its id (the first turn's prompt id), the turn (sft: how many assistant turns
-    # the row holds; dpo: the turn the pair answers), and the teacher chosen at each turn so far.
+    # the row holds; dpo: the turn the pair answers), and per turn so far: the teacher chosen, its
+    # score and that turn's checks (`constraints` and the IFEval columns are the row's last turn's).
     ("conversation_id", pa.string()),
     ("turn", pa.int32()),
     ("turn_teachers", pa.list_(pa.string())),
+    ("turn_scores", pa.list_(pa.float64())),
+    ("turn_constraints", pa.list_(pa.string())),  # JSON each, as `constraints`
 ]
 
 SCHEMAS = {
@@ -131,14 +134,16 @@ def _prompt_facts(p: Prompt) -> dict:
         "language": p.language,
         "domain": p.domain,
         "task": p.task,
-        "constraints": json.dumps(list(p.constraints), ensure_ascii=False),  # the checks the prompt carries
+        "constraints": _constraints_json(p),  # the checks the prompt carries
         "conversation_id": p.conversation,
         "turn": p.turn,
     }
 
 
-def _provenance(s: Selection, teachers: list[str] | None = None) -> dict:
+def _provenance(s: Selection, turns: list[Selection] | None = None) -> dict:
+    """`turns`: a conversation's turns up to and with `s` (None: `s` alone)."""
     p, chosen, rejected = s.prompt, s.chosen, s.rejected
+    turns = turns or [s]
     ids, kwargs = constraints.to_ifeval(p.constraints)
     return {
         **_prompt_facts(p),
@@ -152,8 +157,14 @@ def _provenance(s: Selection, teachers: list[str] | None = None) -> dict:
         "instruction_id_list": ids,
         "kwargs": json.dumps(kwargs, ensure_ascii=False),
         "score_details": score_details(chosen),
-        "turn_teachers": teachers if teachers is not None else [chosen.candidate.teacher],
+        "turn_teachers": [t.chosen.candidate.teacher for t in turns],
+        "turn_scores": [t.chosen.score for t in turns],
+        "turn_constraints": [_constraints_json(t.prompt) for t in turns],
     }
+
+
+def _constraints_json(p: Prompt) -> str:
+    return json.dumps(list(p.constraints), ensure_ascii=False)
 
 
 def score_details(scored: Scored) -> str:
@@ -205,15 +216,13 @@ def _conversation_rows(c: Conversation, rows: dict[str, list[dict]], reasoning: 
         return
     kept = c.kept
     messages = list(kept[0].prompt.messages)
-    teachers: list[str] = []
     for k, s in enumerate(kept):
         if k:
             messages.append(s.prompt.messages[-1])  # turn k's user message (the rest is the prefix)
         messages += _assistant(s.chosen.candidate, reasoning)
-        teachers.append(s.chosen.candidate.teacher)
         if s.rejected is not None and (dpo_turns == "all" or k == len(kept) - 1):
-            rows["dpo"].append(_dpo_row(s, _provenance(s, list(teachers)), reasoning))
-    rows["sft"].append({"messages": messages, **_provenance(kept[-1], teachers)})
+            rows["dpo"].append(_dpo_row(s, _provenance(s, kept[: k + 1]), reasoning))
+    rows["sft"].append({"messages": messages, **_provenance(kept[-1], kept)})
 
 
 def _dpo_row(s: Selection, provenance: dict, reasoning: str) -> dict:

@@ -5,7 +5,9 @@ a user simulator: a configured teacher that writes the follow-up the persona wou
 read the conversation so far (UltraChat / SmolTalk style). Each follow-up has a kind, drawn per
 conversation and turn: ask deeper, challenge a point, change the constraint (the new turn carries a
 new checkable constraint, IFEval's multi-turn style), or switch task. Turn k+1's prompt id hashes
-the conversation's id and its whole prefix, so every call's identity covers what it answers.
+the conversation's id and its whole prefix, so every call's identity covers what it answers; it
+also names the conversation and the turn in the open (`turn_prompt_id`), so `arbitrage estimate`
+can tell a resumed folder's later turns apart without knowing the answers chosen before them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,19 @@ SIMULATOR_TEMPLATE = (
 TRANSCRIPT_CHARS = 700  # of each message shown to the simulator: the gist, not the whole prefix again
 FOLLOW_UP_CHARS = 1000  # a follow-up longer than this is cut at a sentence end
 DEFAULT_PERSONA = "a curious person"
+
+
+def turn_prompt_id(conversation: str, turn: int, *prefix) -> str:
+    """A later turn's prompt id: `<conversation>~t<turn>~<hash of the prefix>`."""
+    return f"{conversation}~t{turn}~{stable_hash(*prefix)}"
+
+
+def turn_slot(prompt_id: str) -> str | None:
+    """What a later turn's prompt id names before its prefix hash (the conversation and the turn,
+    and `user-` on the simulator's request for it): the same for every prefix that turn could have.
+    None for a first turn's id."""
+    slot, _, _ = prompt_id.rpartition("~")
+    return slot if "~t" in slot else None
 
 
 @dataclass(frozen=True)
@@ -84,7 +99,7 @@ def next_prompt(prompt: Prompt, answer: str, user: str, constraints: Sequence[di
     conversation = prompt.conversation
     return replace(
         prompt,
-        prompt_id=stable_hash("turn", conversation, messages),
+        prompt_id=turn_prompt_id(conversation, prompt.turn + 1, "turn", conversation, messages),
         messages=messages,
         constraints=tuple(constraints),
         reference=None,
@@ -168,6 +183,16 @@ class FollowUp:
         user = with_instructions(written, list(self.constraints), self.prompt.language)
         return next_prompt(self.prompt, self.answer, user, self.constraints)
 
+    def repeats(self, written: str) -> bool:
+        """The follow-up is mostly the conversation so far said again (a small simulator copies the
+        answer or an earlier user turn instead of asking something new): no new turn."""
+        grams = _grams(_words(written), REPEAT_WORDS)
+        if len(grams) < 2:
+            return False  # too short to tell a copy from a quote
+        texts = [m["content"] for m in self.prompt.messages] + [self.answer]
+        said = set().union(*(_grams(_words(text), REPEAT_WORDS) for text in texts))
+        return len(grams & said) >= REPEATED_SHARE * len(grams)
+
 
 @dataclass
 class UserSimulator:
@@ -194,7 +219,7 @@ class UserSimulator:
         )
         messages = ({"role": "user", "content": text},)
         # The prefix's id too: two conversations whose transcripts read alike once cut are still two calls.
-        request_id = "user-" + stable_hash(prompt.prompt_id, messages)
+        request_id = "user-" + turn_prompt_id(prompt.conversation, prompt.turn + 1, prompt.prompt_id, messages)
         request = replace(prompt, prompt_id=request_id, messages=messages, constraints=(), reference=None, tests=None)
         return FollowUp(prompt, answer, kind, constraints, request)
 
@@ -227,6 +252,11 @@ INSTRUCTION_GRAMS = frozenset(
     for part in (*FOLLOW_UPS.values(), *re.split(r"\{\w+\}", SIMULATOR_TEMPLATE))
     for g in _grams(_words(part), INSTRUCTION_WORDS)
 )
+
+
+# A follow-up whose five-word runs are half or more the conversation's own repeats it (a quote of a
+# phrase to challenge is a few runs out of many).
+REPEAT_WORDS, REPEATED_SHARE = 5, 0.5
 
 
 def echoes_instructions(text: str) -> bool:
