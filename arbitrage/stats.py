@@ -96,6 +96,9 @@ class RunSummary:
     # conversation kept), and assistant turns → conversations kept with that many.
     wins_by_turn: dict = field(default_factory=dict)
     turns_kept: dict = field(default_factory=dict)
+    # Conversations kept that ended before conversation.turns with no turn failing (no rejected row
+    # says why): "turn k: why" → conversations, e.g. the user simulator wrote no follow-up.
+    ended_early: dict = field(default_factory=dict)
     quality: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -175,8 +178,12 @@ class RunSummary:
         for turn, wins in by_turn:
             kept = sum(wins.values())
             turns.append(f"{turn}: " + " ".join(f"{t} {wins.get(t, 0) / kept:.0%}" for t in teachers) if kept else f"{turn}: —")
-        lengths = ", ".join(f"{n} turns ×{k}" for n, k in sorted(self.turns_kept.items(), key=lambda kv: int(kv[0])))
-        return "wins per turn: " + " · ".join(turns) + f" (conversations kept: {lengths or 'none'})"
+        by_length = sorted(self.turns_kept.items(), key=lambda kv: int(kv[0]))
+        lengths = ", ".join(f"{n} turn{'s' if int(n) > 1 else ''} ×{k}" for n, k in by_length)
+        line = "wins per turn: " + " · ".join(turns) + f" (conversations kept: {lengths or 'none'})"
+        if self.ended_early:
+            line += "\nconversations ended early: " + ", ".join(f"{why} ×{n}" for why, n in sorted(self.ended_early.items()))
+        return line
 
     def why_nothing(self) -> str:
         """The commonest reasons the run has no sft row: why its prompts were rejected (one reason
@@ -223,6 +230,7 @@ class RunStats:
         self.cut_short = 0  # conversations a stop ended before their last turn, written as far as they got
         self.wins_by_turn: dict[int, Counter] = {}  # conversations: turn → teacher → wins
         self.turns_kept: dict[int, int] = {}  # conversations: assistant turns kept → conversations
+        self.ended_early: Counter = Counter()  # conversations kept that ended with no turn failing: why
         self.timings: Counter = Counter()
 
     @contextmanager
@@ -265,6 +273,9 @@ class RunStats:
         if not c.written:
             return
         kept = c.kept
+        if c.failed is None and c.ended is not None:  # no row says why: the summary does
+            why = f"{c.ended.code}: {c.ended.detail}" if c.ended.detail else c.ended.code
+            self.ended_early[f"turn {len(kept) + 1}: {why}"[:160]] += 1
         self._failing([s.chosen for s in kept])  # the sft row fails a gate if any of its turns does
         for k, s in enumerate(kept, 1):
             self._chosen(s)
@@ -420,4 +431,5 @@ class RunStats:
             "pairs_dropped": dict(self.pairs_dropped),
             "wins_by_turn": {str(k): dict(v) for k, v in sorted(self.wins_by_turn.items())},
             "turns_kept": {str(k): n for k, n in sorted(self.turns_kept.items())},
+            "ended_early": dict(sorted(self.ended_early.items())),
         }

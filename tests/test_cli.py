@@ -20,12 +20,14 @@ def arbitrage(*args, env=None, cwd=None):
 
 
 def api_args(server, out, *extra):
+    """Both fake teachers on `server` (a FakeOpenAI, or its URL where the run never sends)."""
+    url = getattr(server, "url", server)
     return [
         "teacher=[openai_compat,api]",
-        f"teacher.openai_compat.base_url={server.url}",
+        f"teacher.openai_compat.base_url={url}",
         "teacher.openai_compat.model=good",
         "teacher.api.model=openai/chatty",
-        f"teacher.api.api_base={server.url}",
+        f"teacher.api.api_base={url}",
         "teacher.api.api_key_env=FAKE_KEY",
         "personas=all",
         "n_prompts=24",
@@ -34,6 +36,12 @@ def api_args(server, out, *extra):
         f"out={out}",
         *extra,
     ]
+
+
+def jsonl_args(server, out, prompts, *extra):
+    """`api_args` on a prompts file (source=jsonl, up to 100 lines), with no progress bars or report."""
+    extra = ("source=jsonl", f"source.path={prompts}", "n_prompts=100", "progress=false", "report=false", *extra)
+    return api_args(server, out, *extra)
 
 
 @pytest.fixture

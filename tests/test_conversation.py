@@ -12,6 +12,7 @@ import time
 import datasets
 import pytest
 from fake_openai import FakeOpenAI, Script
+from test_cli import jsonl_args
 
 from arbitrage.errors import ConfigError
 from arbitrage.prompts.conversation import FOLLOW_UPS, ConversationSpec, UserSimulator, clean_follow_up, next_prompt
@@ -42,23 +43,7 @@ def write_prompts(path, records) -> str:
 
 
 def args(server, out, prompts, *extra):
-    return [
-        "teacher=[openai_compat,api]",
-        f"teacher.openai_compat.base_url={server.url}",
-        "teacher.openai_compat.model=good",
-        "teacher.api.model=openai/chatty",
-        f"teacher.api.api_base={server.url}",
-        "teacher.api.api_key_env=FAKE_KEY",
-        "source=jsonl",
-        f"source.path={prompts}",
-        "n_prompts=100",
-        "diversity.embedding_spread=false",
-        "filters=none",
-        "progress=false",
-        "report=false",
-        f"out={out}",
-        *extra,
-    ]
+    return jsonl_args(server, out, prompts, *extra)
 
 
 def cli(*argv, **kwargs):
@@ -185,6 +170,32 @@ def test_the_user_simulator_writes_each_follow_up_from_the_conversation_so_far(s
         # turn 3's follow-up was written having read turn 2's question and chosen answer
         (ask,) = [a for a in asks if a.count("Assistant:") == 2 and users[0] in a]
         assert users[1][:40] in ask and row["messages"][3]["content"][:40] in ask
+
+
+def test_a_simulator_that_asks_the_same_again_ends_the_conversation_and_the_summary_says_why(tmp_path):
+    # "asker" writes one fixed follow-up: a new turn 2, then turn 2 again as turn 3. Turn 1 asks for
+    # lowercase, so "good" answers it (asker's own answer would be its follow-up said back).
+    script = Script(answers={**ANSWERS, "asker": "Could you tell me more about the second point you made there?"})
+    lines_ = [{"id": f"s{i}", "prompt": f"opening {i}", "constraints": [LOWER]} for i in range(3)]
+    prompts = write_prompts(tmp_path / "p.jsonl", lines_)
+    out = tmp_path / "run"
+    with FakeOpenAI(script) as server:
+        more = (
+            "teacher.api.model=openai/asker",
+            "conversation.turns=3",
+            "conversation.user=api",
+            "conversation.follow_ups=[deeper]",
+        )
+        result = cli(*args(server, out, prompts, *more))
+    assert result.returncode == 0, result.stderr[-3000:]
+    sft = rows(out, "sft")
+    assert [r["turn"] for r in sft] == [2, 2, 2]  # kept with the turns before the repeat
+    assert all(r["messages"][2]["content"] == script.answers["asker"] for r in sft)
+    why = "turn 3: the user simulator wrote no follow-up: api: a follow-up that repeats the conversation so far"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ended_early"] == {why: 3} and summary["turns_kept"] == {"2": 3}
+    assert f"conversations ended early: {why} ×3" in result.stdout
+    assert f"| {why} | 3 |" in (out / "README.md").read_text()  # the card's per-turn section
 
 
 @pytest.mark.parametrize("kind", list(FOLLOW_UPS))

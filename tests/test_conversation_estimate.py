@@ -14,6 +14,7 @@ import datasets
 import numpy as np
 import torch
 from fake_openai import FakeOpenAI, Script
+from test_cli import jsonl_args
 
 from arbitrage import cli, pipeline
 from arbitrage.analysis import router_eval
@@ -43,25 +44,8 @@ def write_prompts(path: Path, given: list[int]) -> str:
 
 
 def args(url: str, out, prompts: str, *extra) -> list[str]:
-    return [
-        "teacher=[openai_compat,api]",
-        f"teacher.openai_compat.base_url={url}",
-        "teacher.openai_compat.model=good",
-        "teacher.api.model=openai/chatty",
-        f"teacher.api.api_base={url}",
-        "teacher.api.api_key_env=FAKE_KEY",
-        f"teacher.openai_compat.sampling.max_tokens={MAX_TOKENS}",
-        f"teacher.api.sampling.max_tokens={MAX_TOKENS}",
-        "source=jsonl",
-        f"source.path={prompts}",
-        "n_prompts=100",
-        "diversity.embedding_spread=false",
-        "filters=none",
-        "progress=false",
-        "report=false",
-        f"out={out}",
-        *extra,
-    ]
+    caps = (f"teacher.openai_compat.sampling.max_tokens={MAX_TOKENS}", f"teacher.api.sampling.max_tokens={MAX_TOKENS}")
+    return jsonl_args(url, out, prompts, *caps, *extra)
 
 
 def run(*argv):

@@ -13,6 +13,7 @@ import time
 
 import datasets
 from fake_openai import FakeOpenAI, Script
+from test_cli import jsonl_args
 
 LOWER = {"type": "change_case:english_lowercase"}
 # "good" answers in lowercase (passes LOWER), "chatty" with capitals (fails it): a winner and a pair each turn
@@ -36,25 +37,7 @@ def conversations(path, given: int, simulated: int = 0) -> str:
 
 
 def args(server, out, prompts, *extra):
-    return [
-        "teacher=[openai_compat,api]",
-        f"teacher.openai_compat.base_url={server.url}",
-        "teacher.openai_compat.model=good",
-        "teacher.api.model=openai/chatty",
-        f"teacher.api.api_base={server.url}",
-        "teacher.api.api_key_env=FAKE_KEY",
-        "source=jsonl",
-        f"source.path={prompts}",
-        "n_prompts=100",
-        "conversation.turns=3",
-        "diversity.embedding_spread=false",
-        "filters=none",
-        "progress=false",
-        "report=false",
-        "engine.base_delay_s=0.01",
-        f"out={out}",
-        *extra,
-    ]
+    return jsonl_args(server, out, prompts, "conversation.turns=3", "engine.base_delay_s=0.01", *extra)
 
 
 ENV = {**os.environ, "FAKE_KEY": "sk-fake", "HF_HUB_OFFLINE": "1"}

@@ -180,6 +180,18 @@ def _turns(summary: RunSummary) -> str:
         + "\n\n"
         + markdown_table(["assistant turns", "conversations kept"], lengths)
         + "\n\n"
+        + _ended_early(summary)
+    )
+
+
+def _ended_early(summary: RunSummary) -> str:
+    if not summary.ended_early:
+        return ""
+    body = [[why, n] for why, n in sorted(summary.ended_early.items())]
+    return (
+        "Conversations kept that ended before their last turn with no turn failing (no `rejected_rows` row says why):\n\n"
+        + markdown_table(["ended at", "conversations"], body)
+        + "\n\n"
     )
 
 
