@@ -216,8 +216,8 @@ class Conversation:
         why = failed.reason if failed is not None else self.ended
         if why is None and self.written:
             return None
-        turn = len(self.kept) + 1
-        code = f"turn {turn}: {why.code}" if why else f"turn {turn}: no answer"
+        n = len(self.kept)
+        code = f"turn {n + 1}: {why.code}" if why else f"turn {n + 1}: no answer"
         detail = f"{why.detail}; " if why and why.detail else ""
-        kept = f"kept with {len(self.kept)} turns" if self.written else f"{len(self.kept)} of min_turns {self.min_turns} kept"
+        kept = f"kept with {n} turn{'s' if n > 1 else ''}" if self.written else f"{n} of min_turns {self.min_turns} kept"
         return Reason(code, detail + kept)

@@ -108,7 +108,9 @@ def test_a_turn_after_the_last_one_kept_counts_per_turn_and_the_report_is_writte
     for row in sft:
         if (row["conversation_id"], row["turn"] + 1) in answered:
             reason = ended[(row["conversation_id"], row["turn"] + 1)]
-            assert reason.startswith(f"turn {row['turn'] + 1}: ") and reason.endswith(f"kept with {row['turn']} turns)")
+            assert reason.startswith(f"turn {row['turn'] + 1}: ") and reason.endswith(
+                f"kept with {row['turn']} turn{'s' if row['turn'] > 1 else ''})"
+            )
 
     table = scoretable.load(out)
     assert table.unlisted == 0  # every turn answered is in a row: the one it ended at is a rejected row

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 from conftest import make_candidate, make_prompt
@@ -171,3 +172,40 @@ def test_wrong_language_on_real_sentences_in_every_project_language():
     assert not wrong.drop([pair(text, language=lang) for lang, text in ten_words.items()])
     assert F.detect_answer_language("  123 + 456 = 579 ") is None
     assert [F._iso639_1(x) for x in ("__label__en", "PT-br", "zh_Hans", "und", "un")] == ["en", "pt", "zh", None, None]
+
+
+# Answers the packaged teachers wrote (runs of personas=all and experiment=conversations): the request
+# said back. The copy passes the language check and carries the keyword the request asks for.
+ECHO_PROMPT = (
+    "Sono uno chef di Palermo che gestisce una trattoria e valorizza il pesce locale meno conosciuto. "
+    "Potresti scrivere un racconto breve, di poche righe, sul pesce azzurro? L'intera risposta deve essere in "
+    'italiano; nessun\'altra lingua è ammessa. Includi le parole chiave "pesce" nella tua risposta.'
+)
+
+
+def test_echo_drops_an_answer_that_says_the_request_back_and_keeps_one_that_quotes_it():
+    prompt = make_prompt(language="it", text=ECHO_PROMPT)
+    echo = F.Echo()
+    copied = "Sono uno chef di Palermo che gestisce una trattoria e valorizza il pesce locale meno conosciuto. Potresti scrivere un racconto breve?"
+    story = (
+        "All'alba la barca di Totò rientrava con le cassette piene di sgombri e sarde. Al mercato nessuno li voleva, "
+        'ma quella sera, nella trattoria, il pesce azzurro fritto finì prima del pane: "valorizza il pesce locale", '
+        "diceva la lavagna, e per una volta tutti capirono."
+    )
+    code = "```python\ndef f():\n    '''Sono uno chef di Palermo che gestisce una trattoria e valorizza il pesce'''\n```\nEcco la funzione."
+    items = [(prompt, Scored(make_candidate(t), 0.5)) for t in (copied, story, code, "Il pesce azzurro.")]
+    dropped = echo.drop(items)
+    assert list(dropped) == [0] and dropped[0].startswith("echo: ") and "5-grams are the prompt's" in dropped[0]
+    # a later turn: the answer that repeats the assistant's own earlier answer is no answer either
+    earlier = "La gestione dello stress comincia dal sonno: dormire subito dopo il turno, al buio."
+    turn2 = replace(
+        make_prompt(language="it"),
+        messages=(
+            {"role": "user", "content": "Come gestire lo stress?"},
+            {"role": "assistant", "content": earlier},
+            {"role": "user", "content": "E nei giorni liberi?"},
+        ),
+    )
+    assert list(echo.drop([(turn2, Scored(make_candidate(earlier), 0.5))])) == [0]
+    # code tasks and prompts with tests are the tests' to judge (a completion repeats its docstring)
+    assert not echo.drop([(make_prompt(task="code", text=ECHO_PROMPT), Scored(make_candidate(copied), 0.5))])

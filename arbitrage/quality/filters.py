@@ -168,6 +168,37 @@ class Repetition(_PerItem):
         return f"{share:.0%} of {self.n}-grams repeated" if share > self.max_repeated else None
 
 
+class Echo(_PerItem):
+    """The answer says the conversation back instead of answering it: more than `max_copied` of its
+    word n-grams are the prompt's (a small model copies the request, and a copy passes the keyword
+    and language checks it carries; at a later turn, the user's message or its own earlier answer).
+    Fenced code is left out (a completion repeats its signature and docstring), and so are the
+    `skip_tasks` and prompts with tests (the tests judge those)."""
+
+    name = "echo"
+
+    def __init__(self, n: int = 5, max_copied: float = 0.5, skip_tasks: Sequence[str] = ("code",), name: str | None = None):
+        super().__init__(name)
+        self.n = number(f"filters.{self.name}.n", n, int, 1)
+        self.max_copied = number(f"filters.{self.name}.max_copied", max_copied, float, 0, 1)
+        self.skip_tasks = set(skip_tasks)
+
+    def grams(self, text: str) -> set[tuple[str, ...]]:
+        words = normalised_words(text)
+        return {tuple(words[i : i + self.n]) for i in range(len(words) - self.n + 1)}
+
+    def reason(self, item: Any) -> str | None:
+        prompt, _ = item
+        if prompt.task in self.skip_tasks or prompt.tests:
+            return None
+        answer = self.grams(FENCED_CODE.sub(" ", text_of(item, "response")))
+        if len(answer) < 2:
+            return None  # too short to tell a copy from an answer that quotes a phrase
+        said = set().union(*(self.grams(m["content"]) for m in prompt.messages))
+        share = len(answer & said) / len(answer)
+        return f"{share:.0%} of its {self.n}-grams are the prompt's" if share > self.max_copied else None
+
+
 class MinReward(_PerItem):
     """Chosen answers whose reward is below `threshold`: the prompt goes to rejected_rows.
     Only the chosen side is filtered; a low-reward answer is still a useful DPO `rejected`."""
