@@ -209,3 +209,16 @@ def test_echo_drops_an_answer_that_says_the_request_back_and_keeps_one_that_quot
     assert list(echo.drop([(turn2, Scored(make_candidate(earlier), 0.5))])) == [0]
     # code tasks and prompts with tests are the tests' to judge (a completion repeats its docstring)
     assert not echo.drop([(make_prompt(task="code", text=ECHO_PROMPT), Scored(make_candidate(copied), 0.5))])
+
+
+def test_a_task_that_asks_for_a_text_gets_a_word_floor():
+    length = F.Length(min_words_by_task={"email": 8})
+    # answers the packaged teachers wrote to email requests of the demo, and a real (short) one
+    answers = ["1\n1", "Sì, per la gestione dello stress.", "Ciao Marco, domani alle nove in ufficio per il contratto. A presto!"]
+    dropped = length.drop([pair(text, task="email") for text in answers])
+    assert dropped == {0: "length: 2 words < 8 (task email)", 1: "length: 6 words < 8 (task email)"}
+    assert not length.drop([pair("42", task="math"), pair("Paris.", task="file")])  # other tasks keep the plain floor
+    with pytest.raises(ConfigError, match="min_words_by_task.email"):
+        F.Length(min_words_by_task={"email": -1})
+    with pytest.raises(ConfigError, match="must map a task"):
+        F.Length(min_words_by_task=["email"])

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from itertools import islice
 from typing import Any
 
 from arbitrage import constraints as C
+from arbitrage.errors import ConfigError
 from arbitrage.quality.base import text_of
 from arbitrage.quality.text import normalised_words
 from arbitrage.settings import number
@@ -62,17 +63,36 @@ class Truncated(_PerItem):
 
 
 class Length(_PerItem):
+    """Answers outside the word bounds. `min_words_by_task` raises the floor for tasks that ask for
+    a text (an email, a story, advice): "1", "No." or "Sì, per la gestione dello stress." answers
+    none of them, and a copy of the request's language passes its language check."""
+
     name = "length"
 
-    def __init__(self, min_words: int = 1, max_words: int = 2000, name: str | None = None):
+    def __init__(
+        self,
+        min_words: int = 1,
+        max_words: int = 2000,
+        min_words_by_task: Mapping[str, int] | None = None,
+        name: str | None = None,
+    ):
         super().__init__(name)
         self.min_words = number(f"filters.{self.name}.min_words", min_words, int, 0)
         self.max_words = number(f"filters.{self.name}.max_words", max_words, int, self.min_words)
+        by_task = min_words_by_task or {}
+        if not isinstance(by_task, Mapping):
+            raise ConfigError(f"filters.{self.name}.min_words_by_task must map a task to its word floor, got {by_task!r}")
+        self.min_words_by_task = {
+            task: number(f"filters.{self.name}.min_words_by_task.{task}", n, int, 0, self.max_words)
+            for task, n in by_task.items()
+        }
 
     def reason(self, item: Any) -> str | None:
+        prompt, _ = item
         count = len(C.words(text_of(item, "response")))
-        if count < self.min_words:
-            return f"{count} words < {self.min_words}"
+        floor = max(self.min_words, self.min_words_by_task.get(prompt.task, 0))
+        if count < floor:
+            return f"{count} words < {floor}" + (f" (task {prompt.task})" if floor > self.min_words else "")
         if count > self.max_words:
             return f"{count} words > {self.max_words}"
         return None
