@@ -276,7 +276,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="arbitrage-conversations-"))
     n_requests = opts.n * opts.turns
     ideal = n_requests * opts.latency_ms / 1000 / opts.concurrency
-    runs: dict[str, list[dict]] = {name: [] for name in opts.contenders.split(",")}
+    runs: dict[str, list[dict]] = {name: [] for name in opts.contenders.split(",") if name}  # "": memory only
     for repeat in range(opts.repeats):  # interleaved: a slow spell on the shared cores hits every contender
         for name, done in runs.items():
             done.append(contender(name, work, opts, n_requests, repeat))

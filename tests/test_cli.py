@@ -226,6 +226,9 @@ def test_quality_stage_drops_with_reasons_and_reports_diversity(tmp_path):
             "personas.languages=[en,fr]",
             "n_prompts=12",
             "filters.decontaminate.eval_files=[tests/data/eval_sample.jsonl]",
+            # "dup" is too short for language ID (it is checked by dedup alone) and so for the
+            # word floor of the tasks that ask for a text: that floor is test_filters'
+            "~filters.length.min_words_by_task",
             f"out={out}",
         ]
         result = arbitrage(*args)
