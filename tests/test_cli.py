@@ -64,10 +64,12 @@ def test_api_run_writes_a_loadable_dataset_and_resumes_without_new_requests(serv
     rejected = datasets.load_dataset(str(out), "rejected_rows", split="train")
     assert len(candidates) == 48 and len(sft) + len(rejected) == 24
     # Spanish prompts fail (HTTP 400); the fake's answers hold no number, so math prompts fail their known
-    # answer; and an answer that follows none of its instructions is below the default reward floor
+    # answer, and no code, so code prompts fail the code-block gate; and an answer that follows none of
+    # its instructions is below the default reward floor
     assert len(rejected) > 0 and all(
         (r["language"] == "es" and "HTTP 400" in r["reason"])
         or (r["task"] == "math" and r["reason"] == "gate arbitrage:final_number failed on every answer (2)")
+        or (r["task"] == "code" and r["reason"] == "gate arbitrage:code_block failed on every answer (2)")
         or r["reason"].startswith("no answer reaches selection.min_reward 0.01 (2; best reward 0.000)")
         for r in rejected
     )
@@ -177,7 +179,12 @@ def test_a_teacher_can_write_the_prompts_persona_hub_style(tmp_path):
         assert again.returncode == 0 and len(fake.requests) == before  # written prompts come from the journal
     sft = datasets.load_dataset(str(out), "sft", split="train")
     written = [r for r in sft if r["task"] != "math"]
-    assert written and len(writer_requests) == len(written)
+    # code prompts are written too; the writer's one sentence holds no code, so they fail the code-block gate
+    summary = json.loads((out / "summary.json").read_text())
+    rejected = datasets.load_dataset(str(out), "rejected_rows", split="train") if summary["rows"]["rejected_rows"] else []
+    code = [r for r in rejected if r["task"] == "code"]
+    assert all(r["reason"].startswith("gate arbitrage:code_block failed") for r in code)
+    assert written and len(writer_requests) == len(written) + len(code)
     for row in written:
         user = row["messages"][-2]["content"]
         assert user.startswith("Como enfermera, ¿cómo preparo un botiquín para mis nietos?")

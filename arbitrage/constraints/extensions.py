@@ -12,7 +12,8 @@ their own ids so nobody mistakes one for the other:
   (arbitrage/verify/math.py): integers, fractions, decimals, LaTeX, percentages, answer sets
 
 `GATES` are the checks that say whether an answer is *correct* rather than well formatted (issue
-23): selection never keeps an answer that fails one (arbitrage/select.py).
+23): selection never keeps an answer that fails one (arbitrage/select.py). `final_number` and
+`code_block` are.
 """
 
 from __future__ import annotations
@@ -91,8 +92,10 @@ CHECKS = {
     "arbitrage:code_block": lambda text, a: code_block(text),
     "arbitrage:final_number": lambda text, a: final_number_is(text, a["answer"]),
 }
-# Correctness, not format: a known final answer. (Code tests are reward=tests' gate, scoring/tests.py.)
-GATES = frozenset({"arbitrage:final_number"})
+# Correctness, not format: a known final answer, and code that is there and parses (a code request
+# answered with prose, "1." or a block that does not parse has no code to learn from). Code tests
+# are reward=tests' gate (scoring/tests.py).
+GATES = frozenset({"arbitrage:final_number", "arbitrage:code_block"})
 KWARGS = {
     "arbitrage:lowercase": (),
     "arbitrage:no_comma": (),
