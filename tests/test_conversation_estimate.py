@@ -17,6 +17,7 @@ from fake_openai import FakeOpenAI, Script
 from test_cli import jsonl_args
 
 from arbitrage import cli, pipeline
+from arbitrage.analysis import planned as planned_calls
 from arbitrage.analysis import router_eval
 from arbitrage.analysis.scoretable import ScoreTable
 from arbitrage.prompts.conversation import FOLLOW_UP_CHARS, SIMULATOR_TEMPLATE, next_prompt
@@ -78,7 +79,7 @@ def sent_per_turn(server: FakeOpenAI) -> dict[int, int]:
 
 
 def planned(argv) -> list:
-    return list(cli._blocking(pipeline.plan(cli.build(cli.check_overrides(argv)))))
+    return list(planned_calls.blocking(pipeline.plan(cli.build(cli.check_overrides(argv)))))
 
 
 # --- estimate ----------------------------------------------------------------------------------
